@@ -1,0 +1,448 @@
+//! A small, namespace-aware element tree over quick-xml, and an escaping writer.
+//!
+//! Every request we parse is small (bodies are capped long before they get here), so a
+//! tree is simpler and safer than streaming: parsers match elements by namespace and local
+//! name, never by prefix, and simply ignore what they do not know.
+//!
+//! Hardening: DOCTYPE declarations are refused outright (so no entity can be defined, let
+//! alone expanded), only the five predefined entities and character references are
+//! resolved, and depth and element count are bounded.
+
+use std::fmt::Write as _;
+
+use quick_xml::events::{BytesStart, Event};
+use quick_xml::name::ResolveResult;
+use quick_xml::reader::NsReader;
+
+/// Deepest element nesting accepted; real messages nest fewer than 15 levels.
+const MAX_DEPTH: usize = 64;
+/// Most elements accepted in one document.
+const MAX_ELEMENTS: usize = 20_000;
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum XmlError {
+    #[error("malformed XML: {0}")]
+    Syntax(String),
+    #[error("DOCTYPE declarations are not accepted")]
+    Doctype,
+    #[error("unknown entity reference &{0};")]
+    UnknownEntity(String),
+    #[error("XML nested deeper than {MAX_DEPTH} levels")]
+    TooDeep,
+    #[error("XML has more than {MAX_ELEMENTS} elements")]
+    TooManyElements,
+    #[error("document has no root element")]
+    Empty,
+}
+
+/// One element: its namespace URI (if bound), local name, attributes and children.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Element {
+    pub ns: Option<String>,
+    pub name: String,
+    pub attrs: Vec<Attr>,
+    pub children: Vec<Node>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attr {
+    pub ns: Option<String>,
+    pub name: String,
+    pub value: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Node {
+    Element(Element),
+    /// Character data, entity-resolved; CDATA sections arrive here too.
+    Text(String),
+}
+
+/// Namespace matching that tolerates the trailing-slash variants seen between the specs and
+/// real clients (`…/2012/01/enrollment` vs `…/2012/01/enrollment/`).
+pub fn ns_eq(actual: Option<&str>, wanted: &str) -> bool {
+    match actual {
+        Some(a) => a.trim_end_matches('/') == wanted.trim_end_matches('/'),
+        None => false,
+    }
+}
+
+impl Element {
+    /// Whether this element is `{ns}local`.
+    pub fn is(&self, ns: &str, local: &str) -> bool {
+        self.name == local && ns_eq(self.ns.as_deref(), ns)
+    }
+
+    /// Child elements, skipping text.
+    pub fn elements(&self) -> impl Iterator<Item = &Element> {
+        self.children.iter().filter_map(|n| match n {
+            Node::Element(e) => Some(e),
+            Node::Text(_) => None,
+        })
+    }
+
+    /// First child `{ns}local`.
+    pub fn child(&self, ns: &str, local: &str) -> Option<&Element> {
+        self.elements().find(|e| e.is(ns, local))
+    }
+
+    /// All children `{ns}local`.
+    pub fn children_named<'a>(
+        &'a self,
+        ns: &'a str,
+        local: &'a str,
+    ) -> impl Iterator<Item = &'a Element> + 'a {
+        self.elements().filter(move |e| e.is(ns, local))
+    }
+
+    /// First child with this local name in any namespace or none: for vocabularies whose
+    /// namespace handling differs between client versions.
+    pub fn child_local(&self, local: &str) -> Option<&Element> {
+        self.elements().find(|e| e.name == local)
+    }
+
+    /// Follows a path of `{ns}local` steps.
+    pub fn path(&self, steps: &[(&str, &str)]) -> Option<&Element> {
+        steps
+            .iter()
+            .try_fold(self, |el, (ns, local)| el.child(ns, local))
+    }
+
+    /// All text directly inside this element, concatenated, untrimmed.
+    pub fn raw_text(&self) -> String {
+        let mut out = String::new();
+        for n in &self.children {
+            if let Node::Text(t) = n {
+                out.push_str(t);
+            }
+        }
+        out
+    }
+
+    /// Text content with surrounding whitespace removed: spec examples wrap values in
+    /// newlines and indentation.
+    pub fn text(&self) -> String {
+        self.raw_text().trim().to_owned()
+    }
+
+    /// Attribute by local name, in no namespace or any namespace (clients vary in whether
+    /// they qualify attributes such as `Type` and `ValueType`).
+    pub fn attr(&self, local: &str) -> Option<&str> {
+        self.attrs
+            .iter()
+            .find(|a| a.name == local && a.ns.is_none())
+            .or_else(|| self.attrs.iter().find(|a| a.name == local))
+            .map(|a| a.value.as_str())
+    }
+
+    /// Whether the element is `xsi:nil="true"`.
+    pub fn is_nil(&self) -> bool {
+        self.attrs.iter().any(|a| {
+            a.name == "nil"
+                && a.ns.as_deref() == Some(XSI_NS)
+                && matches!(a.value.trim(), "true" | "1")
+        })
+    }
+}
+
+pub const XSI_NS: &str = "http://www.w3.org/2001/XMLSchema-instance";
+
+/// Parses a whole document into its root element.
+pub fn parse(input: &[u8]) -> Result<Element, XmlError> {
+    let mut reader = NsReader::from_reader(input);
+    let config = reader.config_mut();
+    config.trim_text(false);
+    config.expand_empty_elements = true;
+    config.check_end_names = true;
+
+    let mut stack: Vec<Element> = Vec::new();
+    let mut root: Option<Element> = None;
+    let mut count = 0usize;
+    let mut buf = Vec::new();
+    loop {
+        let event = reader
+            .read_event_into(&mut buf)
+            .map_err(|e| XmlError::Syntax(e.to_string()))?;
+        match event {
+            Event::Start(start) => {
+                count += 1;
+                if count > MAX_ELEMENTS {
+                    return Err(XmlError::TooManyElements);
+                }
+                if stack.len() >= MAX_DEPTH {
+                    return Err(XmlError::TooDeep);
+                }
+                if root.is_some() && stack.is_empty() {
+                    return Err(XmlError::Syntax("more than one root element".into()));
+                }
+                let el = start_element(&reader, &start)?;
+                stack.push(el);
+            }
+            Event::End(_) => {
+                let done = stack
+                    .pop()
+                    .ok_or_else(|| XmlError::Syntax("unbalanced end tag".into()))?;
+                match stack.last_mut() {
+                    Some(parent) => parent.children.push(Node::Element(done)),
+                    None => root = Some(done),
+                }
+            }
+            Event::Text(t) => {
+                let s = t.decode().map_err(|e| XmlError::Syntax(e.to_string()))?;
+                push_text(&mut stack, &s)?;
+            }
+            Event::CData(c) => {
+                let s = c.decode().map_err(|e| XmlError::Syntax(e.to_string()))?;
+                push_text(&mut stack, &s)?;
+            }
+            Event::GeneralRef(r) => {
+                let resolved = match r.resolve_char_ref() {
+                    Ok(Some(ch)) => ch.to_string(),
+                    Ok(None) => {
+                        let name = r.decode().map_err(|e| XmlError::Syntax(e.to_string()))?;
+                        predefined_entity(&name)
+                            .ok_or_else(|| XmlError::UnknownEntity(name.to_string()))?
+                            .to_owned()
+                    }
+                    Err(e) => return Err(XmlError::Syntax(e.to_string())),
+                };
+                push_text(&mut stack, &resolved)?;
+            }
+            Event::DocType(_) => return Err(XmlError::Doctype),
+            Event::Eof => break,
+            // Declarations, comments and processing instructions carry nothing we use.
+            Event::Decl(_) | Event::Comment(_) | Event::PI(_) => {}
+            Event::Empty(_) => unreachable!("expand_empty_elements is on"),
+        }
+        buf.clear();
+    }
+    if !stack.is_empty() {
+        return Err(XmlError::Syntax("unexpected end of document".into()));
+    }
+    root.ok_or(XmlError::Empty)
+}
+
+fn push_text(stack: &mut [Element], s: &str) -> Result<(), XmlError> {
+    match stack.last_mut() {
+        Some(el) => {
+            // Merge adjacent text so `a&amp;b` is one node.
+            if let Some(Node::Text(prev)) = el.children.last_mut() {
+                prev.push_str(s);
+            } else {
+                el.children.push(Node::Text(s.to_owned()));
+            }
+            Ok(())
+        }
+        None if s.trim().is_empty() => Ok(()),
+        None => Err(XmlError::Syntax("text outside the root element".into())),
+    }
+}
+
+fn predefined_entity(name: &str) -> Option<&'static str> {
+    Some(match name {
+        "amp" => "&",
+        "lt" => "<",
+        "gt" => ">",
+        "apos" => "'",
+        "quot" => "\"",
+        _ => return None,
+    })
+}
+
+fn start_element(
+    reader: &NsReader<&[u8]>,
+    start: &BytesStart<'_>,
+) -> Result<Element, XmlError> {
+    let (ns, _) = reader.resolve_element(start.name());
+    let name = String::from_utf8_lossy(start.local_name().as_ref()).into_owned();
+    let ns = bound_ns(ns);
+    let mut attrs = Vec::new();
+    for a in start.attributes() {
+        let a = a.map_err(|e| XmlError::Syntax(e.to_string()))?;
+        if a.key.as_namespace_binding().is_some() {
+            continue;
+        }
+        let (ans, local) = reader.resolve_attribute(a.key);
+        let value = a.unescape_value().map_err(|e| match e {
+            quick_xml::Error::Escape(quick_xml::escape::EscapeError::UnrecognizedEntity(
+                _,
+                name,
+            )) => XmlError::UnknownEntity(name),
+            other => XmlError::Syntax(other.to_string()),
+        })?;
+        attrs.push(Attr {
+            ns: bound_ns(ans),
+            name: String::from_utf8_lossy(local.as_ref()).into_owned(),
+            value: value.into_owned(),
+        });
+    }
+    Ok(Element {
+        ns,
+        name,
+        attrs,
+        children: Vec::new(),
+    })
+}
+
+fn bound_ns(r: ResolveResult<'_>) -> Option<String> {
+    match r {
+        ResolveResult::Bound(ns) => Some(String::from_utf8_lossy(ns.as_ref()).into_owned()),
+        _ => None,
+    }
+}
+
+/// Escapes text for element content and double-quoted attribute values.
+pub fn escape(s: &str) -> std::borrow::Cow<'_, str> {
+    if !s.contains(['&', '<', '>', '"', '\'']) {
+        return std::borrow::Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 16);
+    for ch in s.chars() {
+        match ch {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&apos;"),
+            c => out.push(c),
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
+/// A minimal XML writer: the element order of every response is fixed by its schema, so
+/// the builders write elements in order and this only takes care of escaping and nesting.
+#[derive(Debug, Default)]
+pub struct XmlWriter {
+    out: String,
+    open: Vec<&'static str>,
+}
+
+impl XmlWriter {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn with_capacity(n: usize) -> Self {
+        Self {
+            out: String::with_capacity(n),
+            open: Vec::new(),
+        }
+    }
+
+    fn start_tag(&mut self, name: &str, attrs: &[(&str, &str)]) {
+        self.out.push('<');
+        self.out.push_str(name);
+        for (k, v) in attrs {
+            let _ = write!(self.out, " {k}=\"{}\"", escape(v));
+        }
+    }
+
+    /// Opens `<name attrs…>`; close it with [`XmlWriter::end`].
+    pub fn start(&mut self, name: &'static str, attrs: &[(&str, &str)]) -> &mut Self {
+        self.start_tag(name, attrs);
+        self.out.push('>');
+        self.open.push(name);
+        self
+    }
+
+    /// Closes the innermost open element.
+    pub fn end(&mut self) -> &mut Self {
+        let name = self.open.pop().expect("end() without start()");
+        let _ = write!(self.out, "</{name}>");
+        self
+    }
+
+    /// `<name attrs…>text</name>`.
+    pub fn leaf(&mut self, name: &str, attrs: &[(&str, &str)], text: &str) -> &mut Self {
+        self.start_tag(name, attrs);
+        let _ = write!(self.out, ">{}</{name}>", escape(text));
+        self
+    }
+
+    /// `<name attrs…/>`.
+    pub fn empty(&mut self, name: &str, attrs: &[(&str, &str)]) -> &mut Self {
+        self.start_tag(name, attrs);
+        self.out.push_str("/>");
+        self
+    }
+
+    /// `<name xsi:nil="true"/>`; the `xsi` prefix must be declared by an ancestor.
+    pub fn nil(&mut self, name: &str) -> &mut Self {
+        self.empty(name, &[("xsi:nil", "true")])
+    }
+
+    /// Escaped character data.
+    pub fn text(&mut self, text: &str) -> &mut Self {
+        self.out.push_str(&escape(text));
+        self
+    }
+
+    pub fn finish(self) -> String {
+        debug_assert!(self.open.is_empty(), "unclosed elements: {:?}", self.open);
+        self.out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn matches_by_namespace_not_prefix() {
+        let doc = br#"<x:a xmlns:x="urn:one" xmlns:y="urn:two"><y:b>  hi  </y:b><x:b>there</x:b></x:a>"#;
+        let root = parse(doc).unwrap();
+        assert!(root.is("urn:one", "a"));
+        assert_eq!(root.child("urn:two", "b").unwrap().text(), "hi");
+        assert_eq!(root.child("urn:one", "b").unwrap().text(), "there");
+    }
+
+    #[test]
+    fn trailing_slash_namespaces_match() {
+        let root = parse(br#"<a xmlns="urn:x/y/"/>"#).unwrap();
+        assert!(root.is("urn:x/y", "a"));
+    }
+
+    #[test]
+    fn refuses_doctype_and_unknown_entities() {
+        let bomb = br#"<?xml version="1.0"?><!DOCTYPE lolz [<!ENTITY lol "lol">]><a>&lol;</a>"#;
+        assert_eq!(parse(bomb), Err(XmlError::Doctype));
+        assert!(matches!(
+            parse(b"<a>&lol;</a>"),
+            Err(XmlError::UnknownEntity(_))
+        ));
+        assert!(matches!(
+            parse(b"<a b=\"&lol;\"/>"),
+            Err(XmlError::UnknownEntity(_))
+        ));
+    }
+
+    #[test]
+    fn resolves_predefined_and_char_refs_and_cdata() {
+        let root = parse(b"<a>x &amp; y &#65;&#x42;<![CDATA[<raw>]]></a>").unwrap();
+        assert_eq!(root.raw_text(), "x & y AB<raw>");
+    }
+
+    #[test]
+    fn bounds_depth() {
+        let deep = "<a>".repeat(MAX_DEPTH + 1) + &"</a>".repeat(MAX_DEPTH + 1);
+        assert_eq!(parse(deep.as_bytes()), Err(XmlError::TooDeep));
+    }
+
+    #[test]
+    fn rejects_garbage() {
+        assert!(parse(b"").is_err());
+        assert!(parse(b"<a><b></a>").is_err());
+        assert!(parse(b"not xml").is_err());
+    }
+
+    #[test]
+    fn writer_escapes() {
+        let mut w = XmlWriter::new();
+        w.start("a", &[("k", "\"<&>")]).leaf("b", &[], "1 < 2").end();
+        assert_eq!(
+            w.finish(),
+            r#"<a k="&quot;&lt;&amp;&gt;"><b>1 &lt; 2</b></a>"#
+        );
+    }
+}
