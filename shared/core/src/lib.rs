@@ -1,0 +1,15 @@
+//! winmdm's enrollment logic. It talks to storage and the certificate authority only
+//! through the [`store::Store`] and [`ca::CertificateAuthority`] traits, and to time
+//! through [`clock::Clock`], so the same code runs on the embedded adapters and on AWS.
+
+pub mod ca;
+pub mod clock;
+pub mod config;
+pub mod csr;
+pub mod digest;
+pub mod enrollment;
+pub mod federated;
+pub mod model;
+pub mod password;
+pub mod store;
+pub mod token;

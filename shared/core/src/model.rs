@@ -1,0 +1,132 @@
+//! The records winmdm keeps: users who may enroll, and enrolled devices.
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+/// A person allowed to enroll devices. The password is kept only as an argon2id PHC string.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct User {
+    /// Lower-cased UPN: the key users are looked up by.
+    pub upn: String,
+    pub password_hash: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+}
+
+impl std::fmt::Debug for User {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("User")
+            .field("upn", &self.upn)
+            .field("created_at", &self.created_at)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Normalises a UPN as typed by a user or operator into its lookup key.
+pub fn normalize_upn(upn: &str) -> String {
+    upn.trim().to_lowercase()
+}
+
+/// `EnrollmentType` from the WSTEP context: `Full` enrolls a user, `Device` the machine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EnrollmentType {
+    Full,
+    Device,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DeviceStatus {
+    Enrolled,
+    Unenrolled,
+    Blocked,
+    Removed,
+}
+
+/// The device's current client certificate.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceCertificate {
+    /// Hex serial number.
+    pub serial: String,
+    /// Uppercase hex SHA-1 of the DER, as Windows shows it.
+    pub thumbprint: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub not_after: OffsetDateTime,
+}
+
+/// What the device told us about itself at enrollment.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OsInfo {
+    pub device_type: Option<String>,
+    pub os_edition: Option<String>,
+    pub os_version: Option<String>,
+    pub application_version: Option<String>,
+    pub device_name: Option<String>,
+}
+
+/// The OMA-DM digest credentials of one device, kept only as `b64(md5(name:secret))`: all
+/// a server needs to check (or produce) `syncml:auth-md5` digests, and useless to replay
+/// as the secret itself.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DmCredentials {
+    /// `AAUTHLEVEL=APPSRV`: the device authenticating to us.
+    pub client_name: String,
+    pub client_digest_key: String,
+    /// `AAUTHLEVEL=CLIENT`: us authenticating to the device.
+    pub server_name: String,
+    pub server_digest_key: String,
+}
+
+impl std::fmt::Debug for DmCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DmCredentials")
+            .field("client_name", &self.client_name)
+            .field("server_name", &self.server_name)
+            .finish_non_exhaustive()
+    }
+}
+
+/// An enrolled (or formerly enrolled) device.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Device {
+    /// The `DeviceID` context item: the client certificate's CN and the SyncML Source.
+    pub id: String,
+    pub hw_dev_id: Option<String>,
+    pub upn: String,
+    pub enrollment_type: EnrollmentType,
+    pub status: DeviceStatus,
+    pub cert: DeviceCertificate,
+    pub os: OsInfo,
+    pub dm_credentials: DmCredentials,
+    #[serde(with = "time::serde::rfc3339")]
+    pub enrolled_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339::option", default)]
+    pub last_seen_at: Option<OffsetDateTime>,
+}
+
+/// A page of a listing, with the cursor for the next one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    /// Opaque cursor: pass it back to get the next page; `None` on the last page.
+    pub next: Option<String>,
+}
+
+/// Where a listing starts and how much it returns.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PageRequest {
+    pub after: Option<String>,
+    pub limit: usize,
+}
+
+impl PageRequest {
+    pub const MAX_LIMIT: usize = 500;
+
+    pub fn new(after: Option<String>, limit: Option<usize>) -> Self {
+        Self {
+            after,
+            limit: limit.unwrap_or(100).clamp(1, Self::MAX_LIMIT),
+        }
+    }
+}

@@ -1,0 +1,63 @@
+//! The storage trait. Implemented by the embedded redb store and by DynamoDB; every method
+//! is one atomic operation, so a failure never leaves half a change behind.
+
+use async_trait::async_trait;
+use time::OffsetDateTime;
+
+use crate::model::{Device, Page, PageRequest, User};
+
+#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
+pub enum StoreError {
+    #[error("{0} already exists")]
+    Conflict(String),
+    #[error("the sign-in token was already used")]
+    TokenReplayed,
+    #[error("storage is unavailable: {0}")]
+    Unavailable(String),
+    #[error("stored data is unreadable: {0}")]
+    Corrupt(String),
+}
+
+/// A single-use token being spent, kept until it would have expired anyway.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsumedToken {
+    pub id: String,
+    pub expires_at: OffsetDateTime,
+}
+
+/// Everything a successful enrollment writes, committed as one transaction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EnrollmentCommit {
+    pub device: Device,
+    /// The federated sign-in token this enrollment spends, if any.
+    pub token: Option<ConsumedToken>,
+}
+
+#[async_trait]
+pub trait Store: Send + Sync {
+    /// Adds a user; `Conflict` if the UPN exists.
+    async fn create_user(&self, user: &User) -> Result<(), StoreError>;
+    async fn get_user(&self, upn: &str) -> Result<Option<User>, StoreError>;
+    async fn list_users(&self, page: &PageRequest) -> Result<Page<User>, StoreError>;
+    /// Removes a user; `false` if there was none.
+    async fn delete_user(&self, upn: &str) -> Result<bool, StoreError>;
+
+    async fn get_device(&self, id: &str) -> Result<Option<Device>, StoreError>;
+    async fn get_device_by_hw_dev_id(&self, hw_dev_id: &str)
+    -> Result<Option<Device>, StoreError>;
+    /// Devices ordered by id.
+    async fn list_devices(&self, page: &PageRequest) -> Result<Page<Device>, StoreError>;
+
+    /// Whether a single-use token was already spent.
+    async fn is_token_consumed(&self, token_id: &str) -> Result<bool, StoreError>;
+
+    /// Records an enrollment atomically:
+    /// - spends `token` (fails with `TokenReplayed`, writing nothing, if it was spent);
+    /// - if another device record holds the same HWDevID, that record is replaced: it is
+    ///   removed along with its HWDevID index entry;
+    /// - writes the device (replacing a record with the same id) and its HWDevID index.
+    ///
+    /// A record with the same id but a different, known HWDevID is another machine:
+    /// `Conflict`, and nothing is written.
+    async fn commit_enrollment(&self, commit: &EnrollmentCommit) -> Result<(), StoreError>;
+}
