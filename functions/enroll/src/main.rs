@@ -1,1 +1,8 @@
-fn main() {}
+//! Lambda function for `POST /EnrollmentServer/Enrollment.svc` (MS-WSTEP).
+//! Configuration comes from the environment (see `winmdm_http::state::AppState::from_env`);
+//! state is built once per cold start and the handler is `winmdm_http::enroll::handle`.
+
+#[tokio::main]
+async fn main() -> Result<(), lambda_http::Error> {
+    winmdm_http::run_lambda(winmdm_http::enroll::handle).await
+}

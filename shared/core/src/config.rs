@@ -48,7 +48,9 @@ impl std::str::FromStr for PreferredAuth {
         match s.trim().to_ascii_lowercase().as_str() {
             "federated" => Ok(Self::Federated),
             "onpremise" | "on-premise" => Ok(Self::OnPremise),
-            other => Err(format!("auth policy must be federated or onpremise, not {other:?}")),
+            other => Err(format!(
+                "auth policy must be federated or onpremise, not {other:?}"
+            )),
         }
     }
 }

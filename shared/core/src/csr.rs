@@ -83,7 +83,9 @@ pub fn verify_csr(der: &[u8], min_key_bits: usize) -> Result<VerifiedCsr, CsrErr
     let (rest, csr) =
         X509CertificationRequest::from_der(der).map_err(|e| CsrError::Malformed(e.to_string()))?;
     if !rest.is_empty() {
-        return Err(CsrError::Malformed("trailing data after the request".into()));
+        return Err(CsrError::Malformed(
+            "trailing data after the request".into(),
+        ));
     }
     let info = &csr.certification_request_info;
     let spki = &info.subject_pki;

@@ -29,8 +29,7 @@ use crate::config::{EnrollmentConfig, MAX_ENROLLMENT_VERSION, PreferredAuth};
 use crate::csr::{CsrError, verify_csr};
 use crate::digest::digest_key;
 use crate::model::{
-    Device, DeviceCertificate, DeviceStatus, DmCredentials, EnrollmentType, OsInfo,
-    normalize_upn,
+    Device, DeviceCertificate, DeviceStatus, DmCredentials, EnrollmentType, OsInfo, normalize_upn,
 };
 use crate::password::verify_password;
 use crate::store::{ConsumedToken, EnrollmentCommit, Store, StoreError};
@@ -157,7 +156,13 @@ impl EnrollmentService {
         &self.config
     }
 
-    fn fault_reply(&self, err: &EnrollError, action: &str, relates_to: Option<&str>, trace_id: &str) -> SoapReply {
+    fn fault_reply(
+        &self,
+        err: &EnrollError,
+        action: &str,
+        relates_to: Option<&str>,
+        trace_id: &str,
+    ) -> SoapReply {
         let fault = err.to_fault();
         warn!(fault = fault.code.name(), error = %err, "enrollment request refused");
         SoapReply {
@@ -184,7 +189,8 @@ impl EnrollmentService {
     }
 
     fn discover_inner(&self, env: &Envelope) -> Result<DiscoverResponse, EnrollError> {
-        let req = DiscoverRequest::from_envelope(env).map_err(|e| EnrollError::Message(e.to_string()))?;
+        let req =
+            DiscoverRequest::from_envelope(env).map_err(|e| EnrollError::Message(e.to_string()))?;
         let chosen = choose_auth(self.config.auth_policy, &req.auth_policies).ok_or_else(|| {
             EnrollError::NotSupported(format!(
                 "none of the offered authentication policies ({}) is supported; this server accepts Federated and OnPremise",
@@ -223,7 +229,10 @@ impl EnrollmentService {
     pub async fn sign_in(&self, upn: &str, password: &str) -> Result<String, EnrollError> {
         let upn = normalize_upn(upn);
         let user = self.store.get_user(&upn).await?;
-        if !verify_password(password.as_bytes(), user.as_ref().map(|u| u.password_hash.as_str())) {
+        if !verify_password(
+            password.as_bytes(),
+            user.as_ref().map(|u| u.password_hash.as_str()),
+        ) {
             return Err(EnrollError::Authentication("wrong user name or password"));
         }
         info!(upn = %upn, "federated sign-in");
@@ -236,7 +245,10 @@ impl EnrollmentService {
             Security::UsernameToken { username, password } => {
                 let upn = normalize_upn(username);
                 let user = self.store.get_user(&upn).await?;
-                if verify_password(password.expose(), user.as_ref().map(|u| u.password_hash.as_str())) {
+                if verify_password(
+                    password.expose(),
+                    user.as_ref().map(|u| u.password_hash.as_str()),
+                ) {
                     Ok(Principal { upn, token: None })
                 } else {
                     Err(EnrollError::Authentication("wrong user name or password"))
@@ -244,15 +256,20 @@ impl EnrollmentService {
             }
             Security::BinaryToken { value_type, data } => {
                 if value_type != ns::token::DEVICE_ENROLLMENT_USER_TOKEN {
-                    return Err(EnrollError::Authentication("unsupported security token type"));
+                    return Err(EnrollError::Authentication(
+                        "unsupported security token type",
+                    ));
                 }
-                let claims = self.tokens.verify(data.expose(), self.clock.now()).map_err(|e| {
-                    EnrollError::Authentication(match e {
-                        TokenError::Expired => "sign-in token expired",
-                        TokenError::BadSignature => "sign-in token signature invalid",
-                        TokenError::Malformed => "sign-in token malformed",
-                    })
-                })?;
+                let claims = self
+                    .tokens
+                    .verify(data.expose(), self.clock.now())
+                    .map_err(|e| {
+                        EnrollError::Authentication(match e {
+                            TokenError::Expired => "sign-in token expired",
+                            TokenError::BadSignature => "sign-in token signature invalid",
+                            TokenError::Malformed => "sign-in token malformed",
+                        })
+                    })?;
                 if self.store.get_user(&claims.upn).await?.is_none() {
                     return Err(EnrollError::Authentication("user no longer exists"));
                 }
@@ -280,7 +297,8 @@ impl EnrollmentService {
         };
         let relates = env.message_id.clone();
         let result = async {
-            GetPoliciesRequest::from_envelope(&env).map_err(|e| EnrollError::Message(e.to_string()))?;
+            GetPoliciesRequest::from_envelope(&env)
+                .map_err(|e| EnrollError::Message(e.to_string()))?;
             let principal = self.authenticate(&env.security).await?;
             info!(upn = %principal.upn, "policy request");
             Ok::<_, EnrollError>(GetPoliciesResponse {
@@ -318,9 +336,13 @@ impl EnrollmentService {
     }
 
     async fn enroll(&self, env: &Envelope) -> Result<(String, String), EnrollError> {
-        let rst = RequestSecurityToken::from_envelope(env).map_err(|e| EnrollError::Message(e.to_string()))?;
+        let rst = RequestSecurityToken::from_envelope(env)
+            .map_err(|e| EnrollError::Message(e.to_string()))?;
         if rst.token_type != ns::token::DEVICE_ENROLLMENT_TOKEN {
-            return Err(EnrollError::Message(format!("unsupported TokenType {}", rst.token_type)));
+            return Err(EnrollError::Message(format!(
+                "unsupported TokenType {}",
+                rst.token_type
+            )));
         }
         match rst.request_type {
             RequestType::Issue => {}
@@ -333,7 +355,9 @@ impl EnrollmentService {
         let csr_der = match &rst.request {
             CertificateRequest::Pkcs10(der) => der,
             CertificateRequest::Pkcs7(_) => {
-                return Err(EnrollError::Message("an Issue request carries a PKCS#10".into()));
+                return Err(EnrollError::Message(
+                    "an Issue request carries a PKCS#10".into(),
+                ));
             }
         };
         let principal = self.authenticate(&env.security).await?;
@@ -437,7 +461,9 @@ impl EnrollmentService {
         let response = RequestSecurityTokenResponse {
             provisioning_doc_xml: doc.to_xml(),
             created: utc.format(&fmt).unwrap_or_default(),
-            expires: (utc + time::Duration::minutes(5)).format(&fmt).unwrap_or_default(),
+            expires: (utc + time::Duration::minutes(5))
+                .format(&fmt)
+                .unwrap_or_default(),
         };
         Ok((response.to_xml(env.message_id.as_deref()), ctx.device_id))
     }
@@ -475,15 +501,19 @@ impl DeviceContext {
             .to_owned();
         // The id becomes a certificate CN, a SyncML address and a storage key.
         let id_ok = device_id.len() <= 128
-            && device_id
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'{' | b'}'));
+            && device_id.bytes().all(|b| {
+                b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'{' | b'}')
+            });
         if !id_ok {
             return Err(EnrollError::InvalidEnrollmentData(
                 "DeviceID must be at most 128 characters of A-Z a-z 0-9 - _ . { }".into(),
             ));
         }
-        let enrollment_type = match c.get("EnrollmentType").map(str::to_ascii_lowercase).as_deref() {
+        let enrollment_type = match c
+            .get("EnrollmentType")
+            .map(str::to_ascii_lowercase)
+            .as_deref()
+        {
             Some("full") => EnrollmentType::Full,
             Some("device") => EnrollmentType::Device,
             Some(other) => {
@@ -492,14 +522,18 @@ impl DeviceContext {
                 )));
             }
             None => {
-                return Err(EnrollError::InvalidEnrollmentData("EnrollmentType is missing".into()));
+                return Err(EnrollError::InvalidEnrollmentData(
+                    "EnrollmentType is missing".into(),
+                ));
             }
         };
         let hw_dev_id = c.get("HWDevID").map(str::to_owned);
         if let Some(hw) = &hw_dev_id
             && (hw.len() > 128 || !hw.bytes().all(|b| b.is_ascii_graphic()))
         {
-            return Err(EnrollError::InvalidEnrollmentData("HWDevID is not valid".into()));
+            return Err(EnrollError::InvalidEnrollmentData(
+                "HWDevID is not valid".into(),
+            ));
         }
         let field = |name: &str| c.get(name).map(|v| v.chars().take(256).collect::<String>());
         Ok(Self {
@@ -549,8 +583,14 @@ mod tests {
         use AuthPolicy::*;
         let fed = PreferredAuth::Federated;
         assert_eq!(choose_auth(fed, &[OnPremise, Federated]), Some(fed));
-        assert_eq!(choose_auth(fed, &[OnPremise]), Some(PreferredAuth::OnPremise));
-        assert_eq!(choose_auth(PreferredAuth::OnPremise, &[Federated]), Some(fed));
+        assert_eq!(
+            choose_auth(fed, &[OnPremise]),
+            Some(PreferredAuth::OnPremise)
+        );
+        assert_eq!(
+            choose_auth(PreferredAuth::OnPremise, &[Federated]),
+            Some(fed)
+        );
         assert_eq!(choose_auth(fed, &[Certificate]), None);
         assert_eq!(choose_auth(fed, &[]), Some(fed));
     }

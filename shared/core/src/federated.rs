@@ -16,7 +16,10 @@ pub enum AppruError {
 /// Only `ms-app://` (the Windows enrollment app) or an https URL on the allow-list may
 /// receive a token: anything else would hand sign-in tokens to a third party.
 pub fn check_appru(appru: Option<&str>, allow_list: &[String]) -> Result<(), AppruError> {
-    let appru = appru.map(str::trim).filter(|a| !a.is_empty()).ok_or(AppruError::Missing)?;
+    let appru = appru
+        .map(str::trim)
+        .filter(|a| !a.is_empty())
+        .ok_or(AppruError::Missing)?;
     let lower = appru.to_ascii_lowercase();
     if lower.starts_with("ms-app://") && appru.len() > "ms-app://".len() {
         return Ok(());
@@ -84,7 +87,10 @@ mod tests {
             check_appru(Some("https://evil.example.com/cb"), &allow),
             Err(AppruError::NotAllowed)
         );
-        assert_eq!(check_appru(Some("javascript:alert(1)"), &allow), Err(AppruError::NotAllowed));
+        assert_eq!(
+            check_appru(Some("javascript:alert(1)"), &allow),
+            Err(AppruError::NotAllowed)
+        );
         assert_eq!(check_appru(None, &allow), Err(AppruError::Missing));
     }
 

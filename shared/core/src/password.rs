@@ -1,8 +1,8 @@
 //! Password hashing with argon2id (RFC 9106 second recommended parameters, the argon2
 //! crate's defaults), stored as PHC strings.
 
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use rand::rngs::OsRng;
 
 pub fn hash_password(password: &str) -> Result<String, String> {

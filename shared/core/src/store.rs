@@ -43,8 +43,7 @@ pub trait Store: Send + Sync {
     async fn delete_user(&self, upn: &str) -> Result<bool, StoreError>;
 
     async fn get_device(&self, id: &str) -> Result<Option<Device>, StoreError>;
-    async fn get_device_by_hw_dev_id(&self, hw_dev_id: &str)
-    -> Result<Option<Device>, StoreError>;
+    async fn get_device_by_hw_dev_id(&self, hw_dev_id: &str) -> Result<Option<Device>, StoreError>;
     /// Devices ordered by id.
     async fn list_devices(&self, page: &PageRequest) -> Result<Page<Device>, StoreError>;
 

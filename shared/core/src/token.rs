@@ -49,7 +49,9 @@ pub struct TokenSigner {
 
 impl std::fmt::Debug for TokenSigner {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TokenSigner").field("ttl", &self.ttl).finish_non_exhaustive()
+        f.debug_struct("TokenSigner")
+            .field("ttl", &self.ttl)
+            .finish_non_exhaustive()
     }
 }
 
@@ -77,7 +79,9 @@ impl TokenSigner {
     }
 
     pub fn verify(&self, token: &[u8], now: OffsetDateTime) -> Result<TokenClaims, TokenError> {
-        let token = std::str::from_utf8(token).map_err(|_| TokenError::Malformed)?.trim();
+        let token = std::str::from_utf8(token)
+            .map_err(|_| TokenError::Malformed)?
+            .trim();
         let (payload, sig) = token.split_once('.').ok_or(TokenError::Malformed)?;
         let sig = B64URL.decode(sig).map_err(|_| TokenError::Malformed)?;
         self.mac(payload.as_bytes())
@@ -121,6 +125,9 @@ mod tests {
         bad[3] ^= 1;
         assert!(s.verify(&bad, now).is_err());
         let other = TokenSigner::new(vec![8; 32], Duration::minutes(5)).unwrap();
-        assert_eq!(other.verify(t.as_bytes(), now), Err(TokenError::BadSignature));
+        assert_eq!(
+            other.verify(t.as_bytes(), now),
+            Err(TokenError::BadSignature)
+        );
     }
 }

@@ -1,0 +1,8 @@
+//! Embedded adapters for running without AWS: a redb-backed [`store::RedbStore`] and a
+//! file-backed [`ca::LocalCa`], both kept in one data directory.
+
+pub mod ca;
+pub mod store;
+
+pub use ca::LocalCa;
+pub use store::RedbStore;

@@ -1,0 +1,39 @@
+//! HTTP handlers, one per endpoint. Each takes the process's [`state::AppState`] and a
+//! `lambda_http::Request` and returns a response: the Lambda functions call exactly one of
+//! them, `winmdm-local` calls them all through [`router::dispatch`].
+//!
+//! | endpoint | module |
+//! |---|---|
+//! | `/EnrollmentServer/Discovery.svc` | [`discovery`] |
+//! | `/EnrollmentServer/Policy.svc` (XCEP) | [`policy`] |
+//! | `/EnrollmentServer/Enrollment.svc` (WSTEP) | [`enroll`] |
+//! | `/EnrollmentServer/Auth` (federated login page) | [`auth`] |
+//! | `/admin/v1/…` | [`admin`] |
+
+pub mod admin;
+pub mod auth;
+pub mod discovery;
+pub mod enroll;
+pub mod logging;
+pub mod policy;
+pub mod request_id;
+pub mod respond;
+pub mod router;
+mod soap_endpoint;
+pub mod state;
+
+pub use state::AppState;
+
+/// Runs one endpoint's handler as a Lambda function, with state built once at init.
+pub async fn run_lambda<F, Fut>(handler: F) -> Result<(), lambda_http::Error>
+where
+    F: Fn(&'static AppState, lambda_http::Request) -> Fut + Copy + Send + 'static,
+    Fut: std::future::Future<Output = respond::Response> + Send,
+{
+    logging::init();
+    let state: &'static AppState = Box::leak(Box::new(AppState::from_env()?));
+    lambda_http::run(lambda_http::service_fn(move |req| async move {
+        Ok::<_, std::convert::Infallible>(handler(state, req).await)
+    }))
+    .await
+}

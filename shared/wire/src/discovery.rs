@@ -236,7 +236,10 @@ mod tests {
 
     #[test]
     fn bare_text_auth_policies() {
-        let env = discover(ns::DISCOVERY, "<d:AuthPolicies>Certificate</d:AuthPolicies>");
+        let env = discover(
+            ns::DISCOVERY,
+            "<d:AuthPolicies>Certificate</d:AuthPolicies>",
+        );
         let r = DiscoverRequest::from_envelope(&env).unwrap();
         assert_eq!(r.auth_policies, vec![AuthPolicy::Certificate]);
     }
@@ -245,7 +248,10 @@ mod tests {
     fn versions_compare_numerically() {
         let v: ProtocolVersion = "10.0".parse().unwrap();
         assert!(v > "9.0".parse().unwrap());
-        assert_eq!("4".parse::<ProtocolVersion>(), Ok(ProtocolVersion::new(4, 0)));
+        assert_eq!(
+            "4".parse::<ProtocolVersion>(),
+            Ok(ProtocolVersion::new(4, 0))
+        );
     }
 
     #[test]

@@ -15,8 +15,7 @@ pub const XSI: &str = crate::xml::XSI_NS;
 pub const XSD: &str = "http://www.w3.org/2001/XMLSchema";
 
 pub mod action {
-    pub const DISCOVER: &str =
-        "http://schemas.microsoft.com/windows/management/2012/01/enrollment/IDiscoveryService/Discover";
+    pub const DISCOVER: &str = "http://schemas.microsoft.com/windows/management/2012/01/enrollment/IDiscoveryService/Discover";
     pub const DISCOVER_RESPONSE: &str = "http://schemas.microsoft.com/windows/management/2012/01/enrollment/IDiscoveryService/DiscoverResponse";
     pub const GET_POLICIES: &str =
         "http://schemas.microsoft.com/windows/pki/2009/01/enrollmentpolicy/IPolicy/GetPolicies";
@@ -29,14 +28,10 @@ pub mod action {
 /// Token and value types used in WS-Security headers and WSTEP bodies.
 pub mod token {
     pub const PASSWORD_TEXT: &str = "http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-username-token-profile-1.0#PasswordText";
-    pub const BASE64_BINARY: &str =
-        "http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-wssecurity-secext-1.0.xsd#base64binary";
-    pub const DEVICE_ENROLLMENT_USER_TOKEN: &str =
-        "http://schemas.microsoft.com/5.0.0.0/ConfigurationManager/Enrollment/DeviceEnrollmentUserToken";
-    pub const DEVICE_ENROLLMENT_TOKEN: &str =
-        "http://schemas.microsoft.com/5.0.0.0/ConfigurationManager/Enrollment/DeviceEnrollmentToken";
-    pub const DEVICE_ENROLLMENT_PROVISION_DOC: &str =
-        "http://schemas.microsoft.com/5.0.0.0/ConfigurationManager/Enrollment/DeviceEnrollmentProvisionDoc";
+    pub const BASE64_BINARY: &str = "http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-wssecurity-secext-1.0.xsd#base64binary";
+    pub const DEVICE_ENROLLMENT_USER_TOKEN: &str = "http://schemas.microsoft.com/5.0.0.0/ConfigurationManager/Enrollment/DeviceEnrollmentUserToken";
+    pub const DEVICE_ENROLLMENT_TOKEN: &str = "http://schemas.microsoft.com/5.0.0.0/ConfigurationManager/Enrollment/DeviceEnrollmentToken";
+    pub const DEVICE_ENROLLMENT_PROVISION_DOC: &str = "http://schemas.microsoft.com/5.0.0.0/ConfigurationManager/Enrollment/DeviceEnrollmentProvisionDoc";
     pub const PKCS10: &str = "http://schemas.microsoft.com/windows/pki/2009/01/enrollment#PKCS10";
     /// Renewal: MS-MDE2 and Learn spell it in the secext namespace…
     pub const PKCS7_SECEXT: &str =

@@ -92,7 +92,9 @@ impl PollSchedule {
             return Err("poll intervals must be at least one minute".into());
         }
         if remaining.1 < 1440 {
-            return Err("IntervalForRemainingScheduledRetries must be at least 1440 minutes".into());
+            return Err(
+                "IntervalForRemainingScheduledRetries must be at least 1440 minutes".into(),
+            );
         }
         Ok(Self {
             number_of_first_retries: first.0,
@@ -371,7 +373,10 @@ mod tests {
 
     #[test]
     fn places_client_cert_by_enrollment_type() {
-        for (store, name) in [(ClientCertStore::User, "User"), (ClientCertStore::System, "System")] {
+        for (store, name) in [
+            (ClientCertStore::User, "User"),
+            (ClientCertStore::System, "System"),
+        ] {
             let root = xml::parse(doc(store).to_xml().as_bytes()).unwrap();
             let my = root
                 .elements()
@@ -397,7 +402,12 @@ mod tests {
             .unwrap();
         let dm = find(&root, "DMClient").unwrap();
         assert!(find(find(dm, "Provider").unwrap(), pid).is_some());
-        assert_eq!(app.elements().filter(|c| c.attr("type") == Some("APPAUTH")).count(), 2);
+        assert_eq!(
+            app.elements()
+                .filter(|c| c.attr("type") == Some("APPAUTH"))
+                .count(),
+            2
+        );
         assert!(xml_text.contains("s2&amp;&lt;"));
     }
 

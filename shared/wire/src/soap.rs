@@ -25,9 +25,15 @@ pub struct Envelope {
 pub enum Security {
     None,
     /// OnPremise: `wsse:UsernameToken` with a plaintext password.
-    UsernameToken { username: String, password: Secret },
+    UsernameToken {
+        username: String,
+        password: Secret,
+    },
     /// Federated (and certificate) auth: the decoded bytes of a `wsse:BinarySecurityToken`.
-    BinaryToken { value_type: String, data: Secret },
+    BinaryToken {
+        value_type: String,
+        data: Secret,
+    },
 }
 
 impl fmt::Debug for Security {
@@ -129,10 +135,12 @@ fn parse_security(sec: &Element) -> Result<Security, EnvelopeError> {
         let username = ut
             .child(ns::WSSE, "Username")
             .map(Element::text)
-            .ok_or_else(|| EnvelopeError::InvalidSecurity("UsernameToken without Username".into()))?;
-        let pw = ut
-            .child(ns::WSSE, "Password")
-            .ok_or_else(|| EnvelopeError::InvalidSecurity("UsernameToken without Password".into()))?;
+            .ok_or_else(|| {
+                EnvelopeError::InvalidSecurity("UsernameToken without Username".into())
+            })?;
+        let pw = ut.child(ns::WSSE, "Password").ok_or_else(|| {
+            EnvelopeError::InvalidSecurity("UsernameToken without Password".into())
+        })?;
         if let Some(t) = pw.attr("Type")
             && t.trim() != ns::token::PASSWORD_TEXT
         {

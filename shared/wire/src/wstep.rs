@@ -145,7 +145,10 @@ impl RequestSecurityTokenResponse {
                 w.end();
             },
             |w| {
-                w.start("RequestSecurityTokenResponseCollection", &[("xmlns", ns::WST)]);
+                w.start(
+                    "RequestSecurityTokenResponseCollection",
+                    &[("xmlns", ns::WST)],
+                );
                 w.start("RequestSecurityTokenResponse", &[]);
                 w.leaf("TokenType", &[], ns::token::DEVICE_ENROLLMENT_TOKEN);
                 w.empty("DispositionMessage", &[("xmlns", ns::ENROLL)]);

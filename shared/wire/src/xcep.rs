@@ -119,7 +119,11 @@ impl GetPoliciesResponse {
         w.leaf("autoEnroll", &[], "false");
         w.end();
         w.start("privateKeyAttributes", &[]);
-        w.leaf("minimalKeyLength", &[], &self.minimal_key_length.to_string());
+        w.leaf(
+            "minimalKeyLength",
+            &[],
+            &self.minimal_key_length.to_string(),
+        );
         w.nil("keySpec");
         w.nil("keyUsageProperty");
         w.nil("permissions");

@@ -249,10 +249,7 @@ fn predefined_entity(name: &str) -> Option<&'static str> {
     })
 }
 
-fn start_element(
-    reader: &NsReader<&[u8]>,
-    start: &BytesStart<'_>,
-) -> Result<Element, XmlError> {
+fn start_element(reader: &NsReader<&[u8]>, start: &BytesStart<'_>) -> Result<Element, XmlError> {
     let (ns, _) = reader.resolve_element(start.name());
     let name = String::from_utf8_lossy(start.local_name().as_ref()).into_owned();
     let ns = bound_ns(ns);
@@ -390,7 +387,8 @@ mod tests {
 
     #[test]
     fn matches_by_namespace_not_prefix() {
-        let doc = br#"<x:a xmlns:x="urn:one" xmlns:y="urn:two"><y:b>  hi  </y:b><x:b>there</x:b></x:a>"#;
+        let doc =
+            br#"<x:a xmlns:x="urn:one" xmlns:y="urn:two"><y:b>  hi  </y:b><x:b>there</x:b></x:a>"#;
         let root = parse(doc).unwrap();
         assert!(root.is("urn:one", "a"));
         assert_eq!(root.child("urn:two", "b").unwrap().text(), "hi");
@@ -439,7 +437,9 @@ mod tests {
     #[test]
     fn writer_escapes() {
         let mut w = XmlWriter::new();
-        w.start("a", &[("k", "\"<&>")]).leaf("b", &[], "1 < 2").end();
+        w.start("a", &[("k", "\"<&>")])
+            .leaf("b", &[], "1 < 2")
+            .end();
         assert_eq!(
             w.finish(),
             r#"<a k="&quot;&lt;&amp;&gt;"><b>1 &lt; 2</b></a>"#

@@ -1,0 +1,152 @@
+//! The local certificate authority: an RSA-2048 root generated on first start and kept in
+//! the data directory, signing device certificates with SHA-256.
+
+use std::path::Path;
+
+use async_trait::async_trait;
+use rand::RngCore;
+use rand::rngs::OsRng;
+use rcgen::{
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose, PKCS_RSA_SHA256, SerialNumber, SubjectPublicKeyInfo,
+};
+use time::{Duration, OffsetDateTime};
+use winmdm_core::ca::{CaChain, CaError, CertificateAuthority, IssueRequest, IssuedCertificate};
+
+const KEY_FILE: &str = "ca-key.pem";
+const CERT_FILE: &str = "ca-cert.der";
+const ROOT_VALIDITY: Duration = Duration::days(20 * 365);
+
+pub struct LocalCa {
+    chain: CaChain,
+    issuer: Issuer<'static, KeyPair>,
+}
+
+impl std::fmt::Debug for LocalCa {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LocalCa").finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LocalCaError {
+    #[error("CA file {path}: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("CA material in {0} is unusable: {1}")]
+    Invalid(String, String),
+}
+
+fn random_serial() -> SerialNumber {
+    let mut b = [0u8; 16];
+    OsRng.fill_bytes(&mut b);
+    // Positive and non-zero, as RFC 5280 requires.
+    b[0] = (b[0] & 0x7f) | 0x01;
+    SerialNumber::from_slice(&b)
+}
+
+impl LocalCa {
+    /// Loads the CA from `dir`, generating and persisting a new root on first use.
+    pub fn open_or_create(dir: &Path) -> Result<Self, LocalCaError> {
+        let io = |path: &Path| {
+            let path = path.display().to_string();
+            move |source| LocalCaError::Io { path, source }
+        };
+        std::fs::create_dir_all(dir).map_err(io(dir))?;
+        let key_path = dir.join(KEY_FILE);
+        let cert_path = dir.join(CERT_FILE);
+        let invalid =
+            |e: rcgen::Error| LocalCaError::Invalid(dir.display().to_string(), e.to_string());
+        if !key_path.exists() {
+            let key = KeyPair::generate_for(&PKCS_RSA_SHA256).map_err(invalid)?;
+            let mut params = CertificateParams::default();
+            let mut dn = DistinguishedName::new();
+            dn.push(DnType::CommonName, "winmdm device root CA");
+            dn.push(DnType::OrganizationName, "winmdm");
+            params.distinguished_name = dn;
+            params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+            params.key_usages = vec![
+                KeyUsagePurpose::KeyCertSign,
+                KeyUsagePurpose::CrlSign,
+                KeyUsagePurpose::DigitalSignature,
+            ];
+            let now = OffsetDateTime::now_utc();
+            params.not_before = now - Duration::hours(1);
+            params.not_after = now + ROOT_VALIDITY;
+            params.serial_number = Some(random_serial());
+            let cert = params.self_signed(&key).map_err(invalid)?;
+            // Certificate first, key last: the key's presence marks a complete CA.
+            write_file(&cert_path, cert.der(), false).map_err(io(&cert_path))?;
+            write_file(&key_path, key.serialize_pem().as_bytes(), true).map_err(io(&key_path))?;
+        }
+        let key_pem = std::fs::read_to_string(&key_path).map_err(io(&key_path))?;
+        let cert_der = std::fs::read(&cert_path).map_err(io(&cert_path))?;
+        let key = KeyPair::from_pem_and_sign_algo(&key_pem, &PKCS_RSA_SHA256).map_err(invalid)?;
+        let issuer = Issuer::from_ca_cert_der(&cert_der.as_slice().into(), key).map_err(invalid)?;
+        Ok(Self {
+            chain: CaChain {
+                root_der: cert_der,
+                intermediate_der: None,
+            },
+            issuer,
+        })
+    }
+}
+
+fn write_file(path: &Path, bytes: &[u8], private: bool) -> std::io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    {
+        let mut opts = std::fs::OpenOptions::new();
+        opts.write(true).create(true).truncate(true);
+        #[cfg(unix)]
+        if private {
+            use std::os::unix::fs::OpenOptionsExt;
+            opts.mode(0o600);
+        }
+        #[cfg(not(unix))]
+        let _ = private;
+        use std::io::Write;
+        let mut f = opts.open(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+    }
+    std::fs::rename(tmp, path)
+}
+
+#[async_trait]
+impl CertificateAuthority for LocalCa {
+    fn chain(&self) -> &CaChain {
+        &self.chain
+    }
+
+    async fn issue(&self, req: &IssueRequest<'_>) -> Result<IssuedCertificate, CaError> {
+        let public_key = SubjectPublicKeyInfo::from_der(req.csr.spki_der())
+            .map_err(|e| CaError::Rejected(format!("unusable public key: {e}")))?;
+        let mut params = CertificateParams::default();
+        let mut dn = DistinguishedName::new();
+        dn.push(DnType::CommonName, req.common_name);
+        params.distinguished_name = dn;
+        params.is_ca = IsCa::ExplicitNoCa;
+        params.key_usages = vec![
+            KeyUsagePurpose::DigitalSignature,
+            KeyUsagePurpose::KeyEncipherment,
+        ];
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        params.use_authority_key_identifier_extension = true;
+        params.not_before = req.not_before;
+        params.not_after = req.not_after;
+        let serial = random_serial();
+        let serial_hex = serial.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+        params.serial_number = Some(serial);
+        let cert = params
+            .signed_by(&public_key, &self.issuer)
+            .map_err(|e| CaError::Internal(e.to_string()))?;
+        Ok(IssuedCertificate {
+            der: cert.der().to_vec(),
+            serial_hex,
+            not_after: req.not_after,
+        })
+    }
+}

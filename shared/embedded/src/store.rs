@@ -1,0 +1,327 @@
+//! The embedded store: one redb file.
+//!
+//! Why redb rather than SQLite: it is pure Rust (no C toolchain, quick to build and to
+//! cross-compile), ACID with serialisable write transactions across tables, and crash-safe
+//! with copy-on-write B-trees — all a single-process server needs. Records are JSON, the
+//! same shape the admin API returns, which keeps the file inspectable and migrations easy.
+//!
+//! Tables (all `&str` keys):
+//! - `users`: normalised UPN → `User`
+//! - `devices`: device id → `Device`
+//! - `devices_by_hw`: lower-cased HWDevID → device id
+//! - `consumed_tokens`: token id → expiry (unix seconds)
+//! - `token_expiry`: `"<expiry:020>/<token id>"` → (), to purge spent tokens in expiry order
+
+use std::path::Path;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
+use redb::{Database, ReadableTable, TableDefinition};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use time::OffsetDateTime;
+use winmdm_core::model::{Device, Page, PageRequest, User};
+use winmdm_core::store::{EnrollmentCommit, Store, StoreError};
+
+const USERS: TableDefinition<&str, &[u8]> = TableDefinition::new("users");
+const DEVICES: TableDefinition<&str, &[u8]> = TableDefinition::new("devices");
+const DEVICES_BY_HW: TableDefinition<&str, &str> = TableDefinition::new("devices_by_hw");
+const CONSUMED_TOKENS: TableDefinition<&str, i64> = TableDefinition::new("consumed_tokens");
+const TOKEN_EXPIRY: TableDefinition<&str, ()> = TableDefinition::new("token_expiry");
+
+/// How many expired tokens one enrollment purges, so cleanup cost stays bounded.
+const PURGE_BATCH: usize = 64;
+
+#[derive(Clone)]
+pub struct RedbStore {
+    db: Arc<Database>,
+}
+
+impl std::fmt::Debug for RedbStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedbStore").finish_non_exhaustive()
+    }
+}
+
+fn unavailable(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Unavailable(e.to_string())
+}
+
+fn encode<T: Serialize>(v: &T) -> Result<Vec<u8>, StoreError> {
+    serde_json::to_vec(v).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+fn decode<T: DeserializeOwned>(b: &[u8]) -> Result<T, StoreError> {
+    serde_json::from_slice(b).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+fn hw_key(hw: &str) -> String {
+    hw.to_ascii_lowercase()
+}
+
+impl RedbStore {
+    /// Opens (or creates) the store file and its tables.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        let db = Database::create(path).map_err(unavailable)?;
+        let tx = db.begin_write().map_err(unavailable)?;
+        {
+            tx.open_table(USERS).map_err(unavailable)?;
+            tx.open_table(DEVICES).map_err(unavailable)?;
+            tx.open_table(DEVICES_BY_HW).map_err(unavailable)?;
+            tx.open_table(CONSUMED_TOKENS).map_err(unavailable)?;
+            tx.open_table(TOKEN_EXPIRY).map_err(unavailable)?;
+        }
+        tx.commit().map_err(unavailable)?;
+        Ok(Self { db: Arc::new(db) })
+    }
+
+    /// Runs blocking redb work off the async executor.
+    async fn blocking<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Database) -> Result<T, StoreError> + Send + 'static,
+    {
+        let db = self.db.clone();
+        tokio::task::spawn_blocking(move || f(&db))
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("store task failed: {e}")))?
+    }
+
+    fn get_json<T: DeserializeOwned>(
+        db: &Database,
+        table: TableDefinition<&str, &[u8]>,
+        key: &str,
+    ) -> Result<Option<T>, StoreError> {
+        let tx = db.begin_read().map_err(unavailable)?;
+        let t = tx.open_table(table).map_err(unavailable)?;
+        match t.get(key).map_err(unavailable)? {
+            Some(v) => Ok(Some(decode(v.value())?)),
+            None => Ok(None),
+        }
+    }
+
+    fn page_json<T: DeserializeOwned>(
+        db: &Database,
+        table: TableDefinition<&str, &[u8]>,
+        page: &PageRequest,
+    ) -> Result<Page<T>, StoreError> {
+        let after = match &page.after {
+            Some(c) => Some(
+                B64URL
+                    .decode(c)
+                    .ok()
+                    .and_then(|b| String::from_utf8(b).ok())
+                    .ok_or_else(|| StoreError::Corrupt("invalid page cursor".into()))?,
+            ),
+            None => None,
+        };
+        let tx = db.begin_read().map_err(unavailable)?;
+        let t = tx.open_table(table).map_err(unavailable)?;
+        let range = match &after {
+            Some(a) => t.range::<&str>((
+                std::ops::Bound::Excluded(a.as_str()),
+                std::ops::Bound::Unbounded,
+            )),
+            None => t.range::<&str>(..),
+        }
+        .map_err(unavailable)?;
+        let mut items = Vec::with_capacity(page.limit);
+        let mut last_key = None;
+        let mut more = false;
+        for entry in range {
+            let (k, v) = entry.map_err(unavailable)?;
+            if items.len() == page.limit {
+                more = true;
+                break;
+            }
+            items.push(decode(v.value())?);
+            last_key = Some(k.value().to_owned());
+        }
+        Ok(Page {
+            items,
+            next: if more {
+                last_key.map(|k| B64URL.encode(k))
+            } else {
+                None
+            },
+        })
+    }
+}
+
+#[async_trait]
+impl Store for RedbStore {
+    async fn create_user(&self, user: &User) -> Result<(), StoreError> {
+        let user = user.clone();
+        self.blocking(move |db| {
+            let tx = db.begin_write().map_err(unavailable)?;
+            {
+                let mut t = tx.open_table(USERS).map_err(unavailable)?;
+                if t.get(user.upn.as_str()).map_err(unavailable)?.is_some() {
+                    return Err(StoreError::Conflict(format!("user {}", user.upn)));
+                }
+                t.insert(user.upn.as_str(), encode(&user)?.as_slice())
+                    .map_err(unavailable)?;
+            }
+            tx.commit().map_err(unavailable)
+        })
+        .await
+    }
+
+    async fn get_user(&self, upn: &str) -> Result<Option<User>, StoreError> {
+        let upn = upn.to_owned();
+        self.blocking(move |db| Self::get_json(db, USERS, &upn))
+            .await
+    }
+
+    async fn list_users(&self, page: &PageRequest) -> Result<Page<User>, StoreError> {
+        let page = page.clone();
+        self.blocking(move |db| Self::page_json(db, USERS, &page))
+            .await
+    }
+
+    async fn delete_user(&self, upn: &str) -> Result<bool, StoreError> {
+        let upn = upn.to_owned();
+        self.blocking(move |db| {
+            let tx = db.begin_write().map_err(unavailable)?;
+            let existed = {
+                let mut t = tx.open_table(USERS).map_err(unavailable)?;
+                t.remove(upn.as_str()).map_err(unavailable)?.is_some()
+            };
+            tx.commit().map_err(unavailable)?;
+            Ok(existed)
+        })
+        .await
+    }
+
+    async fn get_device(&self, id: &str) -> Result<Option<Device>, StoreError> {
+        let id = id.to_owned();
+        self.blocking(move |db| Self::get_json(db, DEVICES, &id))
+            .await
+    }
+
+    async fn get_device_by_hw_dev_id(&self, hw_dev_id: &str) -> Result<Option<Device>, StoreError> {
+        let hw = hw_key(hw_dev_id);
+        self.blocking(move |db| {
+            let tx = db.begin_read().map_err(unavailable)?;
+            let idx = tx.open_table(DEVICES_BY_HW).map_err(unavailable)?;
+            let Some(id) = idx.get(hw.as_str()).map_err(unavailable)? else {
+                return Ok(None);
+            };
+            let devices = tx.open_table(DEVICES).map_err(unavailable)?;
+            match devices.get(id.value()).map_err(unavailable)? {
+                Some(v) => Ok(Some(decode(v.value())?)),
+                None => Ok(None),
+            }
+        })
+        .await
+    }
+
+    async fn list_devices(&self, page: &PageRequest) -> Result<Page<Device>, StoreError> {
+        let page = page.clone();
+        self.blocking(move |db| Self::page_json(db, DEVICES, &page))
+            .await
+    }
+
+    async fn is_token_consumed(&self, token_id: &str) -> Result<bool, StoreError> {
+        let id = token_id.to_owned();
+        self.blocking(move |db| {
+            let tx = db.begin_read().map_err(unavailable)?;
+            let t = tx.open_table(CONSUMED_TOKENS).map_err(unavailable)?;
+            Ok(t.get(id.as_str()).map_err(unavailable)?.is_some())
+        })
+        .await
+    }
+
+    async fn commit_enrollment(&self, commit: &EnrollmentCommit) -> Result<(), StoreError> {
+        let commit = commit.clone();
+        self.blocking(move |db| {
+            let now = OffsetDateTime::now_utc().unix_timestamp();
+            let tx = db.begin_write().map_err(unavailable)?;
+            {
+                let mut tokens = tx.open_table(CONSUMED_TOKENS).map_err(unavailable)?;
+                let mut expiry = tx.open_table(TOKEN_EXPIRY).map_err(unavailable)?;
+                purge_expired_tokens(&mut tokens, &mut expiry, now)?;
+                if let Some(token) = &commit.token {
+                    if tokens
+                        .get(token.id.as_str())
+                        .map_err(unavailable)?
+                        .is_some()
+                    {
+                        // Dropping the transaction without commit writes nothing.
+                        return Err(StoreError::TokenReplayed);
+                    }
+                    let exp = token.expires_at.unix_timestamp();
+                    tokens.insert(token.id.as_str(), exp).map_err(unavailable)?;
+                    expiry
+                        .insert(format!("{:020}/{}", exp.max(0), token.id).as_str(), ())
+                        .map_err(unavailable)?;
+                }
+
+                let device = &commit.device;
+                let mut devices = tx.open_table(DEVICES).map_err(unavailable)?;
+                let mut by_hw = tx.open_table(DEVICES_BY_HW).map_err(unavailable)?;
+
+                if let Some(existing) = devices.get(device.id.as_str()).map_err(unavailable)? {
+                    let existing: Device = decode(existing.value())?;
+                    if let (Some(old), Some(new)) = (&existing.hw_dev_id, &device.hw_dev_id)
+                        && !old.eq_ignore_ascii_case(new)
+                    {
+                        return Err(StoreError::Conflict(format!(
+                            "device {} on other hardware",
+                            device.id
+                        )));
+                    }
+                    if let Some(old) = &existing.hw_dev_id {
+                        by_hw.remove(hw_key(old).as_str()).map_err(unavailable)?;
+                    }
+                }
+                if let Some(hw) = &device.hw_dev_id {
+                    let key = hw_key(hw);
+                    let previous = by_hw
+                        .get(key.as_str())
+                        .map_err(unavailable)?
+                        .map(|v| v.value().to_owned());
+                    if let Some(prev_id) = previous
+                        && prev_id != device.id
+                    {
+                        // Re-enrollment of the same hardware under a new id: the old
+                        // record is superseded.
+                        devices.remove(prev_id.as_str()).map_err(unavailable)?;
+                    }
+                    by_hw
+                        .insert(key.as_str(), device.id.as_str())
+                        .map_err(unavailable)?;
+                }
+                devices
+                    .insert(device.id.as_str(), encode(device)?.as_slice())
+                    .map_err(unavailable)?;
+            }
+            tx.commit().map_err(unavailable)
+        })
+        .await
+    }
+}
+
+fn purge_expired_tokens(
+    tokens: &mut redb::Table<&str, i64>,
+    expiry: &mut redb::Table<&str, ()>,
+    now: i64,
+) -> Result<(), StoreError> {
+    let mut expired = Vec::new();
+    for entry in expiry.range::<&str>(..).map_err(unavailable)? {
+        let (k, _) = entry.map_err(unavailable)?;
+        let key = k.value().to_owned();
+        let (exp, id) = key.split_once('/').unwrap_or(("0", ""));
+        if exp.parse::<i64>().unwrap_or(0) >= now || expired.len() >= PURGE_BATCH {
+            break;
+        }
+        expired.push((key.clone(), id.to_owned()));
+    }
+    for (key, id) in expired {
+        expiry.remove(key.as_str()).map_err(unavailable)?;
+        tokens.remove(id.as_str()).map_err(unavailable)?;
+    }
+    Ok(())
+}

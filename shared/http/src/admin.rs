@@ -1,0 +1,234 @@
+//! `/admin/v1/...`: the operator API (JSON).
+//!
+//! - `POST /users` `{"upn","password"}` → 201; 409 if the user exists
+//! - `GET /users` → `{"users":[…],"next":cursor|null}`; `DELETE /users/{upn}` → 204
+//! - `GET /devices[?cursor=&limit=]` → `{"devices":[…],"next":cursor|null}`
+//! - `GET /devices/{id}` → the device, or 404
+//!
+//! Callers authenticate with `Authorization: Bearer <token>`, or are authorised by API
+//! Gateway (IAM) when deployed that way.
+
+use http::{Method, StatusCode, header};
+use lambda_http::Request;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use subtle::ConstantTimeEq;
+use time::format_description::well_known::Rfc3339;
+use tracing::{Instrument, info, info_span, warn};
+use winmdm_core::config::paths;
+use winmdm_core::model::{Device, PageRequest, User, normalize_upn};
+use winmdm_core::password::hash_password;
+use winmdm_core::store::StoreError;
+
+use crate::request_id::request_id;
+use crate::respond::{self, Response, json_error};
+use crate::state::{AdminAuth, AppState};
+
+pub async fn handle(state: &AppState, req: Request) -> Response {
+    let span = info_span!("request", request_id = %request_id(&req), endpoint = "admin");
+    async move {
+        let resp = route(state, &req).await;
+        info!(method = %req.method(), path = req.uri().path(), status = resp.status().as_u16(), "handled");
+        resp
+    }
+    .instrument(span)
+    .await
+}
+
+fn authorized(auth: &AdminAuth, req: &Request) -> bool {
+    match auth {
+        AdminAuth::Gateway => true,
+        AdminAuth::Bearer(expected) => req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .is_some_and(|got| bool::from(got.trim().as_bytes().ct_eq(expected.as_bytes()))),
+    }
+}
+
+async fn route(state: &AppState, req: &Request) -> Response {
+    if !authorized(&state.admin_auth, req) {
+        let mut r = json_error(StatusCode::UNAUTHORIZED, "missing or invalid admin token");
+        r.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            http::HeaderValue::from_static("Bearer"),
+        );
+        return r;
+    }
+    let path = req.uri().path();
+    let Some(rest) = path.strip_prefix(paths::ADMIN_PREFIX) else {
+        return json_error(StatusCode::NOT_FOUND, "no such admin resource");
+    };
+    let segments: Vec<String> = rest
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            url::form_urlencoded::parse(format!("x={s}").as_bytes())
+                .next()
+                .map(|(_, v)| v.into_owned())
+                .unwrap_or_default()
+        })
+        .collect();
+    let segs: Vec<&str> = segments.iter().map(String::as_str).collect();
+    let method = req.method().clone();
+    let result = match (segs.as_slice(), &method) {
+        (["users"], &Method::POST) => create_user(state, req).await,
+        (["users"], &Method::GET) => list_users(state, req).await,
+        (["users"], _) => return respond::method_not_allowed("GET, POST"),
+        (["users", upn], &Method::DELETE) => delete_user(state, upn).await,
+        (["users", _], _) => return respond::method_not_allowed("DELETE"),
+        (["devices"], &Method::GET) => list_devices(state, req).await,
+        (["devices"], _) => return respond::method_not_allowed("GET"),
+        (["devices", id], &Method::GET) => get_device(state, id).await,
+        (["devices", _], _) => return respond::method_not_allowed("GET"),
+        _ => return json_error(StatusCode::NOT_FOUND, "no such admin resource"),
+    };
+    result.unwrap_or_else(|e| match e {
+        StoreError::Conflict(what) => {
+            json_error(StatusCode::CONFLICT, format!("{what} already exists"))
+        }
+        StoreError::Corrupt(m) if m.contains("cursor") => {
+            json_error(StatusCode::BAD_REQUEST, "invalid cursor")
+        }
+        other => {
+            warn!(error = %other, "admin request failed");
+            json_error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "storage is unavailable; try again",
+            )
+        }
+    })
+}
+
+type Outcome = Result<Response, StoreError>;
+
+fn query_page(req: &Request) -> Result<PageRequest, Response> {
+    let mut after = None;
+    let mut limit = None;
+    for (k, v) in url::form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes()) {
+        match k.as_ref() {
+            "cursor" if !v.is_empty() => after = Some(v.into_owned()),
+            "limit" => {
+                limit = Some(v.parse::<usize>().map_err(|_| {
+                    json_error(StatusCode::BAD_REQUEST, "limit must be a positive integer")
+                })?)
+            }
+            _ => {}
+        }
+    }
+    Ok(PageRequest::new(after, limit))
+}
+
+fn rfc3339(t: time::OffsetDateTime) -> String {
+    t.format(&Rfc3339).unwrap_or_default()
+}
+
+fn user_json(u: &User) -> Value {
+    json!({ "upn": u.upn, "created_at": rfc3339(u.created_at) })
+}
+
+/// The operator's view of a device: no credentials.
+pub fn device_json(d: &Device) -> Value {
+    json!({
+        "id": d.id,
+        "hw_dev_id": d.hw_dev_id,
+        "upn": d.upn,
+        "enrollment_type": d.enrollment_type,
+        "status": d.status,
+        "cert_serial": d.cert.serial,
+        "cert_thumbprint": d.cert.thumbprint,
+        "cert_not_after": rfc3339(d.cert.not_after),
+        "enrolled_at": rfc3339(d.enrolled_at),
+        "last_seen_at": d.last_seen_at.map(rfc3339),
+        "os": d.os,
+    })
+}
+
+#[derive(Deserialize)]
+struct NewUser {
+    upn: String,
+    password: String,
+}
+
+const MIN_PASSWORD_LEN: usize = 8;
+
+async fn create_user(state: &AppState, req: &Request) -> Outcome {
+    let body = match respond::body_bytes(req.body()) {
+        Ok(b) => b,
+        Err(r) => return Ok(r),
+    };
+    let new: NewUser = match serde_json::from_slice(body) {
+        Ok(n) => n,
+        Err(e) => {
+            return Ok(json_error(
+                StatusCode::BAD_REQUEST,
+                format!("expected {{\"upn\": string, \"password\": string}}: {e}"),
+            ));
+        }
+    };
+    let upn = normalize_upn(&new.upn);
+    if upn.is_empty() || upn.len() > 256 || upn.chars().any(|c| c.is_control() || c == '/') {
+        return Ok(json_error(
+            StatusCode::BAD_REQUEST,
+            "upn must be 1-256 characters without control characters or '/'",
+        ));
+    }
+    if new.password.chars().count() < MIN_PASSWORD_LEN {
+        return Ok(json_error(
+            StatusCode::BAD_REQUEST,
+            format!("password must be at least {MIN_PASSWORD_LEN} characters"),
+        ));
+    }
+    let password_hash = match hash_password(&new.password) {
+        Ok(h) => h,
+        Err(e) => return Err(StoreError::Unavailable(format!("hashing failed: {e}"))),
+    };
+    let user = User {
+        upn,
+        password_hash,
+        created_at: state.enrollment.now(),
+    };
+    state.store.create_user(&user).await?;
+    info!(upn = %user.upn, "user created");
+    Ok(respond::json(StatusCode::CREATED, &user_json(&user)))
+}
+
+async fn list_users(state: &AppState, req: &Request) -> Outcome {
+    let page = match query_page(req) {
+        Ok(p) => p,
+        Err(r) => return Ok(r),
+    };
+    let p = state.store.list_users(&page).await?;
+    Ok(respond::json(
+        StatusCode::OK,
+        &json!({ "users": p.items.iter().map(user_json).collect::<Vec<_>>(), "next": p.next }),
+    ))
+}
+
+async fn delete_user(state: &AppState, upn: &str) -> Outcome {
+    if state.store.delete_user(&normalize_upn(upn)).await? {
+        Ok(respond::bytes(StatusCode::NO_CONTENT, "", Vec::new()))
+    } else {
+        Ok(json_error(StatusCode::NOT_FOUND, "no such user"))
+    }
+}
+
+async fn list_devices(state: &AppState, req: &Request) -> Outcome {
+    let page = match query_page(req) {
+        Ok(p) => p,
+        Err(r) => return Ok(r),
+    };
+    let p = state.store.list_devices(&page).await?;
+    Ok(respond::json(
+        StatusCode::OK,
+        &json!({ "devices": p.items.iter().map(device_json).collect::<Vec<_>>(), "next": p.next }),
+    ))
+}
+
+async fn get_device(state: &AppState, id: &str) -> Outcome {
+    Ok(match state.store.get_device(id).await? {
+        Some(d) => respond::json(StatusCode::OK, &device_json(&d)),
+        None => json_error(StatusCode::NOT_FOUND, "no such device"),
+    })
+}

@@ -1,0 +1,97 @@
+//! `GET|POST /EnrollmentServer/Auth`: the federated sign-in page. GET shows the form; POST
+//! checks the credentials and answers the page that posts `wresult` to `appru`.
+
+use http::{Method, StatusCode};
+use lambda_http::Request;
+use tracing::{Instrument, info, info_span, warn};
+use winmdm_core::config::paths;
+use winmdm_core::federated::{autopost_page, check_appru, login_page};
+
+use crate::request_id::request_id;
+use crate::respond::{self, Response};
+use crate::state::AppState;
+
+fn form_fields(raw: &[u8]) -> Vec<(String, String)> {
+    url::form_urlencoded::parse(raw).into_owned().collect()
+}
+
+fn field<'a>(fields: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    fields
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
+}
+
+pub async fn handle(state: &AppState, req: Request) -> Response {
+    let span = info_span!("request", request_id = %request_id(&req), endpoint = "auth");
+    async move {
+        let config = state.enrollment.config();
+        match *req.method() {
+            Method::GET => {
+                let q = form_fields(req.uri().query().unwrap_or("").as_bytes());
+                let appru = field(&q, "appru");
+                if let Err(e) = check_appru(appru, &config.appru_allow_list) {
+                    warn!(error = %e, "login page refused");
+                    return respond::text(StatusCode::BAD_REQUEST, &e.to_string());
+                }
+                respond::html(
+                    StatusCode::OK,
+                    login_page(
+                        paths::AUTH,
+                        &config.provider_name,
+                        appru.unwrap_or_default(),
+                        field(&q, "login_hint"),
+                        None,
+                    ),
+                )
+            }
+            Method::POST => {
+                let body = match respond::body_bytes(req.body()) {
+                    Ok(b) => b,
+                    Err(r) => return r,
+                };
+                let f = form_fields(body);
+                let appru = field(&f, "appru");
+                if let Err(e) = check_appru(appru, &config.appru_allow_list) {
+                    warn!(error = %e, "sign-in refused");
+                    return respond::text(StatusCode::BAD_REQUEST, &e.to_string());
+                }
+                let appru = appru.unwrap_or_default();
+                let upn = field(&f, "upn").unwrap_or_default();
+                let password = field(&f, "password").unwrap_or_default();
+                match state.enrollment.sign_in(upn, password).await {
+                    Ok(token) => {
+                        info!("sign-in succeeded");
+                        respond::html(StatusCode::OK, autopost_page(appru, &token))
+                    }
+                    Err(e) => {
+                        warn!(error = %e, "sign-in failed");
+                        let (status, msg) = match e {
+                            winmdm_core::enrollment::EnrollError::Authentication(_) => (
+                                StatusCode::UNAUTHORIZED,
+                                "The user name or password is incorrect.",
+                            ),
+                            _ => (
+                                StatusCode::SERVICE_UNAVAILABLE,
+                                "Sign-in is unavailable right now. Try again later.",
+                            ),
+                        };
+                        respond::html(
+                            status,
+                            login_page(
+                                paths::AUTH,
+                                &config.provider_name,
+                                appru,
+                                Some(upn),
+                                Some(msg),
+                            ),
+                        )
+                    }
+                }
+            }
+            _ => respond::method_not_allowed("GET, POST"),
+        }
+    }
+    .instrument(span)
+    .await
+}

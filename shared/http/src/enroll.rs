@@ -1,0 +1,18 @@
+//! `POST /EnrollmentServer/Enrollment.svc`: MS-WSTEP RequestSecurityToken.
+
+use http::Method;
+use lambda_http::Request;
+
+use crate::respond::{self, Response};
+use crate::soap_endpoint;
+use crate::state::AppState;
+
+pub async fn handle(state: &AppState, req: Request) -> Response {
+    if req.method() != Method::POST {
+        return respond::method_not_allowed("POST");
+    }
+    soap_endpoint::serve("enroll", req, |body, rid| async move {
+        state.enrollment.request_security_token(&body, &rid).await
+    })
+    .await
+}

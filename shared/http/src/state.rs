@@ -1,0 +1,195 @@
+//! Everything a handler needs, built once per process (per Lambda cold start).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use base64::Engine as _;
+use rand::RngCore;
+use winmdm_core::ca::CertificateAuthority;
+use winmdm_core::clock::{Clock, SystemClock};
+use winmdm_core::config::EnrollmentConfig;
+use winmdm_core::enrollment::EnrollmentService;
+use winmdm_core::store::Store;
+use winmdm_core::token::TokenSigner;
+use winmdm_embedded::{LocalCa, RedbStore};
+
+/// How admin API callers are authenticated.
+#[derive(Clone)]
+pub enum AdminAuth {
+    /// `Authorization: Bearer <token>`, compared in constant time.
+    Bearer(String),
+    /// API Gateway already authorised the caller (IAM); the handler trusts it.
+    Gateway,
+}
+
+impl std::fmt::Debug for AdminAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            AdminAuth::Bearer(_) => f.write_str("Bearer(<redacted>)"),
+            AdminAuth::Gateway => f.write_str("Gateway"),
+        }
+    }
+}
+
+pub struct AppState {
+    pub enrollment: EnrollmentService,
+    pub store: Arc<dyn Store>,
+    pub admin_auth: AdminAuth,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum InitError {
+    #[error("configuration: {0}")]
+    Config(String),
+    #[error("{path}: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("store: {0}")]
+    Store(#[from] winmdm_core::store::StoreError),
+    #[error("certificate authority: {0}")]
+    Ca(#[from] winmdm_embedded::ca::LocalCaError),
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> InitError + '_ {
+    move |source| InitError::Io {
+        path: path.display().to_string(),
+        source,
+    }
+}
+
+impl AppState {
+    pub fn new(
+        config: EnrollmentConfig,
+        store: Arc<dyn Store>,
+        ca: Arc<dyn CertificateAuthority>,
+        clock: Arc<dyn Clock>,
+        token_key: Vec<u8>,
+        admin_auth: AdminAuth,
+    ) -> Result<Self, InitError> {
+        let tokens = TokenSigner::new(token_key, config.token_ttl).map_err(InitError::Config)?;
+        Ok(Self {
+            enrollment: EnrollmentService::new(Arc::new(config), store.clone(), ca, clock, tokens),
+            store,
+            admin_auth,
+        })
+    }
+
+    /// State on the embedded adapters, all kept in `data_dir`: `winmdm.redb`, `ca/`, and
+    /// the generated `token-key` and `admin-token` (both 0600).
+    pub fn embedded(
+        data_dir: &Path,
+        config: EnrollmentConfig,
+        admin_auth: Option<AdminAuth>,
+    ) -> Result<Self, InitError> {
+        std::fs::create_dir_all(data_dir).map_err(io_err(data_dir))?;
+        let store = RedbStore::open(&data_dir.join("winmdm.redb"))?;
+        let ca = LocalCa::open_or_create(&data_dir.join("ca"))?;
+        let token_key = read_or_create_secret(&data_dir.join("token-key"), 32)?;
+        let admin_auth = match admin_auth {
+            Some(a) => a,
+            None => AdminAuth::Bearer(
+                String::from_utf8(read_or_create_secret(&admin_token_path(data_dir), 32)?)
+                    .map_err(|_| InitError::Config("admin-token is not UTF-8".into()))?
+                    .trim()
+                    .to_owned(),
+            ),
+        };
+        Self::new(
+            config,
+            Arc::new(store),
+            Arc::new(ca),
+            Arc::new(SystemClock),
+            token_key,
+            admin_auth,
+        )
+    }
+
+    /// State for a Lambda function, configured from the environment:
+    ///
+    /// - `WINMDM_PUBLIC_URL` (required): base URL of the enrollment host.
+    /// - `WINMDM_MANAGEMENT_URL`: base URL of the management host (default: public URL).
+    /// - `WINMDM_AUTH_POLICY`: `federated` (default) or `onpremise`.
+    /// - `WINMDM_APPRU_ALLOW`: comma-separated https appru values the login page accepts.
+    /// - `WINMDM_CERT_VALIDITY_DAYS`, `WINMDM_RENEWAL_PERIOD_DAYS`.
+    /// - `WINMDM_ADMIN_AUTH`: `iam` (trust API Gateway) or `bearer` with `WINMDM_ADMIN_TOKEN`.
+    /// - `WINMDM_DATA_DIR`: where the embedded store and CA live (default `/tmp/winmdm`).
+    pub fn from_env() -> Result<Self, InitError> {
+        let env = |k: &str| std::env::var(k).ok().filter(|v| !v.trim().is_empty());
+        let public = env("WINMDM_PUBLIC_URL")
+            .ok_or_else(|| InitError::Config("WINMDM_PUBLIC_URL is not set".into()))?;
+        let mut config = EnrollmentConfig::new(parse_url(&public)?);
+        if let Some(m) = env("WINMDM_MANAGEMENT_URL") {
+            config.management_base_url = parse_url(&m)?;
+        }
+        if let Some(p) = env("WINMDM_AUTH_POLICY") {
+            config.auth_policy = p.parse().map_err(InitError::Config)?;
+        }
+        if let Some(list) = env("WINMDM_APPRU_ALLOW") {
+            config.appru_allow_list = list
+                .split(',')
+                .map(|s| s.trim().to_owned())
+                .filter(|s| !s.is_empty())
+                .collect();
+        }
+        if let Some(d) = env("WINMDM_CERT_VALIDITY_DAYS") {
+            config.cert_validity = time::Duration::days(parse_days(&d)?);
+        }
+        if let Some(d) = env("WINMDM_RENEWAL_PERIOD_DAYS") {
+            config.renewal_period = time::Duration::days(parse_days(&d)?);
+        }
+        let admin = match env("WINMDM_ADMIN_AUTH").as_deref() {
+            Some("iam") => Some(AdminAuth::Gateway),
+            Some("bearer") | None => env("WINMDM_ADMIN_TOKEN").map(AdminAuth::Bearer),
+            Some(other) => {
+                return Err(InitError::Config(format!(
+                    "WINMDM_ADMIN_AUTH must be iam or bearer, not {other:?}"
+                )));
+            }
+        };
+        let data_dir =
+            PathBuf::from(env("WINMDM_DATA_DIR").unwrap_or_else(|| "/tmp/winmdm".into()));
+        Self::embedded(&data_dir, config, admin)
+    }
+}
+
+pub fn admin_token_path(data_dir: &Path) -> PathBuf {
+    data_dir.join("admin-token")
+}
+
+fn parse_url(s: &str) -> Result<url::Url, InitError> {
+    url::Url::parse(s).map_err(|e| InitError::Config(format!("{s:?} is not a URL: {e}")))
+}
+
+fn parse_days(s: &str) -> Result<i64, InitError> {
+    s.trim()
+        .parse::<i64>()
+        .ok()
+        .filter(|d| *d > 0)
+        .ok_or_else(|| InitError::Config(format!("{s:?} is not a positive number of days")))
+}
+
+/// Reads a secret file, creating it (mode 0600, URL-safe base64 of random bytes) if absent.
+fn read_or_create_secret(path: &Path, n: usize) -> Result<Vec<u8>, InitError> {
+    if !path.exists() {
+        let mut b = vec![0u8; n];
+        rand::rngs::OsRng.fill_bytes(&mut b);
+        let text = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&b);
+        let mut opts = std::fs::OpenOptions::new();
+        opts.write(true).create_new(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            opts.mode(0o600);
+        }
+        use std::io::Write;
+        match opts.open(path) {
+            Ok(mut f) => f.write_all(text.as_bytes()).map_err(io_err(path))?,
+            // Another process created it first: use theirs.
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(io_err(path)(e)),
+        }
+    }
+    std::fs::read(path).map_err(io_err(path))
+}
