@@ -157,6 +157,7 @@ pub async fn start(opts: Options) -> Result<LocalServer, LocalError> {
 
     let (shutdown, mut stop) = watch::channel(false);
     let task = tokio::spawn(async move {
+        let mut connections = tokio::task::JoinSet::new();
         loop {
             let (stream, peer) = tokio::select! {
                 accepted = listener.accept() => match accepted {
@@ -168,36 +169,17 @@ pub async fn start(opts: Options) -> Result<LocalServer, LocalError> {
                 },
                 _ = stop.changed() => break,
             };
-            let state = state.clone();
-            let tls = tls.clone();
-            tokio::spawn(async move {
-                let service = service_fn(move |req| {
-                    let state = state.clone();
-                    async move { Ok::<_, Infallible>(handle(&state, req).await) }
-                });
-                let result = match tls {
-                    Some(acceptor) => match acceptor.accept(stream).await {
-                        Ok(s) => {
-                            http1::Builder::new()
-                                .serve_connection(TokioIo::new(s), service)
-                                .await
-                        }
-                        Err(e) => {
-                            warn!(%peer, error = %e, "TLS handshake failed");
-                            return;
-                        }
-                    },
-                    None => {
-                        http1::Builder::new()
-                            .serve_connection(TokioIo::new(stream), service)
-                            .await
-                    }
-                };
-                if let Err(e) = result {
-                    warn!(%peer, error = %e, "connection error");
-                }
-            });
+            connections.spawn(serve_connection(
+                state.clone(),
+                tls.clone(),
+                stream,
+                peer,
+                stop.clone(),
+            ));
         }
+        // Stop accepting, let in-flight requests finish, close idle keep-alive connections,
+        // and only then drop the state (releasing the store's file lock).
+        while connections.join_next().await.is_some() {}
     });
     Ok(LocalServer {
         addr,
@@ -206,6 +188,67 @@ pub async fn start(opts: Options) -> Result<LocalServer, LocalError> {
         shutdown,
         task,
     })
+}
+
+async fn serve_connection(
+    state: Arc<AppState>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+    mut stop: watch::Receiver<bool>,
+) {
+    let service = service_fn(move |req| {
+        let state = state.clone();
+        async move { Ok::<_, Infallible>(handle(&state, req).await) }
+    });
+    let result = match tls {
+        Some(acceptor) => match acceptor.accept(stream).await {
+            Ok(s) => {
+                drive(
+                    http1::Builder::new().serve_connection(TokioIo::new(s), service),
+                    &mut stop,
+                )
+                .await
+            }
+            Err(e) => {
+                warn!(%peer, error = %e, "TLS handshake failed");
+                return;
+            }
+        },
+        None => {
+            drive(
+                http1::Builder::new().serve_connection(TokioIo::new(stream), service),
+                &mut stop,
+            )
+            .await
+        }
+    };
+    if let Err(e) = result {
+        warn!(%peer, error = %e, "connection error");
+    }
+}
+
+/// Serves a connection until it ends, or until shutdown, when it finishes the request in
+/// flight and closes.
+async fn drive<I, S>(
+    conn: http1::Connection<I, S>,
+    stop: &mut watch::Receiver<bool>,
+) -> Result<(), hyper::Error>
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin,
+    S: hyper::service::HttpService<Incoming>,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    S::ResBody: hyper::body::Body + 'static,
+    <S::ResBody as hyper::body::Body>::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    tokio::pin!(conn);
+    tokio::select! {
+        r = conn.as_mut() => r,
+        _ = stop.changed() => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    }
 }
 
 /// Turns a hyper request into the `lambda_http::Request` the handlers take, as API Gateway
