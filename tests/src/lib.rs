@@ -2,6 +2,7 @@
 //! HTTP, with real RSA keys, real CSRs and real XML.
 
 pub mod client;
+pub mod conformance;
 pub mod der;
 pub mod device;
 pub mod messages;

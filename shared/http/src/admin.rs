@@ -103,16 +103,17 @@ async fn route(state: &AppState, req: &Request) -> Response {
 
 type Outcome = Result<Response, StoreError>;
 
-fn query_page(req: &Request) -> Result<PageRequest, Response> {
+fn query_page(req: &Request) -> Result<PageRequest, &'static str> {
     let mut after = None;
     let mut limit = None;
     for (k, v) in url::form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes()) {
         match k.as_ref() {
             "cursor" if !v.is_empty() => after = Some(v.into_owned()),
             "limit" => {
-                limit = Some(v.parse::<usize>().map_err(|_| {
-                    json_error(StatusCode::BAD_REQUEST, "limit must be a positive integer")
-                })?)
+                limit = Some(
+                    v.parse::<usize>()
+                        .map_err(|_| "limit must be a positive integer")?,
+                )
             }
             _ => {}
         }
@@ -156,7 +157,7 @@ const MIN_PASSWORD_LEN: usize = 8;
 async fn create_user(state: &AppState, req: &Request) -> Outcome {
     let body = match respond::body_bytes(req.body()) {
         Ok(b) => b,
-        Err(r) => return Ok(r),
+        Err(too_large) => return Ok(too_large.response()),
     };
     let new: NewUser = match serde_json::from_slice(body) {
         Ok(n) => n,
@@ -197,7 +198,7 @@ async fn create_user(state: &AppState, req: &Request) -> Outcome {
 async fn list_users(state: &AppState, req: &Request) -> Outcome {
     let page = match query_page(req) {
         Ok(p) => p,
-        Err(r) => return Ok(r),
+        Err(msg) => return Ok(json_error(StatusCode::BAD_REQUEST, msg)),
     };
     let p = state.store.list_users(&page).await?;
     Ok(respond::json(
@@ -217,7 +218,7 @@ async fn delete_user(state: &AppState, upn: &str) -> Outcome {
 async fn list_devices(state: &AppState, req: &Request) -> Outcome {
     let page = match query_page(req) {
         Ok(p) => p,
-        Err(r) => return Ok(r),
+        Err(msg) => return Ok(json_error(StatusCode::BAD_REQUEST, msg)),
     };
     let p = state.store.list_devices(&page).await?;
     Ok(respond::json(

@@ -48,7 +48,7 @@ pub async fn handle(state: &AppState, req: Request) -> Response {
             Method::POST => {
                 let body = match respond::body_bytes(req.body()) {
                     Ok(b) => b,
-                    Err(r) => return r,
+                    Err(too_large) => return too_large.response(),
                 };
                 let f = form_fields(body);
                 let appru = field(&f, "appru");

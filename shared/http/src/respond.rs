@@ -76,8 +76,21 @@ pub fn method_not_allowed(allow: &'static str) -> Response {
     r
 }
 
-/// The request body, or a 413 if it is over the limit.
-pub fn body_bytes(body: &Body) -> Result<&[u8], Response> {
+/// A request body over [`MAX_BODY_BYTES`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BodyTooLarge;
+
+impl BodyTooLarge {
+    pub fn response(self) -> Response {
+        text(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "request body is larger than 1 MiB",
+        )
+    }
+}
+
+/// The request body, unless it is over the limit.
+pub fn body_bytes(body: &Body) -> Result<&[u8], BodyTooLarge> {
     let b: &[u8] = match body {
         Body::Empty => &[],
         Body::Text(t) => t.as_bytes(),
@@ -85,10 +98,7 @@ pub fn body_bytes(body: &Body) -> Result<&[u8], Response> {
         _ => &[],
     };
     if b.len() > MAX_BODY_BYTES {
-        return Err(text(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "request body is larger than 1 MiB",
-        ));
+        return Err(BodyTooLarge);
     }
     Ok(b)
 }

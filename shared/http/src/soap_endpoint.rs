@@ -24,7 +24,7 @@ where
         let started = std::time::Instant::now();
         let body = match respond::body_bytes(req.body()) {
             Ok(b) => b.to_vec(),
-            Err(resp) => return resp,
+            Err(too_large) => return too_large.response(),
         };
         let reply = op(body, rid).await;
         if let Some(id) = &reply.device_id {

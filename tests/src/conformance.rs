@@ -1,0 +1,222 @@
+//! The store conformance suite: every `Store` implementation must pass it. The embedded
+//! store runs it here; the DynamoDB store runs the same functions.
+
+use std::sync::Arc;
+
+use time::{Duration, OffsetDateTime};
+use winmdm_core::model::{
+    Device, DeviceCertificate, DeviceStatus, DmCredentials, EnrollmentType, OsInfo, PageRequest,
+    User,
+};
+use winmdm_core::store::{ConsumedToken, EnrollmentCommit, Store, StoreError};
+
+pub fn device(id: &str, hw: Option<&str>) -> Device {
+    let now = OffsetDateTime::now_utc().replace_nanosecond(0).unwrap();
+    Device {
+        id: id.into(),
+        hw_dev_id: hw.map(Into::into),
+        upn: "alice@example.com".into(),
+        enrollment_type: EnrollmentType::Full,
+        status: DeviceStatus::Enrolled,
+        cert: DeviceCertificate {
+            serial: "01ab".into(),
+            thumbprint: "AB".repeat(20),
+            not_after: now + Duration::days(365),
+        },
+        os: OsInfo::default(),
+        dm_credentials: DmCredentials {
+            client_name: id.into(),
+            client_digest_key: "k1".into(),
+            server_name: "winmdm".into(),
+            server_digest_key: "k2".into(),
+        },
+        enrolled_at: now,
+        last_seen_at: None,
+    }
+}
+
+fn token(id: &str) -> ConsumedToken {
+    ConsumedToken {
+        id: id.into(),
+        expires_at: OffsetDateTime::now_utc() + Duration::minutes(10),
+    }
+}
+
+pub async fn users(store: Arc<dyn Store>) {
+    let u = User {
+        upn: "carol@example.com".into(),
+        password_hash: "$argon2id$fake".into(),
+        created_at: OffsetDateTime::now_utc().replace_nanosecond(0).unwrap(),
+    };
+    store.create_user(&u).await.unwrap();
+    assert!(matches!(
+        store.create_user(&u).await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert_eq!(
+        store.get_user("carol@example.com").await.unwrap(),
+        Some(u.clone())
+    );
+    assert_eq!(store.get_user("nobody@example.com").await.unwrap(), None);
+    let page = store
+        .list_users(&PageRequest::new(None, Some(10)))
+        .await
+        .unwrap();
+    assert_eq!(page.items, vec![u]);
+    assert!(store.delete_user("carol@example.com").await.unwrap());
+    assert!(!store.delete_user("carol@example.com").await.unwrap());
+}
+
+pub async fn enrollment_commit_and_hw_replacement(store: Arc<dyn Store>) {
+    let a = device("DEV-A", Some("HW-1"));
+    let b = device("DEV-B", Some("HW-2"));
+    for d in [&a, &b] {
+        store
+            .commit_enrollment(&EnrollmentCommit {
+                device: d.clone(),
+                token: None,
+            })
+            .await
+            .unwrap();
+    }
+    assert_eq!(store.get_device("DEV-A").await.unwrap(), Some(a.clone()));
+    assert_eq!(
+        store.get_device_by_hw_dev_id("hw-1").await.unwrap(),
+        Some(a.clone())
+    );
+
+    // Same hardware, new id: the old record goes, the other device stays.
+    let a2 = device("DEV-A2", Some("HW-1"));
+    store
+        .commit_enrollment(&EnrollmentCommit {
+            device: a2.clone(),
+            token: None,
+        })
+        .await
+        .unwrap();
+    assert_eq!(store.get_device("DEV-A").await.unwrap(), None);
+    assert_eq!(
+        store.get_device_by_hw_dev_id("HW-1").await.unwrap(),
+        Some(a2.clone())
+    );
+    assert_eq!(store.get_device("DEV-B").await.unwrap(), Some(b.clone()));
+
+    // Same id from other hardware: conflict, nothing changes.
+    let imposter = device("DEV-B", Some("HW-9"));
+    assert!(matches!(
+        store
+            .commit_enrollment(&EnrollmentCommit {
+                device: imposter,
+                token: None
+            })
+            .await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert_eq!(store.get_device("DEV-B").await.unwrap(), Some(b));
+    assert_eq!(store.get_device_by_hw_dev_id("HW-9").await.unwrap(), None);
+
+    let page = store
+        .list_devices(&PageRequest::new(None, Some(1)))
+        .await
+        .unwrap();
+    assert_eq!(page.items.len(), 1);
+    let next = store
+        .list_devices(&PageRequest::new(page.next.clone(), Some(10)))
+        .await
+        .unwrap();
+    assert_eq!(next.items.len(), 1);
+    assert!(next.next.is_none());
+    assert_ne!(page.items[0].id, next.items[0].id);
+}
+
+pub async fn tokens_are_single_use(store: Arc<dyn Store>) {
+    let t = token("tok-1");
+    assert!(!store.is_token_consumed("tok-1").await.unwrap());
+    store
+        .commit_enrollment(&EnrollmentCommit {
+            device: device("DEV-T1", None),
+            token: Some(t.clone()),
+        })
+        .await
+        .unwrap();
+    assert!(store.is_token_consumed("tok-1").await.unwrap());
+    let replay = store
+        .commit_enrollment(&EnrollmentCommit {
+            device: device("DEV-T2", None),
+            token: Some(t),
+        })
+        .await;
+    assert_eq!(replay, Err(StoreError::TokenReplayed));
+    assert_eq!(
+        store.get_device("DEV-T2").await.unwrap(),
+        None,
+        "nothing written on replay"
+    );
+}
+
+/// Many tasks race to spend one token and to enroll one piece of hardware: exactly one
+/// wins each race and the data stays consistent.
+pub async fn concurrent_races_have_one_winner(store: Arc<dyn Store>) {
+    let mut tasks = Vec::new();
+    for i in 0..16 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            store
+                .commit_enrollment(&EnrollmentCommit {
+                    device: device(&format!("RACE-{i}"), None),
+                    token: Some(token("race-token")),
+                })
+                .await
+        }));
+    }
+    let mut ok = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(()) => ok += 1,
+            Err(StoreError::TokenReplayed) => {}
+            Err(e) => panic!("unexpected {e}"),
+        }
+    }
+    assert_eq!(ok, 1, "exactly one enrollment spends the token");
+    let mut stored = 0;
+    for i in 0..16 {
+        if store
+            .get_device(&format!("RACE-{i}"))
+            .await
+            .unwrap()
+            .is_some()
+        {
+            stored += 1;
+        }
+    }
+    assert_eq!(stored, 1);
+
+    let mut tasks = Vec::new();
+    for i in 0..16 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            store
+                .commit_enrollment(&EnrollmentCommit {
+                    device: device(&format!("HWRACE-{i}"), Some("HW-RACE")),
+                    token: None,
+                })
+                .await
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap().unwrap();
+    }
+    let winner = store
+        .get_device_by_hw_dev_id("HW-RACE")
+        .await
+        .unwrap()
+        .expect("one device");
+    let mut holders = 0;
+    for i in 0..16 {
+        if let Some(d) = store.get_device(&format!("HWRACE-{i}")).await.unwrap() {
+            holders += 1;
+            assert_eq!(d.id, winner.id);
+        }
+    }
+    assert_eq!(holders, 1, "one record per hardware id");
+}

@@ -1,0 +1,238 @@
+//! Failures of the store and the CA, and time passing, driven through the same handlers
+//! the Lambda functions run (in process, with wrappers that fail on demand).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use async_trait::async_trait;
+use time::OffsetDateTime;
+use winmdm_core::ca::{CaChain, CaError, CertificateAuthority, IssueRequest, IssuedCertificate};
+use winmdm_core::clock::ManualClock;
+use winmdm_core::config::{EnrollmentConfig, PreferredAuth};
+use winmdm_core::model::{Device, Page, PageRequest, User};
+use winmdm_core::password::hash_password;
+use winmdm_core::store::{EnrollmentCommit, Store, StoreError};
+use winmdm_e2e::HttpResponse;
+use winmdm_e2e::device::{CsrSignature, CsrSubject, Device as EmulatedDevice};
+use winmdm_e2e::messages::{self, Credentials};
+use winmdm_e2e::verify;
+use winmdm_embedded::{LocalCa, RedbStore};
+use winmdm_http::AppState;
+use winmdm_http::state::AdminAuth;
+
+/// A store whose enrollment commit fails while `down` is set.
+struct FlakyStore {
+    inner: RedbStore,
+    down: AtomicBool,
+}
+
+#[async_trait]
+impl Store for FlakyStore {
+    async fn create_user(&self, user: &User) -> Result<(), StoreError> {
+        self.inner.create_user(user).await
+    }
+    async fn get_user(&self, upn: &str) -> Result<Option<User>, StoreError> {
+        self.inner.get_user(upn).await
+    }
+    async fn list_users(&self, page: &PageRequest) -> Result<Page<User>, StoreError> {
+        self.inner.list_users(page).await
+    }
+    async fn delete_user(&self, upn: &str) -> Result<bool, StoreError> {
+        self.inner.delete_user(upn).await
+    }
+    async fn get_device(&self, id: &str) -> Result<Option<Device>, StoreError> {
+        self.inner.get_device(id).await
+    }
+    async fn get_device_by_hw_dev_id(&self, hw: &str) -> Result<Option<Device>, StoreError> {
+        self.inner.get_device_by_hw_dev_id(hw).await
+    }
+    async fn list_devices(&self, page: &PageRequest) -> Result<Page<Device>, StoreError> {
+        self.inner.list_devices(page).await
+    }
+    async fn is_token_consumed(&self, id: &str) -> Result<bool, StoreError> {
+        self.inner.is_token_consumed(id).await
+    }
+    async fn commit_enrollment(&self, c: &EnrollmentCommit) -> Result<(), StoreError> {
+        if self.down.load(Ordering::SeqCst) {
+            return Err(StoreError::Unavailable("throttled".into()));
+        }
+        self.inner.commit_enrollment(c).await
+    }
+}
+
+/// A CA that is busy while `down` is set.
+struct FlakyCa {
+    inner: LocalCa,
+    down: AtomicBool,
+}
+
+#[async_trait]
+impl CertificateAuthority for FlakyCa {
+    fn chain(&self) -> &CaChain {
+        self.inner.chain()
+    }
+    async fn issue(&self, r: &IssueRequest<'_>) -> Result<IssuedCertificate, CaError> {
+        if self.down.load(Ordering::SeqCst) {
+            return Err(CaError::Unavailable("rate exceeded".into()));
+        }
+        self.inner.issue(r).await
+    }
+}
+
+struct Harness {
+    _dir: tempfile::TempDir,
+    state: AppState,
+    store: Arc<FlakyStore>,
+    ca: Arc<FlakyCa>,
+    clock: Arc<ManualClock>,
+}
+
+const UPN: &str = "alice@example.com";
+const PASSWORD: &str = "correct horse battery";
+
+async fn harness() -> Harness {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(FlakyStore {
+        inner: RedbStore::open(&dir.path().join("s.redb")).unwrap(),
+        down: AtomicBool::new(false),
+    });
+    let ca = Arc::new(FlakyCa {
+        inner: LocalCa::open_or_create(&dir.path().join("ca")).unwrap(),
+        down: AtomicBool::new(false),
+    });
+    let clock = Arc::new(ManualClock::new(OffsetDateTime::now_utc()));
+    let mut config =
+        EnrollmentConfig::new("https://enterpriseenrollment.example.com".parse().unwrap());
+    config.auth_policy = PreferredAuth::OnPremise;
+    let state = AppState::new(
+        config,
+        store.clone(),
+        ca.clone(),
+        clock.clone(),
+        vec![9; 32],
+        AdminAuth::Bearer("t".into()),
+    )
+    .unwrap();
+    store
+        .create_user(&User {
+            upn: UPN.into(),
+            password_hash: hash_password(PASSWORD).unwrap(),
+            created_at: OffsetDateTime::now_utc(),
+        })
+        .await
+        .unwrap();
+    Harness {
+        _dir: dir,
+        state,
+        store,
+        ca,
+        clock,
+    }
+}
+
+async fn call(
+    state: &AppState,
+    method: &str,
+    path: &str,
+    content_type: &str,
+    body: String,
+) -> HttpResponse {
+    let req = http::Request::builder()
+        .method(method)
+        .uri(path)
+        .header("content-type", content_type)
+        .body(lambda_http::Body::from(body))
+        .unwrap();
+    let resp = winmdm_http::router::dispatch(state, req).await;
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    let body = match resp.into_body() {
+        lambda_http::Body::Text(t) => t.into_bytes(),
+        lambda_http::Body::Binary(b) => b,
+        _ => Vec::new(),
+    };
+    HttpResponse {
+        status,
+        headers,
+        body,
+    }
+}
+
+async fn enroll(h: &Harness, device: &EmulatedDevice, creds: &Credentials) -> HttpResponse {
+    let csr = device.csr(CsrSignature::Sha256, CsrSubject::Windows);
+    let ctx = messages::context_items(&device.device_id, &device.hw_dev_id, "Full");
+    let msg = messages::request_security_token("urn:uuid:1", "https://e/x", creds, &csr, &ctx);
+    call(
+        &h.state,
+        "POST",
+        "/EnrollmentServer/Enrollment.svc",
+        "application/soap+xml; charset=utf-8",
+        msg,
+    )
+    .await
+}
+
+fn creds() -> Credentials {
+    Credentials::Password {
+        username: UPN.into(),
+        password: PASSWORD.into(),
+    }
+}
+
+#[tokio::test]
+async fn store_outage_is_an_enrollment_server_fault_and_writes_nothing() {
+    let h = harness().await;
+    let d = EmulatedDevice::new();
+    h.store.down.store(true, Ordering::SeqCst);
+    let r = enroll(&h, &d, &creds()).await;
+    assert_eq!(verify::fault_subcode(&r), "s:EnrollmentServer");
+    assert!(r.text().contains("InMaintenance"));
+    assert_eq!(h.store.get_device(&d.device_id).await.unwrap(), None);
+    h.store.down.store(false, Ordering::SeqCst);
+    verify::soap_ok(&enroll(&h, &d, &creds()).await);
+    assert!(h.store.get_device(&d.device_id).await.unwrap().is_some());
+}
+
+#[tokio::test]
+async fn ca_outage_is_an_enrollment_server_fault_and_writes_nothing() {
+    let h = harness().await;
+    let d = EmulatedDevice::new();
+    h.ca.down.store(true, Ordering::SeqCst);
+    let r = enroll(&h, &d, &creds()).await;
+    assert_eq!(verify::fault_subcode(&r), "s:EnrollmentServer");
+    assert!(r.text().contains("InMaintenance"));
+    assert_eq!(h.store.get_device(&d.device_id).await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn an_expired_sign_in_token_is_refused() {
+    let h = harness().await;
+    let form = format!(
+        "appru=ms-app%3A%2F%2Fwindows.immersivecontrolpanel&upn={UPN}&password=correct+horse+battery"
+    );
+    let page = call(
+        &h.state,
+        "POST",
+        "/EnrollmentServer/Auth",
+        "application/x-www-form-urlencoded",
+        form,
+    )
+    .await;
+    assert_eq!(page.status, 200);
+    let html = page.text();
+    let start = html.find("name=\"wresult\" value=\"").unwrap() + 22;
+    let token = html[start..start + html[start..].find('"').unwrap()].to_owned();
+
+    h.clock.advance(time::Duration::minutes(16));
+    let d = EmulatedDevice::new();
+    let r = enroll(
+        &h,
+        &d,
+        &Credentials::Federated {
+            token: token.clone(),
+        },
+    )
+    .await;
+    assert_eq!(verify::fault_subcode(&r), "s:Authentication");
+    assert_eq!(h.store.get_device(&d.device_id).await.unwrap(), None);
+}

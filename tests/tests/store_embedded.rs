@@ -1,0 +1,37 @@
+//! The store conformance suite on the embedded redb store.
+
+use std::sync::Arc;
+
+use winmdm_core::store::Store;
+use winmdm_e2e::conformance;
+use winmdm_embedded::RedbStore;
+
+fn store() -> (tempfile::TempDir, Arc<dyn Store>) {
+    let dir = tempfile::tempdir().unwrap();
+    let s = RedbStore::open(&dir.path().join("t.redb")).unwrap();
+    (dir, Arc::new(s))
+}
+
+#[tokio::test]
+async fn users() {
+    let (_d, s) = store();
+    conformance::users(s).await;
+}
+
+#[tokio::test]
+async fn enrollment_commit_and_hw_replacement() {
+    let (_d, s) = store();
+    conformance::enrollment_commit_and_hw_replacement(s).await;
+}
+
+#[tokio::test]
+async fn tokens_are_single_use() {
+    let (_d, s) = store();
+    conformance::tokens_are_single_use(s).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_races_have_one_winner() {
+    let (_d, s) = store();
+    conformance::concurrent_races_have_one_winner(s).await;
+}
