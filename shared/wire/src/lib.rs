@@ -11,6 +11,7 @@ pub mod discovery;
 pub mod ns;
 pub mod provisioning;
 pub mod soap;
+pub mod syncml;
 pub mod wstep;
 pub mod xcep;
 pub mod xml;

@@ -42,6 +42,9 @@ pub struct Element {
     pub name: String,
     pub attrs: Vec<Attr>,
     pub children: Vec<Node>,
+    /// Byte range of the element's content (between its start and end tags) in the parsed
+    /// input, so a payload such as an XML blob inside SyncML `Data` can be taken verbatim.
+    pub inner: std::ops::Range<usize>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -175,13 +178,23 @@ pub fn parse(input: &[u8]) -> Result<Element, XmlError> {
                 if root.is_some() && stack.is_empty() {
                     return Err(XmlError::Syntax("more than one root element".into()));
                 }
-                let el = start_element(&reader, &start)?;
+                let mut el = start_element(&reader, &start)?;
+                let pos = reader.buffer_position() as usize;
+                el.inner = pos..pos;
                 stack.push(el);
             }
             Event::End(_) => {
-                let done = stack
+                let mut done = stack
                     .pop()
                     .ok_or_else(|| XmlError::Syntax("unbalanced end tag".into()))?;
+                let end = reader.buffer_position() as usize;
+                // Content ends where this end tag starts.
+                let content_end = input[..end]
+                    .windows(2)
+                    .rposition(|w| w == b"</")
+                    .unwrap_or(end)
+                    .max(done.inner.start);
+                done.inner.end = content_end;
                 match stack.last_mut() {
                     Some(parent) => parent.children.push(Node::Element(done)),
                     None => root = Some(done),
@@ -278,6 +291,7 @@ fn start_element(reader: &NsReader<&[u8]>, start: &BytesStart<'_>) -> Result<Ele
         name,
         attrs,
         children: Vec::new(),
+        inner: 0..0,
     })
 }
 
@@ -419,6 +433,16 @@ mod tests {
     fn resolves_predefined_and_char_refs_and_cdata() {
         let root = parse(b"<a>x &amp; y &#65;&#x42;<![CDATA[<raw>]]></a>").unwrap();
         assert_eq!(root.raw_text(), "x & y AB<raw>");
+    }
+
+    #[test]
+    fn records_inner_spans() {
+        let doc = b"<a><b x=\"1\"><c>t</c> &amp; </b><e/></a>";
+        let root = parse(doc).unwrap();
+        let b = root.elements().next().unwrap();
+        assert_eq!(&doc[b.inner.clone()], b"<c>t</c> &amp; ");
+        let e = root.elements().nth(1).unwrap();
+        assert!(e.inner.is_empty());
     }
 
     #[test]
