@@ -17,6 +17,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tracing::{info, warn};
 use winmdm_core::config::{EnrollmentConfig, PreferredAuth};
+use winmdm_http::manage::ClientCertificate;
 use winmdm_http::respond::MAX_BODY_BYTES;
 use winmdm_http::state::admin_token_path;
 use winmdm_http::{AppState, router};
@@ -55,6 +56,11 @@ pub struct Options {
     /// TLS private key (PEM).
     #[arg(long, requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
+    /// CA certificates (PEM) that device client certificates must chain to, when serving
+    /// HTTPS (default: the local CA). Client certificates are optional, as on a shared
+    /// enrollment and management host.
+    #[arg(long, requires = "tls_cert")]
+    pub client_ca: Option<PathBuf>,
 }
 
 fn parse_auth(s: &str) -> Result<PreferredAuth, String> {
@@ -137,11 +143,11 @@ pub async fn start(opts: Options) -> Result<LocalServer, LocalError> {
         addr: opts.listen,
         source,
     })?;
-    let tls = match (&opts.tls_cert, &opts.tls_key) {
-        (Some(cert), Some(key)) => Some(tls::acceptor(cert, key)?),
-        _ => None,
+    let scheme = if opts.tls_cert.is_some() {
+        "https"
+    } else {
+        "http"
     };
-    let scheme = if tls.is_some() { "https" } else { "http" };
     let base_url = match &opts.public_url {
         Some(u) => u.clone(),
         None => url::Url::parse(&format!("{scheme}://{addr}")).expect("valid URL"),
@@ -154,6 +160,16 @@ pub async fn start(opts: Options) -> Result<LocalServer, LocalError> {
     config.appru_allow_list = opts.appru_allow.clone();
     config.cert_validity = time::Duration::days(opts.cert_validity_days);
     let state = Arc::new(AppState::embedded(&opts.data_dir, config, None)?);
+    let tls = match (&opts.tls_cert, &opts.tls_key) {
+        (Some(cert), Some(key)) => {
+            let client_roots = match &opts.client_ca {
+                Some(path) => tls::read_certs(path)?,
+                None => vec![state.ca_chain.root_der.clone().into()],
+            };
+            Some(tls::acceptor(cert, key, client_roots)?)
+        }
+        _ => None,
+    };
 
     let (shutdown, mut stop) = watch::channel(false);
     let task = tokio::spawn(async move {
@@ -197,18 +213,25 @@ async fn serve_connection(
     peer: SocketAddr,
     mut stop: watch::Receiver<bool>,
 ) {
-    let service = service_fn(move |req| {
-        let state = state.clone();
-        async move { Ok::<_, Infallible>(handle(&state, req).await) }
-    });
+    let service = |cert: Option<Arc<Vec<u8>>>| {
+        service_fn(move |req| {
+            let state = state.clone();
+            let cert = cert.clone();
+            async move { Ok::<_, Infallible>(handle(&state, req, cert).await) }
+        })
+    };
     let result = match tls {
         Some(acceptor) => match acceptor.accept(stream).await {
             Ok(s) => {
-                drive(
-                    http1::Builder::new().serve_connection(TokioIo::new(s), service),
-                    &mut stop,
-                )
-                .await
+                // Verified against the client CA during the handshake.
+                let cert = s
+                    .get_ref()
+                    .1
+                    .peer_certificates()
+                    .and_then(|c| c.first())
+                    .map(|c| Arc::new(c.as_ref().to_vec()));
+                let conn = http1::Builder::new().serve_connection(TokioIo::new(s), service(cert));
+                drive(conn, &mut stop).await
             }
             Err(e) => {
                 warn!(%peer, error = %e, "TLS handshake failed");
@@ -216,11 +239,8 @@ async fn serve_connection(
             }
         },
         None => {
-            drive(
-                http1::Builder::new().serve_connection(TokioIo::new(stream), service),
-                &mut stop,
-            )
-            .await
+            let conn = http1::Builder::new().serve_connection(TokioIo::new(stream), service(None));
+            drive(conn, &mut stop).await
         }
     };
     if let Err(e) = result {
@@ -253,8 +273,17 @@ where
 
 /// Turns a hyper request into the `lambda_http::Request` the handlers take, as API Gateway
 /// would, and the handler's response back.
-async fn handle(state: &AppState, req: hyper::Request<Incoming>) -> hyper::Response<Full<Bytes>> {
-    let (parts, body) = req.into_parts();
+async fn handle(
+    state: &AppState,
+    req: hyper::Request<Incoming>,
+    client_cert: Option<Arc<Vec<u8>>>,
+) -> hyper::Response<Full<Bytes>> {
+    let (mut parts, body) = req.into_parts();
+    if let Some(c) = client_cert {
+        parts
+            .extensions
+            .insert(ClientCertificate(c.as_ref().clone()));
+    }
     let bytes = match Limited::new(body, MAX_BODY_BYTES).collect().await {
         Ok(c) => c.to_bytes(),
         Err(e) => {
@@ -298,28 +327,59 @@ mod tls {
     use std::sync::Arc;
 
     use tokio_rustls::TlsAcceptor;
+    use tokio_rustls::rustls::RootCertStore;
     use tokio_rustls::rustls::ServerConfig;
+    use tokio_rustls::rustls::pki_types::CertificateDer;
+    use tokio_rustls::rustls::server::WebPkiClientVerifier;
 
     use super::LocalError;
 
-    pub fn acceptor(cert: &Path, key: &Path) -> Result<TlsAcceptor, LocalError> {
-        let read = |p: &Path| {
-            std::fs::read(p).map_err(|e| LocalError::Tls(format!("{}: {e}", p.display())))
-        };
-        let certs = rustls_pemfile::certs(&mut read(cert)?.as_slice())
+    fn read(p: &Path) -> Result<Vec<u8>, LocalError> {
+        std::fs::read(p).map_err(|e| LocalError::Tls(format!("{}: {e}", p.display())))
+    }
+
+    pub fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, LocalError> {
+        let certs = rustls_pemfile::certs(&mut read(path)?.as_slice())
             .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| LocalError::Tls(format!("{}: {e}", cert.display())))?;
+            .map_err(|e| LocalError::Tls(format!("{}: {e}", path.display())))?;
+        if certs.is_empty() {
+            return Err(LocalError::Tls(format!(
+                "{}: no certificates",
+                path.display()
+            )));
+        }
+        Ok(certs)
+    }
+
+    /// HTTPS with optional client certificates: enrollment requests come without one,
+    /// management requests with the device's certificate.
+    pub fn acceptor(
+        cert: &Path,
+        key: &Path,
+        client_roots: Vec<CertificateDer<'static>>,
+    ) -> Result<TlsAcceptor, LocalError> {
+        let certs = read_certs(cert)?;
         let key = rustls_pemfile::private_key(&mut read(key)?.as_slice())
             .map_err(|e| LocalError::Tls(format!("{}: {e}", key.display())))?
             .ok_or_else(|| LocalError::Tls(format!("{}: no private key", key.display())))?;
-        let config = ServerConfig::builder_with_provider(Arc::new(
-            tokio_rustls::rustls::crypto::aws_lc_rs::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .map_err(|e| LocalError::Tls(e.to_string()))?
-        .with_no_client_auth()
-        .with_single_cert(certs, key)
-        .map_err(|e| LocalError::Tls(e.to_string()))?;
+        let provider = Arc::new(tokio_rustls::rustls::crypto::aws_lc_rs::default_provider());
+        let mut roots = RootCertStore::empty();
+        for c in client_roots {
+            roots
+                .add(c)
+                .map_err(|e| LocalError::Tls(format!("client CA: {e}")))?;
+        }
+        let verifier =
+            WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+                .allow_unauthenticated()
+                .build()
+                .map_err(|e| LocalError::Tls(e.to_string()))?;
+        let config = ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| LocalError::Tls(e.to_string()))?
+            .with_client_cert_verifier(verifier)
+            .with_single_cert(certs, key)
+            .map_err(|e| LocalError::Tls(e.to_string()))?;
         Ok(TlsAcceptor::from(Arc::new(config)))
     }
 }

@@ -393,6 +393,7 @@ impl EnrollmentService {
             .await?;
 
         let client_secret = random_secret();
+        let client_nonce = random_nonce_b64();
         let server_secret = random_secret();
         let client_name = ctx.device_id.clone();
         let server_name = self.config.provider_id.to_string();
@@ -417,7 +418,7 @@ impl EnrollmentService {
             client_to_server: DigestCredential {
                 name: client_name.clone(),
                 secret: client_secret.clone(),
-                nonce_b64: random_nonce_b64(),
+                nonce_b64: client_nonce.clone(),
             },
             upn: principal.upn.clone(),
             ent_dm_id: ctx.device_id.clone(),
@@ -442,9 +443,12 @@ impl EnrollmentService {
                 client_name,
                 server_digest_key: digest_key(&server_name, &server_secret),
                 server_name,
+                client_nonce: client_nonce.clone(),
+                client_nonce_expires_at: Some(now + INITIAL_NONCE_TTL),
             },
             enrolled_at: now,
             last_seen_at: None,
+            dm_info: Default::default(),
         };
         self.store
             .commit_enrollment(&EnrollmentCommit {
@@ -564,7 +568,10 @@ fn random_secret() -> String {
     B64URL.encode(b)
 }
 
-fn random_nonce_b64() -> String {
+/// How long the nonce in the provisioning doc stays usable for a first digest session.
+const INITIAL_NONCE_TTL: time::Duration = time::Duration::days(30);
+
+pub(crate) fn random_nonce_b64() -> String {
     let mut b = [0u8; 16];
     OsRng.fill_bytes(&mut b);
     B64.encode(b)

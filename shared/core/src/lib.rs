@@ -4,12 +4,15 @@
 
 pub mod ca;
 pub mod clock;
+pub mod commands;
 pub mod config;
 pub mod csr;
 pub mod digest;
 pub mod enrollment;
 pub mod federated;
+pub mod management;
 pub mod model;
 pub mod password;
+pub mod session;
 pub mod store;
 pub mod token;

@@ -65,6 +65,17 @@ pub struct OsInfo {
     pub device_name: Option<String>,
 }
 
+/// What the device reports about itself in each management session (`./DevInfo/*` and
+/// `./Vendor/MSFT/DMClient/HWDevID`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DmDeviceInfo {
+    pub dev_id: Option<String>,
+    pub manufacturer: Option<String>,
+    pub model: Option<String>,
+    pub dm_version: Option<String>,
+    pub language: Option<String>,
+}
+
 /// The OMA-DM digest credentials of one device, kept only as `b64(md5(name:secret))`: all
 /// a server needs to check (or produce) `syncml:auth-md5` digests, and useless to replay
 /// as the secret itself.
@@ -76,6 +87,12 @@ pub struct DmCredentials {
     /// `AAUTHLEVEL=CLIENT`: us authenticating to the device.
     pub server_name: String,
     pub server_digest_key: String,
+    /// The nonce (base64) the device must use in its next digest-authenticated session:
+    /// first the provisioning doc's `AAUTHDATA`, then each session's `NextNonce`.
+    #[serde(default)]
+    pub client_nonce: String,
+    #[serde(with = "time::serde::rfc3339::option", default)]
+    pub client_nonce_expires_at: Option<OffsetDateTime>,
 }
 
 impl std::fmt::Debug for DmCredentials {
@@ -103,6 +120,8 @@ pub struct Device {
     pub enrolled_at: OffsetDateTime,
     #[serde(with = "time::serde::rfc3339::option", default)]
     pub last_seen_at: Option<OffsetDateTime>,
+    #[serde(default)]
+    pub dm_info: DmDeviceInfo,
 }
 
 /// A page of a listing, with the cursor for the next one.

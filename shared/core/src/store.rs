@@ -4,7 +4,9 @@
 use async_trait::async_trait;
 use time::OffsetDateTime;
 
+use crate::commands::QueuedCommand;
 use crate::model::{Device, Page, PageRequest, User};
+use crate::session::{ManagementSnapshot, ManagementUpdate};
 
 #[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
 pub enum StoreError {
@@ -12,6 +14,8 @@ pub enum StoreError {
     Conflict(String),
     #[error("the sign-in token was already used")]
     TokenReplayed,
+    #[error("{0} not found")]
+    NotFound(String),
     #[error("storage is unavailable: {0}")]
     Unavailable(String),
     #[error("stored data is unreadable: {0}")]
@@ -59,4 +63,30 @@ pub trait Store: Send + Sync {
     /// A record with the same id but a different, known HWDevID is another machine:
     /// `Conflict`, and nothing is written.
     async fn commit_enrollment(&self, commit: &EnrollmentCommit) -> Result<(), StoreError>;
+
+    /// Reads what a management message needs: the device, the session's state and the
+    /// device's open commands (oldest first). `None` if the device is unknown.
+    async fn load_management(
+        &self,
+        device_id: &str,
+        session_id: &str,
+    ) -> Result<Option<ManagementSnapshot>, StoreError>;
+
+    /// Writes a management message's changes atomically: the device patch, the session
+    /// state, and the changed commands. `NotFound` if the device is gone.
+    async fn save_management(&self, update: &ManagementUpdate) -> Result<(), StoreError>;
+
+    /// Queues a command for its device; `NotFound` if the device is unknown.
+    async fn enqueue_command(&self, command: &QueuedCommand) -> Result<(), StoreError>;
+    async fn get_command(
+        &self,
+        device_id: &str,
+        command_id: &str,
+    ) -> Result<Option<QueuedCommand>, StoreError>;
+    /// A device's commands, oldest first.
+    async fn list_commands(
+        &self,
+        device_id: &str,
+        page: &PageRequest,
+    ) -> Result<Page<QueuedCommand>, StoreError>;
 }

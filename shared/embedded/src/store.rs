@@ -11,6 +11,12 @@
 //! - `devices_by_hw`: lower-cased HWDevID → device id
 //! - `consumed_tokens`: token id → expiry (unix seconds)
 //! - `token_expiry`: `"<expiry:020>/<token id>"` → (), to purge spent tokens in expiry order
+//! - `sessions`: `"<device id>/<session id>"` → `SessionState`
+//! - `commands`: `"<device id>/<command id>"` → `QueuedCommand` (ids sort by creation time)
+//! - `open_commands`: the same keys, for pending and sent commands only
+//!
+//! Device ids never contain `/` (enrollment validates them), so `"<device id>/"` prefixes
+//! select exactly one device's rows.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -22,7 +28,9 @@ use redb::{Database, ReadableTable, TableDefinition};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use time::OffsetDateTime;
+use winmdm_core::commands::QueuedCommand;
 use winmdm_core::model::{Device, Page, PageRequest, User};
+use winmdm_core::session::{ManagementSnapshot, ManagementUpdate, SessionState, SessionWrite};
 use winmdm_core::store::{EnrollmentCommit, Store, StoreError};
 
 const USERS: TableDefinition<&str, &[u8]> = TableDefinition::new("users");
@@ -30,6 +38,9 @@ const DEVICES: TableDefinition<&str, &[u8]> = TableDefinition::new("devices");
 const DEVICES_BY_HW: TableDefinition<&str, &str> = TableDefinition::new("devices_by_hw");
 const CONSUMED_TOKENS: TableDefinition<&str, i64> = TableDefinition::new("consumed_tokens");
 const TOKEN_EXPIRY: TableDefinition<&str, ()> = TableDefinition::new("token_expiry");
+const SESSIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("sessions");
+const COMMANDS: TableDefinition<&str, &[u8]> = TableDefinition::new("commands");
+const OPEN_COMMANDS: TableDefinition<&str, ()> = TableDefinition::new("open_commands");
 
 /// How many expired tokens one enrollment purges, so cleanup cost stays bounded.
 const PURGE_BATCH: usize = 64;
@@ -72,6 +83,9 @@ impl RedbStore {
             tx.open_table(DEVICES_BY_HW).map_err(unavailable)?;
             tx.open_table(CONSUMED_TOKENS).map_err(unavailable)?;
             tx.open_table(TOKEN_EXPIRY).map_err(unavailable)?;
+            tx.open_table(SESSIONS).map_err(unavailable)?;
+            tx.open_table(COMMANDS).map_err(unavailable)?;
+            tx.open_table(OPEN_COMMANDS).map_err(unavailable)?;
         }
         tx.commit().map_err(unavailable)?;
         Ok(Self { db: Arc::new(db) })
@@ -107,6 +121,16 @@ impl RedbStore {
         table: TableDefinition<&str, &[u8]>,
         page: &PageRequest,
     ) -> Result<Page<T>, StoreError> {
+        Self::page_prefixed(db, table, "", page)
+    }
+
+    /// A page of the rows whose keys start with `prefix`, in key order.
+    fn page_prefixed<T: DeserializeOwned>(
+        db: &Database,
+        table: TableDefinition<&str, &[u8]>,
+        prefix: &str,
+        page: &PageRequest,
+    ) -> Result<Page<T>, StoreError> {
         let after = match &page.after {
             Some(c) => Some(
                 B64URL
@@ -132,6 +156,9 @@ impl RedbStore {
         let mut more = false;
         for entry in range {
             let (k, v) = entry.map_err(unavailable)?;
+            if !k.value().starts_with(prefix) {
+                break;
+            }
             if items.len() == page.limit {
                 more = true;
                 break;
@@ -302,6 +329,204 @@ impl Store for RedbStore {
         })
         .await
     }
+
+    async fn load_management(
+        &self,
+        device_id: &str,
+        session_id: &str,
+    ) -> Result<Option<ManagementSnapshot>, StoreError> {
+        let device_id = device_id.to_owned();
+        let session_id = session_id.to_owned();
+        self.blocking(move |db| {
+            let tx = db.begin_read().map_err(unavailable)?;
+            let devices = tx.open_table(DEVICES).map_err(unavailable)?;
+            let Some(device) = devices.get(device_id.as_str()).map_err(unavailable)? else {
+                return Ok(None);
+            };
+            let device: Device = decode(device.value())?;
+            let sessions = tx.open_table(SESSIONS).map_err(unavailable)?;
+            let session = match sessions
+                .get(row_key(&device_id, &session_id).as_str())
+                .map_err(unavailable)?
+            {
+                Some(v) => Some(decode::<SessionState>(v.value())?),
+                None => None,
+            }
+            .filter(|s| s.expires_at > OffsetDateTime::now_utc());
+            let open = tx.open_table(OPEN_COMMANDS).map_err(unavailable)?;
+            let commands = tx.open_table(COMMANDS).map_err(unavailable)?;
+            let mut open_commands = Vec::new();
+            for key in keys_with_prefix(&open, &format!("{device_id}/"))? {
+                if let Some(v) = commands.get(key.as_str()).map_err(unavailable)? {
+                    open_commands.push(decode(v.value())?);
+                }
+            }
+            Ok(Some(ManagementSnapshot {
+                device,
+                session,
+                open_commands,
+            }))
+        })
+        .await
+    }
+
+    async fn save_management(&self, update: &ManagementUpdate) -> Result<(), StoreError> {
+        let update = update.clone();
+        self.blocking(move |db| {
+            let now = OffsetDateTime::now_utc();
+            let tx = db.begin_write().map_err(unavailable)?;
+            {
+                let mut devices = tx.open_table(DEVICES).map_err(unavailable)?;
+                let mut device: Device = match devices
+                    .get(update.device_id.as_str())
+                    .map_err(unavailable)?
+                {
+                    Some(v) => decode(v.value())?,
+                    None => {
+                        return Err(StoreError::NotFound(format!("device {}", update.device_id)));
+                    }
+                };
+                if !update.device.is_empty() {
+                    let had_hw = device.hw_dev_id.is_some();
+                    update.device.apply(&mut device);
+                    if let (false, Some(hw)) = (had_hw, &device.hw_dev_id) {
+                        let mut by_hw = tx.open_table(DEVICES_BY_HW).map_err(unavailable)?;
+                        let key = hw_key(hw);
+                        if by_hw.get(key.as_str()).map_err(unavailable)?.is_some() {
+                            // Another record owns this hardware id; do not steal it.
+                            device.hw_dev_id = None;
+                        } else {
+                            by_hw
+                                .insert(key.as_str(), device.id.as_str())
+                                .map_err(unavailable)?;
+                        }
+                    }
+                    devices
+                        .insert(device.id.as_str(), encode(&device)?.as_slice())
+                        .map_err(unavailable)?;
+                }
+
+                let mut sessions = tx.open_table(SESSIONS).map_err(unavailable)?;
+                // Forget this device's expired sessions.
+                for key in keys_with_prefix(&sessions, &format!("{}/", update.device_id))? {
+                    let expired = match sessions.get(key.as_str()).map_err(unavailable)? {
+                        Some(v) => {
+                            decode::<SessionState>(v.value()).map_or(true, |s| s.expires_at <= now)
+                        }
+                        None => false,
+                    };
+                    if expired {
+                        sessions.remove(key.as_str()).map_err(unavailable)?;
+                    }
+                }
+                match &update.session {
+                    SessionWrite::Keep => {}
+                    SessionWrite::Put(state) => {
+                        sessions
+                            .insert(
+                                row_key(&update.device_id, &state.session_id).as_str(),
+                                encode(state)?.as_slice(),
+                            )
+                            .map_err(unavailable)?;
+                    }
+                    SessionWrite::Delete { session_id } => {
+                        sessions
+                            .remove(row_key(&update.device_id, session_id).as_str())
+                            .map_err(unavailable)?;
+                    }
+                }
+
+                let mut commands = tx.open_table(COMMANDS).map_err(unavailable)?;
+                let mut open = tx.open_table(OPEN_COMMANDS).map_err(unavailable)?;
+                for c in &update.commands {
+                    let key = row_key(&c.device_id, &c.id);
+                    commands
+                        .insert(key.as_str(), encode(c)?.as_slice())
+                        .map_err(unavailable)?;
+                    if c.state.is_open() {
+                        open.insert(key.as_str(), ()).map_err(unavailable)?;
+                    } else {
+                        open.remove(key.as_str()).map_err(unavailable)?;
+                    }
+                }
+            }
+            tx.commit().map_err(unavailable)
+        })
+        .await
+    }
+
+    async fn enqueue_command(&self, command: &QueuedCommand) -> Result<(), StoreError> {
+        let command = command.clone();
+        self.blocking(move |db| {
+            let tx = db.begin_write().map_err(unavailable)?;
+            {
+                let devices = tx.open_table(DEVICES).map_err(unavailable)?;
+                if devices
+                    .get(command.device_id.as_str())
+                    .map_err(unavailable)?
+                    .is_none()
+                {
+                    return Err(StoreError::NotFound(format!(
+                        "device {}",
+                        command.device_id
+                    )));
+                }
+                let key = row_key(&command.device_id, &command.id);
+                let mut commands = tx.open_table(COMMANDS).map_err(unavailable)?;
+                if commands.get(key.as_str()).map_err(unavailable)?.is_some() {
+                    return Err(StoreError::Conflict(format!("command {}", command.id)));
+                }
+                commands
+                    .insert(key.as_str(), encode(&command)?.as_slice())
+                    .map_err(unavailable)?;
+                let mut open = tx.open_table(OPEN_COMMANDS).map_err(unavailable)?;
+                open.insert(key.as_str(), ()).map_err(unavailable)?;
+            }
+            tx.commit().map_err(unavailable)
+        })
+        .await
+    }
+
+    async fn get_command(
+        &self,
+        device_id: &str,
+        command_id: &str,
+    ) -> Result<Option<QueuedCommand>, StoreError> {
+        let key = row_key(device_id, command_id);
+        self.blocking(move |db| Self::get_json(db, COMMANDS, &key))
+            .await
+    }
+
+    async fn list_commands(
+        &self,
+        device_id: &str,
+        page: &PageRequest,
+    ) -> Result<Page<QueuedCommand>, StoreError> {
+        let prefix = format!("{device_id}/");
+        let page = page.clone();
+        self.blocking(move |db| Self::page_prefixed(db, COMMANDS, &prefix, &page))
+            .await
+    }
+}
+
+fn row_key(device_id: &str, id: &str) -> String {
+    format!("{device_id}/{id}")
+}
+
+/// Keys of a table's rows for one device.
+fn keys_with_prefix<V: redb::Value + 'static>(
+    table: &impl ReadableTable<&'static str, V>,
+    prefix: &str,
+) -> Result<Vec<String>, StoreError> {
+    let mut keys = Vec::new();
+    for entry in table.range::<&str>(prefix..).map_err(unavailable)? {
+        let (k, _) = entry.map_err(unavailable)?;
+        if !k.value().starts_with(prefix) {
+            break;
+        }
+        keys.push(k.value().to_owned());
+    }
+    Ok(keys)
 }
 
 fn purge_expired_tokens(

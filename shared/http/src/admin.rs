@@ -4,6 +4,10 @@
 //! - `GET /users` → `{"users":[…],"next":cursor|null}`; `DELETE /users/{upn}` → 204
 //! - `GET /devices[?cursor=&limit=]` → `{"devices":[…],"next":cursor|null}`
 //! - `GET /devices/{id}` → the device, or 404
+//! - `POST /devices/{id}/commands` (a raw verb, an Atomic, or `{"action": …}`) → 202
+//!   `{"id","state":"pending"}`; 400 with the reason if invalid; 404 for unknown devices
+//! - `GET /devices/{id}/commands[?cursor=&limit=]` → `{"commands":[…],"next"}`
+//! - `GET /devices/{id}/commands/{cid}` → `{"id","state","status","results",…}`
 //!
 //! Callers authenticate with `Authorization: Bearer <token>`, or are authorised by API
 //! Gateway (IAM) when deployed that way.
@@ -15,6 +19,7 @@ use serde_json::{Value, json};
 use subtle::ConstantTimeEq;
 use time::format_description::well_known::Rfc3339;
 use tracing::{Instrument, info, info_span, warn};
+use winmdm_core::commands::{CommandRequest, QueuedCommand, parse_request};
 use winmdm_core::config::paths;
 use winmdm_core::model::{Device, PageRequest, User, normalize_upn};
 use winmdm_core::password::hash_password;
@@ -82,6 +87,11 @@ async fn route(state: &AppState, req: &Request) -> Response {
         (["devices"], _) => return respond::method_not_allowed("GET"),
         (["devices", id], &Method::GET) => get_device(state, id).await,
         (["devices", _], _) => return respond::method_not_allowed("GET"),
+        (["devices", id, "commands"], &Method::POST) => enqueue_command(state, req, id).await,
+        (["devices", id, "commands"], &Method::GET) => list_commands(state, req, id).await,
+        (["devices", _, "commands"], _) => return respond::method_not_allowed("GET, POST"),
+        (["devices", id, "commands", cid], &Method::GET) => get_command(state, id, cid).await,
+        (["devices", _, "commands", _], _) => return respond::method_not_allowed("GET"),
         _ => return json_error(StatusCode::NOT_FOUND, "no such admin resource"),
     };
     result.unwrap_or_else(|e| match e {
@@ -232,4 +242,72 @@ async fn get_device(state: &AppState, id: &str) -> Outcome {
         Some(d) => respond::json(StatusCode::OK, &device_json(&d)),
         None => json_error(StatusCode::NOT_FOUND, "no such device"),
     })
+}
+
+/// The operator's view of a queued command.
+pub fn command_json(c: &QueuedCommand) -> Value {
+    json!({
+        "id": c.id,
+        "device_id": c.device_id,
+        "action": c.action,
+        "request": c.spec,
+        "state": c.state,
+        "status": c.status,
+        "results": c.results,
+        "attempts": c.attempts,
+        "created_at": rfc3339(c.created_at),
+        "updated_at": rfc3339(c.updated_at),
+    })
+}
+
+async fn enqueue_command(state: &AppState, req: &Request, device_id: &str) -> Outcome {
+    let body = match respond::body_bytes(req.body()) {
+        Ok(b) => b,
+        Err(too_large) => return Ok(too_large.response()),
+    };
+    let request: CommandRequest = match serde_json::from_slice(body) {
+        Ok(r) => r,
+        Err(e) => {
+            return Ok(json_error(
+                StatusCode::BAD_REQUEST,
+                format!("invalid command JSON: {e}"),
+            ));
+        }
+    };
+    let provider = state.enrollment.config().provider_id.to_string();
+    let (action, spec) = match parse_request(&request, &provider) {
+        Ok(p) => p,
+        Err(e) => return Ok(json_error(StatusCode::BAD_REQUEST, e.to_string())),
+    };
+    let command = QueuedCommand::new(device_id, action.as_deref(), spec, state.enrollment.now());
+    state.store.enqueue_command(&command).await?;
+    info!(device_id, command_id = %command.id, action = ?command.action, "command queued");
+    Ok(respond::json(
+        StatusCode::ACCEPTED,
+        &json!({ "id": command.id, "state": command.state }),
+    ))
+}
+
+async fn list_commands(state: &AppState, req: &Request, device_id: &str) -> Outcome {
+    let page = match query_page(req) {
+        Ok(p) => p,
+        Err(msg) => return Ok(json_error(StatusCode::BAD_REQUEST, msg)),
+    };
+    if state.store.get_device(device_id).await?.is_none() {
+        return Ok(json_error(StatusCode::NOT_FOUND, "no such device"));
+    }
+    let p = state.store.list_commands(device_id, &page).await?;
+    Ok(respond::json(
+        StatusCode::OK,
+        &json!({ "commands": p.items.iter().map(command_json).collect::<Vec<_>>(), "next": p.next }),
+    ))
+}
+
+async fn get_command(state: &AppState, device_id: &str, command_id: &str) -> Outcome {
+    Ok(
+        match state.store.get_command(device_id, command_id).await? {
+            Some(c) => respond::json(StatusCode::OK, &command_json(&c)),
+            None => json_error(StatusCode::NOT_FOUND, "no such command"),
+        },
+    )
 }

@@ -8,6 +8,7 @@
 //! | `/EnrollmentServer/Policy.svc` (XCEP) | [`policy`] |
 //! | `/EnrollmentServer/Enrollment.svc` (WSTEP) | [`enroll`] |
 //! | `/EnrollmentServer/Auth` (federated login page) | [`auth`] |
+//! | `/ManagementServer/MDM.svc` (OMA-DM) | [`manage`] |
 //! | `/admin/v1/…` | [`admin`] |
 
 pub mod admin;
@@ -15,6 +16,7 @@ pub mod auth;
 pub mod discovery;
 pub mod enroll;
 pub mod logging;
+pub mod manage;
 pub mod policy;
 pub mod request_id;
 pub mod respond;

@@ -13,6 +13,7 @@ pub enum Endpoint {
     Policy,
     Enroll,
     Auth,
+    Manage,
     Admin,
 }
 
@@ -29,6 +30,8 @@ impl Endpoint {
             Some(Self::Enroll)
         } else if eq(paths::AUTH) {
             Some(Self::Auth)
+        } else if path == paths::MANAGE {
+            Some(Self::Manage)
         } else if path == paths::ADMIN_PREFIX
             || path.starts_with(&format!("{}/", paths::ADMIN_PREFIX))
         {
@@ -46,6 +49,7 @@ pub async fn dispatch(state: &AppState, req: Request) -> Response {
         Some(Endpoint::Policy) => crate::policy::handle(state, req).await,
         Some(Endpoint::Enroll) => crate::enroll::handle(state, req).await,
         Some(Endpoint::Auth) => crate::auth::handle(state, req).await,
+        Some(Endpoint::Manage) => crate::manage::handle(state, req).await,
         Some(Endpoint::Admin) => crate::admin::handle(state, req).await,
         None => respond::text(http::StatusCode::NOT_FOUND, "not found"),
     }

@@ -5,10 +5,11 @@ use std::sync::Arc;
 
 use base64::Engine as _;
 use rand::RngCore;
-use winmdm_core::ca::CertificateAuthority;
+use winmdm_core::ca::{CaChain, CertificateAuthority};
 use winmdm_core::clock::{Clock, SystemClock};
 use winmdm_core::config::EnrollmentConfig;
 use winmdm_core::enrollment::EnrollmentService;
+use winmdm_core::management::{ManagementConfig, ManagementService};
 use winmdm_core::store::Store;
 use winmdm_core::token::TokenSigner;
 use winmdm_embedded::{LocalCa, RedbStore};
@@ -33,8 +34,11 @@ impl std::fmt::Debug for AdminAuth {
 
 pub struct AppState {
     pub enrollment: EnrollmentService,
+    pub management: ManagementService,
     pub store: Arc<dyn Store>,
     pub admin_auth: AdminAuth,
+    /// The CA's certificates (what devices chain to; the mTLS truststore).
+    pub ca_chain: CaChain,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -69,8 +73,16 @@ impl AppState {
         admin_auth: AdminAuth,
     ) -> Result<Self, InitError> {
         let tokens = TokenSigner::new(token_key, config.token_ttl).map_err(InitError::Config)?;
+        let management = ManagementService::new(
+            ManagementConfig::new(config.management_url()),
+            store.clone(),
+            ca.clone(),
+            clock.clone(),
+        );
         Ok(Self {
+            ca_chain: ca.chain().clone(),
             enrollment: EnrollmentService::new(Arc::new(config), store.clone(), ca, clock, tokens),
+            management,
             store,
             admin_auth,
         })

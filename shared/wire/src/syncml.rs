@@ -479,6 +479,13 @@ impl SyncMl {
     }
 }
 
+/// One command as XML, e.g. to measure it against a message size limit.
+pub fn command_xml(c: &Command) -> String {
+    let mut w = XmlWriter::with_capacity(256);
+    write_command(&mut w, c);
+    w.finish()
+}
+
 fn write_location(w: &mut XmlWriter, name: &'static str, l: &Location) {
     w.start(name, &[]);
     w.leaf("LocURI", &[], &l.loc_uri);

@@ -1,0 +1,1038 @@
+//! OMA-DM management sessions (MS-MDM, PROTOCOL §8): authenticate the device, answer its
+//! commands with statuses, record what it reports, and send it queued commands, within its
+//! message size. One store read and one store write per message.
+
+use std::sync::Arc;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as B64;
+use subtle::ConstantTimeEq;
+use time::{Duration, OffsetDateTime};
+use tracing::{info, warn};
+use winmdm_wire::syncml::{
+    self, Alert, Command, Container, ContainerKind, Item, ItemCommand, Location, Meta, Status,
+    SyncHdr, SyncMl,
+};
+use x509_parser::prelude::{ASN1Time, FromDer, X509Certificate};
+
+use crate::ca::{CertificateAuthority, thumbprint};
+use crate::clock::Clock;
+use crate::commands::{
+    CommandResult, CommandSpec, CommandState, ItemSpec, QueuedCommand, SentIn, Verb, VerbSpec,
+};
+use crate::digest::digest_response;
+use crate::enrollment::random_nonce_b64;
+use crate::model::{Device, DeviceStatus, DmDeviceInfo};
+use crate::session::{
+    DevicePatch, IncomingChunk, ManagementSnapshot, ManagementUpdate, OutgoingChunk, SentCommand,
+    SentKind, SessionState, SessionWrite,
+};
+use crate::store::{Store, StoreError};
+
+#[derive(Debug, Clone)]
+pub struct ManagementConfig {
+    /// Our URL as devices address it (the SyncHdr Source of our replies).
+    pub server_url: String,
+    /// Used when the device does not state a MaxMsgSize.
+    pub default_max_msg_size: u64,
+    pub session_ttl: Duration,
+    /// How long a NextNonce stays usable.
+    pub nonce_ttl: Duration,
+    /// Largest object reassembled from chunks.
+    pub max_incoming_object: usize,
+}
+
+impl ManagementConfig {
+    pub fn new(server_url: String) -> Self {
+        Self {
+            server_url,
+            default_max_msg_size: 512 * 1024,
+            session_ttl: Duration::minutes(30),
+            nonce_ttl: Duration::days(7),
+            max_incoming_object: 4 * 1024 * 1024,
+        }
+    }
+}
+
+/// The reply to one management message.
+#[derive(Debug, Clone)]
+pub struct ManageReply {
+    pub xml: String,
+    /// The device the message claimed to come from, once authenticated.
+    pub device_id: Option<String>,
+    /// The SyncHdr status: 200, or 401/407 when the device was not trusted, 500 on a
+    /// storage failure.
+    pub header_status: u16,
+    pub commands_sent: usize,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ManageError {
+    /// Not SyncML at all: there is no header to answer with a SyncML status.
+    #[error("malformed SyncML: {0}")]
+    Malformed(String),
+}
+
+/// How the device proved who it is.
+enum Trust {
+    Certificate,
+    /// Digest: the nonce used, and whether this message starts the session's use of it.
+    Digest {
+        nonce: String,
+        first: bool,
+    },
+}
+
+enum AuthOutcome {
+    Trusted(Trust),
+    /// 407: credentials needed; the nonce to use (already stored for known devices).
+    Challenge,
+    /// 401.
+    Denied,
+}
+
+pub struct ManagementService {
+    config: ManagementConfig,
+    store: Arc<dyn Store>,
+    ca: Arc<dyn CertificateAuthority>,
+    clock: Arc<dyn Clock>,
+}
+
+const AUTH_MD5: &str = "syncml:auth-md5";
+const LOGIN_STATUS: &str = "com.microsoft/MDM/LoginStatus";
+const REQUEST_PENDING: &str = "com.microsoft.mdm.requestpending";
+const USER_UNENROLLMENT: &str = "com.microsoft:mdm.unenrollment.userrequest";
+
+impl ManagementService {
+    pub fn new(
+        config: ManagementConfig,
+        store: Arc<dyn Store>,
+        ca: Arc<dyn CertificateAuthority>,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        Self {
+            config,
+            store,
+            ca,
+            clock,
+        }
+    }
+
+    pub fn config(&self) -> &ManagementConfig {
+        &self.config
+    }
+
+    /// Handles one message. `client_cert` is the DER of the TLS client certificate, when
+    /// the request came over mutual TLS.
+    pub async fn handle(
+        &self,
+        body: &[u8],
+        client_cert: Option<&[u8]>,
+    ) -> Result<ManageReply, ManageError> {
+        let parsed = SyncMl::parse(body).map_err(|e| ManageError::Malformed(e.to_string()))?;
+        let msg = parsed.message;
+        let now = self.clock.now();
+        let device_id = msg.hdr.source.loc_uri.clone();
+
+        let snapshot = match self
+            .store
+            .load_management(&device_id, &msg.hdr.session_id)
+            .await
+        {
+            Ok(s) => s,
+            Err(e) => return Ok(self.storage_failure(&msg.hdr, &e)),
+        };
+        match self.authenticate(snapshot.as_ref(), &msg.hdr, client_cert, now) {
+            AuthOutcome::Trusted(trust) => {
+                let snapshot = snapshot.expect("trusted implies a known device");
+                Ok(self
+                    .process(msg, parsed.rejected, snapshot, trust, now)
+                    .await)
+            }
+            AuthOutcome::Challenge => Ok(self.challenge(&msg.hdr, snapshot.as_ref(), now).await),
+            AuthOutcome::Denied => {
+                warn!(claimed_device = %device_id, "management request denied");
+                Ok(self.header_only(&msg.hdr, 1, 401, None))
+            }
+        }
+    }
+
+    fn authenticate(
+        &self,
+        snapshot: Option<&ManagementSnapshot>,
+        hdr: &SyncHdr,
+        cert: Option<&[u8]>,
+        now: OffsetDateTime,
+    ) -> AuthOutcome {
+        let device = snapshot
+            .map(|s| &s.device)
+            .filter(|d| d.status == DeviceStatus::Enrolled);
+        if let Some(der) = cert {
+            if let Some(d) = device
+                && self.certificate_is_current(der, d, &hdr.source.loc_uri, now)
+            {
+                return AuthOutcome::Trusted(Trust::Certificate);
+            }
+            if hdr.cred.is_none() {
+                return AuthOutcome::Denied;
+            }
+        }
+        let Some(cred) = &hdr.cred else {
+            return AuthOutcome::Challenge;
+        };
+        let Some(device) = device else {
+            return AuthOutcome::Denied;
+        };
+        if cred.meta.type_.as_deref().map(str::trim) != Some(AUTH_MD5) {
+            return AuthOutcome::Denied;
+        }
+        let session_nonce = snapshot
+            .and_then(|s| s.session.as_ref())
+            .and_then(|s| s.session_nonce.clone());
+        let (nonce, first) = match session_nonce {
+            Some(n) => (n, false),
+            None => {
+                let creds = &device.dm_credentials;
+                let expired = creds.client_nonce_expires_at.is_none_or(|e| e <= now);
+                if creds.client_nonce.is_empty() || expired {
+                    return AuthOutcome::Challenge;
+                }
+                (creds.client_nonce.clone(), true)
+            }
+        };
+        let Ok(nonce_bytes) = B64.decode(&nonce) else {
+            return AuthOutcome::Challenge;
+        };
+        let expected = digest_response(&device.dm_credentials.client_digest_key, &nonce_bytes);
+        if bool::from(expected.as_bytes().ct_eq(cred.data.trim().as_bytes())) {
+            AuthOutcome::Trusted(Trust::Digest { nonce, first })
+        } else {
+            AuthOutcome::Denied
+        }
+    }
+
+    /// The client certificate chains to our CA, is within its validity, is the device's
+    /// current certificate, and names the device that the SyncHdr claims.
+    fn certificate_is_current(
+        &self,
+        der: &[u8],
+        device: &Device,
+        source: &str,
+        now: OffsetDateTime,
+    ) -> bool {
+        let Ok((_, cert)) = X509Certificate::from_der(der) else {
+            return false;
+        };
+        let Ok((_, issuer)) = X509Certificate::from_der(self.ca.chain().issuer_der()) else {
+            return false;
+        };
+        if cert.issuer() != issuer.subject()
+            || cert.verify_signature(Some(issuer.public_key())).is_err()
+        {
+            return false;
+        }
+        let Ok(at) = ASN1Time::from_timestamp(now.unix_timestamp()) else {
+            return false;
+        };
+        if !cert.validity().is_valid_at(at) {
+            return false;
+        }
+        if !thumbprint(der).eq_ignore_ascii_case(&device.cert.thumbprint) {
+            return false;
+        }
+        let cn = cert
+            .subject()
+            .iter_common_name()
+            .next()
+            .and_then(|c| c.as_str().ok());
+        cn == Some(device.id.as_str()) && device.id == source
+    }
+
+    /// 407 with a fresh nonce. For a known device the nonce is stored so its next try can
+    /// use it; an unknown device gets a nonce too, so the reply does not reveal whether
+    /// the device exists.
+    async fn challenge(
+        &self,
+        hdr: &SyncHdr,
+        snapshot: Option<&ManagementSnapshot>,
+        now: OffsetDateTime,
+    ) -> ManageReply {
+        let nonce = random_nonce_b64();
+        if let Some(s) = snapshot
+            && s.device.status == DeviceStatus::Enrolled
+        {
+            let update = ManagementUpdate {
+                device_id: s.device.id.clone(),
+                device: DevicePatch {
+                    client_nonce: Some((nonce.clone(), now + self.config.nonce_ttl)),
+                    ..DevicePatch::default()
+                },
+                session: SessionWrite::Keep,
+                commands: Vec::new(),
+            };
+            if let Err(e) = self.store.save_management(&update).await {
+                return self.storage_failure(hdr, &e);
+            }
+        }
+        self.header_only(hdr, 1, 407, Some(challenge_meta(nonce)))
+    }
+
+    fn storage_failure(&self, hdr: &SyncHdr, e: &StoreError) -> ManageReply {
+        warn!(error = %e, "management storage failure");
+        self.header_only(hdr, 1, 500, None)
+    }
+
+    fn reply_header(&self, hdr: &SyncHdr, msg_id: u32) -> SyncHdr {
+        SyncHdr {
+            ver_dtd: "1.2".into(),
+            ver_proto: "DM/1.2".into(),
+            session_id: hdr.session_id.clone(),
+            msg_id: msg_id.to_string(),
+            target: Location::uri(hdr.source.loc_uri.clone()),
+            source: Location::uri(hdr.target.loc_uri.clone()),
+            cred: None,
+            meta: Some(Meta {
+                max_msg_size: Some(self.config.default_max_msg_size),
+                ..Meta::default()
+            }),
+        }
+    }
+
+    fn header_only(
+        &self,
+        hdr: &SyncHdr,
+        msg_id: u32,
+        code: u16,
+        chal: Option<Meta>,
+    ) -> ManageReply {
+        let reply = SyncMl {
+            hdr: self.reply_header(hdr, msg_id),
+            commands: vec![header_status(hdr, "1", code, chal)],
+            final_: true,
+        };
+        ManageReply {
+            xml: reply.to_xml(),
+            device_id: None,
+            header_status: code,
+            commands_sent: 0,
+        }
+    }
+
+    async fn process(
+        &self,
+        msg: SyncMl,
+        rejected: Vec<syncml::RejectedCommand>,
+        snapshot: ManagementSnapshot,
+        trust: Trust,
+        now: OffsetDateTime,
+    ) -> ManageReply {
+        let ManagementSnapshot {
+            device,
+            session,
+            open_commands,
+        } = snapshot;
+        let hdr = &msg.hdr;
+        let starts_session = msg.commands.iter().any(|c| {
+            matches!(c, Command::Alert(a) if a.data == syncml::alert::CLIENT_INITIATED || a.data == syncml::alert::SERVER_INITIATED)
+        });
+        let mut session = match session {
+            // A new session reusing an old SessionID starts afresh.
+            Some(s) if !(starts_session && s.server_msg_id > 0) => s,
+            _ => SessionState::new(&device.id, &hdr.session_id, now + self.config.session_ttl),
+        };
+        session.expires_at = now + self.config.session_ttl;
+        if let Some(m) = hdr.meta.as_ref().and_then(|m| m.max_msg_size) {
+            session.max_msg_size = Some(m);
+        }
+        session.server_msg_id += 1;
+        let msg_id = session.server_msg_id;
+
+        let mut patch = DevicePatch {
+            last_seen_at: Some(now),
+            ..DevicePatch::default()
+        };
+        let mut chal = None;
+        if let Trust::Digest { nonce, first: true } = &trust {
+            // The nonce now belongs to this session; the next session gets a fresh one.
+            session.session_nonce = Some(nonce.clone());
+            let next = random_nonce_b64();
+            patch.client_nonce = Some((next.clone(), now + self.config.nonce_ttl));
+            chal = Some(challenge_meta(next));
+        }
+
+        let mut run = Run {
+            out: Vec::new(),
+            next_cmd_id: 1,
+            commands: open_commands,
+            changed: Vec::new(),
+            info: device.dm_info.clone(),
+            info_changed: false,
+        };
+        let hdr_cmd_id = run.cmd_id();
+        run.out.push(header_status(hdr, &hdr_cmd_id, 200, chal));
+
+        for r in &rejected {
+            let id = run.cmd_id();
+            run.out
+                .push(status(&id, &hdr.msg_id, &r.cmd_id, &r.name, 400));
+        }
+
+        let mut abort = false;
+        let mut request_pending = false;
+        let mut awaiting_chunks = false;
+        for cmd in &msg.commands {
+            match cmd {
+                Command::Alert(a) => {
+                    let id = run.cmd_id();
+                    run.out
+                        .push(status(&id, &hdr.msg_id, &a.cmd_id, "Alert", 200));
+                    match a.data.as_str() {
+                        syncml::alert::SESSION_ABORT => abort = true,
+                        syncml::alert::CLIENT_EVENT => {
+                            for item in &a.items {
+                                let ty = item
+                                    .meta
+                                    .as_ref()
+                                    .and_then(|m| m.type_.as_deref())
+                                    .unwrap_or("");
+                                if ty == LOGIN_STATUS {
+                                    session.login_status =
+                                        item.data.as_deref().map(|d| d.trim().to_ascii_lowercase());
+                                } else if ty.ends_with(REQUEST_PENDING) {
+                                    request_pending = true;
+                                }
+                            }
+                        }
+                        syncml::alert::GENERIC => {
+                            let unenroll = a.items.iter().any(|i| {
+                                i.meta
+                                    .as_ref()
+                                    .and_then(|m| m.type_.as_deref())
+                                    .is_some_and(|t| t.trim() == USER_UNENROLLMENT)
+                            });
+                            if unenroll {
+                                info!(device_id = %device.id, "user unenrolled the device");
+                                patch.status = Some(DeviceStatus::Unenrolled);
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+                Command::Item(ic)
+                    if matches!(ic.verb, syncml::ItemVerb::Replace | syncml::ItemVerb::Add) =>
+                {
+                    let mut code = 200;
+                    for item in &ic.items {
+                        let uri = item
+                            .source
+                            .as_deref()
+                            .or(item.target.as_deref())
+                            .unwrap_or("");
+                        if item.more_data
+                            || session
+                                .incoming
+                                .iter()
+                                .any(|c| c.cmd == ic.verb.as_str() && c.uri == uri)
+                        {
+                            match self.reassemble(&mut session, ic.verb.as_str(), None, None, item)
+                            {
+                                Chunked::Pending => {
+                                    code = 213;
+                                    awaiting_chunks = true;
+                                    continue;
+                                }
+                                Chunked::TooLarge => {
+                                    code = 413;
+                                    continue;
+                                }
+                                Chunked::Complete(_) => {}
+                            }
+                        }
+                        run.record_device_info(uri, item.data.as_deref(), &mut patch);
+                    }
+                    let id = run.cmd_id();
+                    run.out
+                        .push(status(&id, &hdr.msg_id, &ic.cmd_id, ic.verb.as_str(), code));
+                }
+                Command::Item(ic) => {
+                    // The server does not serve Get/Exec/Delete from the client.
+                    let id = run.cmd_id();
+                    run.out
+                        .push(status(&id, &hdr.msg_id, &ic.cmd_id, ic.verb.as_str(), 406));
+                }
+                Command::Container(c) => {
+                    let id = run.cmd_id();
+                    run.out
+                        .push(status(&id, &hdr.msg_id, &c.cmd_id, c.kind.as_str(), 406));
+                }
+                Command::Status(s) => run.settle_status(&mut session, s, now),
+                Command::Results(r) => {
+                    if self.take_results(&mut run, &mut session, &hdr.msg_id, r, now) {
+                        awaiting_chunks = true;
+                    }
+                }
+            }
+        }
+
+        if run.info_changed {
+            patch.dm_info = Some(run.info.clone());
+        }
+
+        let enrolled = device.status == DeviceStatus::Enrolled && patch.status.is_none();
+        let mut sent = 0;
+        let mut more_remaining = false;
+        if awaiting_chunks {
+            let id = run.cmd_id();
+            run.out.push(Command::Alert(Alert {
+                cmd_id: id,
+                data: syncml::alert::NEXT_MESSAGE.into(),
+                items: Vec::new(),
+            }));
+        } else if enrolled && !abort && !request_pending {
+            (sent, more_remaining) = self.send_commands(&mut run, &mut session, msg_id);
+        }
+        let final_ = !awaiting_chunks && !more_remaining && session.outgoing.is_none();
+
+        let changed = run.changed_commands();
+        let reply = SyncMl {
+            hdr: self.reply_header(hdr, msg_id),
+            commands: run.out,
+            final_,
+        };
+        let xml = reply.to_xml();
+        let update = ManagementUpdate {
+            device_id: device.id.clone(),
+            device: patch,
+            session: if abort {
+                SessionWrite::Delete {
+                    session_id: hdr.session_id.clone(),
+                }
+            } else {
+                SessionWrite::Put(session)
+            },
+            commands: changed,
+        };
+        if let Err(e) = self.store.save_management(&update).await {
+            // Nothing was written: the device gets a 500 and retries; the commands it was
+            // about to receive stay queued.
+            return self.storage_failure(hdr, &e);
+        }
+        info!(
+            device_id = %device.id,
+            session_id = %hdr.session_id,
+            msg_id,
+            commands_sent = sent,
+            r#final = final_,
+            "management message"
+        );
+        ManageReply {
+            xml,
+            device_id: Some(device.id),
+            header_status: 200,
+            commands_sent: sent,
+        }
+    }
+
+    /// Stores the items of a Results against the command they answer. Returns whether a
+    /// chunked item is still being reassembled.
+    fn take_results(
+        &self,
+        run: &mut Run,
+        session: &mut SessionState,
+        client_msg_id: &str,
+        r: &syncml::Results,
+        _now: OffsetDateTime,
+    ) -> bool {
+        let command_id = session
+            .sent
+            .iter()
+            .rev()
+            .find(|s| {
+                s.cmd_id == r.cmd_ref
+                    && r.msg_ref
+                        .as_deref()
+                        .is_none_or(|m| m == s.msg_id.to_string())
+            })
+            .map(|s| s.command_id.clone());
+        let mut pending = false;
+        let mut code = None;
+        let mut results = Vec::new();
+        for item in &r.items {
+            let uri = item
+                .source
+                .as_deref()
+                .or(item.target.as_deref())
+                .unwrap_or("")
+                .to_owned();
+            let meta = item.meta.clone().or_else(|| r.meta.clone());
+            let data = if item.more_data
+                || session.incoming.iter().any(|c| {
+                    c.cmd == "Results" && c.cmd_ref.as_deref() == Some(&r.cmd_ref) && c.uri == uri
+                }) {
+                match self.reassemble(
+                    session,
+                    "Results",
+                    Some(&r.cmd_ref),
+                    r.msg_ref.as_deref(),
+                    item,
+                ) {
+                    Chunked::Pending => {
+                        pending = true;
+                        code = Some(213);
+                        continue;
+                    }
+                    Chunked::TooLarge => {
+                        code = Some(413);
+                        continue;
+                    }
+                    Chunked::Complete(c) => Some(c.data),
+                }
+            } else {
+                item.data.clone()
+            };
+            results.push(CommandResult {
+                target: uri,
+                format: meta.as_ref().and_then(|m| m.format.clone()),
+                type_: meta.as_ref().and_then(|m| m.type_.clone()),
+                data,
+            });
+        }
+        if let Some(code) = code {
+            let id = run.cmd_id();
+            run.out
+                .push(status(&id, client_msg_id, &r.cmd_id, "Results", code));
+        }
+        if let Some(cid) = command_id
+            && let Some(cmd) = run.command_mut(&cid)
+            && !results.is_empty()
+        {
+            cmd.add_results(results);
+        }
+        pending
+    }
+
+    fn reassemble(
+        &self,
+        session: &mut SessionState,
+        cmd: &str,
+        cmd_ref: Option<&str>,
+        msg_ref: Option<&str>,
+        item: &Item,
+    ) -> Chunked {
+        let uri = item
+            .source
+            .as_deref()
+            .or(item.target.as_deref())
+            .unwrap_or("")
+            .to_owned();
+        let pos = session
+            .incoming
+            .iter()
+            .position(|c| c.cmd == cmd && c.uri == uri && c.cmd_ref.as_deref() == cmd_ref);
+        let idx = match pos {
+            Some(i) => i,
+            None => {
+                session.incoming.push(IncomingChunk {
+                    cmd: cmd.into(),
+                    cmd_ref: cmd_ref.map(Into::into),
+                    msg_ref: msg_ref.map(Into::into),
+                    uri,
+                    format: item.meta.as_ref().and_then(|m| m.format.clone()),
+                    type_: item.meta.as_ref().and_then(|m| m.type_.clone()),
+                    data: String::new(),
+                });
+                session.incoming.len() - 1
+            }
+        };
+        let chunk = &mut session.incoming[idx];
+        chunk.data.push_str(item.data.as_deref().unwrap_or(""));
+        if chunk.data.len() > self.config.max_incoming_object {
+            session.incoming.remove(idx);
+            return Chunked::TooLarge;
+        }
+        if item.more_data {
+            Chunked::Pending
+        } else {
+            Chunked::Complete(session.incoming.remove(idx))
+        }
+    }
+
+    /// Adds queued commands to the reply in FIFO order while they fit the device's
+    /// MaxMsgSize; a single command too large for any message goes out in chunks.
+    /// Returns how many were sent and whether more remain for this package.
+    fn send_commands(
+        &self,
+        run: &mut Run,
+        session: &mut SessionState,
+        msg_id: u32,
+    ) -> (usize, bool) {
+        let max = session
+            .max_msg_size
+            .unwrap_or(self.config.default_max_msg_size) as usize;
+        // Room for the header, Final and what is already in the message.
+        let used: usize = 600
+            + run
+                .out
+                .iter()
+                .map(|c| syncml::command_xml(c).len())
+                .sum::<usize>();
+        let mut budget = max.saturating_sub(used);
+        let session_key = session.key();
+
+        if let Some(out) = session.outgoing.clone() {
+            if out.in_flight > 0 {
+                // Waiting for the device's 213 on the previous chunk.
+                return (0, true);
+            }
+            return match run.commands.iter().position(|c| c.id == out.command_id) {
+                Some(i) => {
+                    self.send_chunk(run, session, i, out.offset, budget, msg_id);
+                    (1, session.outgoing.is_some())
+                }
+                None => {
+                    session.outgoing = None;
+                    (0, false)
+                }
+            };
+        }
+
+        let mut sent = 0;
+        for i in 0..run.commands.len() {
+            let cmd = &run.commands[i];
+            let awaiting_here = cmd.state == CommandState::Sent
+                && cmd
+                    .sent_in
+                    .as_ref()
+                    .is_some_and(|s| s.session_id == session_key);
+            if !cmd.state.is_open() || awaiting_here {
+                continue;
+            }
+            if cmd.spec.targets_user() && session.login_status.as_deref() != Some("user") {
+                continue;
+            }
+            let first_id = run.next_cmd_id;
+            let (syncml_cmd, sent_entries) = build_command(cmd, &mut run.next_cmd_id, msg_id);
+            let size = syncml::command_xml(&syncml_cmd).len();
+            if size <= budget {
+                budget -= size;
+                run.out.push(syncml_cmd);
+                session.sent.extend(sent_entries);
+                run.mark_sent(i, &session_key, msg_id);
+                sent += 1;
+                continue;
+            }
+            run.next_cmd_id = first_id;
+            let chunkable = matches!(&cmd.spec, CommandSpec::Single(v) if v.items.len() == 1 && v.items[0].data.is_some());
+            if sent == 0 && chunkable {
+                self.send_chunk(run, session, i, 0, budget, msg_id);
+                return (1, session.outgoing.is_some());
+            }
+            return (sent, true);
+        }
+        (sent, false)
+    }
+
+    fn send_chunk(
+        &self,
+        run: &mut Run,
+        session: &mut SessionState,
+        index: usize,
+        offset: usize,
+        budget: usize,
+        msg_id: u32,
+    ) {
+        let session_key = session.key();
+        let cmd = run.commands[index].clone();
+        let CommandSpec::Single(v) = &cmd.spec else {
+            return;
+        };
+        let item = &v.items[0];
+        let data = item.data.as_deref().unwrap_or("");
+        let room = budget.saturating_sub(400 + item.target.len()).max(1024);
+        let mut end = (offset + room).min(data.len());
+        while !data.is_char_boundary(end) {
+            end -= 1;
+        }
+        let last = end >= data.len();
+        let cmd_id = run.cmd_id();
+        let meta = Meta {
+            format: item.format.clone(),
+            type_: item.type_.clone(),
+            size: (offset == 0).then_some(data.len() as u64),
+            ..Meta::default()
+        };
+        run.out.push(Command::Item(ItemCommand {
+            verb: v.verb.item_verb(),
+            cmd_id: cmd_id.clone(),
+            meta: None,
+            items: vec![Item {
+                target: Some(item.target.clone()),
+                meta: Some(meta),
+                data: Some(data[offset..end].to_owned()),
+                more_data: !last,
+                ..Item::default()
+            }],
+        }));
+        session.sent.push(SentCommand {
+            msg_id,
+            cmd_id,
+            command_id: cmd.id.clone(),
+            kind: SentKind::Chunk { last },
+        });
+        session.outgoing = if last {
+            None
+        } else {
+            Some(OutgoingChunk {
+                command_id: cmd.id.clone(),
+                offset,
+                in_flight: end - offset,
+            })
+        };
+        run.mark_sent(index, &session_key, msg_id);
+    }
+}
+
+enum Chunked {
+    Pending,
+    TooLarge,
+    Complete(IncomingChunk),
+}
+
+/// The working state of one message.
+struct Run {
+    out: Vec<Command>,
+    next_cmd_id: u32,
+    commands: Vec<QueuedCommand>,
+    changed: Vec<String>,
+    info: DmDeviceInfo,
+    info_changed: bool,
+}
+
+impl Run {
+    fn cmd_id(&mut self) -> String {
+        let id = self.next_cmd_id;
+        self.next_cmd_id += 1;
+        id.to_string()
+    }
+
+    fn touch(&mut self, id: &str) {
+        if !self.changed.iter().any(|c| c == id) {
+            self.changed.push(id.to_owned());
+        }
+    }
+
+    fn command_mut(&mut self, id: &str) -> Option<&mut QueuedCommand> {
+        self.touch(id);
+        self.commands.iter_mut().find(|c| c.id == id)
+    }
+
+    fn mark_sent(&mut self, index: usize, session_key: &str, msg_id: u32) {
+        let c = &mut self.commands[index];
+        c.state = CommandState::Sent;
+        c.sent_in = Some(SentIn {
+            session_id: session_key.to_owned(),
+            msg_id,
+        });
+        c.attempts += 1;
+        let id = c.id.clone();
+        self.touch(&id);
+    }
+
+    fn changed_commands(&self) -> Vec<QueuedCommand> {
+        self.commands
+            .iter()
+            .filter(|c| self.changed.contains(&c.id))
+            .cloned()
+            .collect()
+    }
+
+    fn record_device_info(&mut self, uri: &str, value: Option<&str>, patch: &mut DevicePatch) {
+        let v = value.map(|v| v.trim().chars().take(256).collect::<String>());
+        let slot = match uri.trim_start_matches("./") {
+            "DevInfo/DevId" => &mut self.info.dev_id,
+            "DevInfo/Man" => &mut self.info.manufacturer,
+            "DevInfo/Mod" => &mut self.info.model,
+            "DevInfo/DmV" => &mut self.info.dm_version,
+            "DevInfo/Lang" => &mut self.info.language,
+            "Vendor/MSFT/DMClient/HWDevID" | "Device/Vendor/MSFT/DMClient/HWDevID" => {
+                patch.hw_dev_id = v.clone();
+                return;
+            }
+            _ => return,
+        };
+        if *slot != v {
+            *slot = v;
+            self.info_changed = true;
+        }
+    }
+
+    /// A device Status for one of our commands.
+    fn settle_status(&mut self, session: &mut SessionState, s: &Status, now: OffsetDateTime) {
+        if s.cmd_ref == "0" {
+            return;
+        }
+        let Some(pos) = session
+            .sent
+            .iter()
+            .position(|e| e.cmd_id == s.cmd_ref && e.msg_id.to_string() == s.msg_ref)
+        else {
+            return;
+        };
+        let entry = session.sent.remove(pos);
+        let code: u16 = s.data.trim().parse().unwrap_or(500);
+        let Some(cmd) = self.command_mut(&entry.command_id) else {
+            return;
+        };
+        cmd.updated_at = now;
+        match entry.kind {
+            SentKind::Inner => {}
+            SentKind::Chunk { last: false } => {
+                if code == 213 {
+                    if let Some(o) = session.outgoing.as_mut().filter(|o| o.command_id == cmd.id) {
+                        o.offset += o.in_flight;
+                        o.in_flight = 0;
+                    }
+                } else {
+                    cmd.state = CommandState::Failed;
+                    cmd.status = Some(code);
+                    session.outgoing = None;
+                }
+            }
+            SentKind::Whole | SentKind::Chunk { last: true } => {
+                let add = matches!(
+                    &cmd.spec,
+                    CommandSpec::Single(VerbSpec {
+                        verb: Verb::Add,
+                        ..
+                    })
+                );
+                if code == 418 && add && cmd.attempts <= 1 {
+                    // Already exists: resend once as Replace.
+                    if let CommandSpec::Single(v) = &mut cmd.spec {
+                        v.verb = Verb::Replace;
+                    }
+                    cmd.state = CommandState::Pending;
+                    cmd.sent_in = None;
+                    cmd.status = Some(code);
+                    return;
+                }
+                cmd.status = Some(code);
+                cmd.state = if (200..300).contains(&code) {
+                    CommandState::Succeeded
+                } else {
+                    CommandState::Failed
+                };
+            }
+        }
+    }
+}
+
+fn header_status(hdr: &SyncHdr, cmd_id: &str, code: u16, chal: Option<Meta>) -> Command {
+    Command::Status(Status {
+        cmd_id: cmd_id.into(),
+        msg_ref: hdr.msg_id.clone(),
+        cmd_ref: "0".into(),
+        cmd: "SyncHdr".into(),
+        target_ref: None,
+        source_ref: None,
+        chal,
+        data: code.to_string(),
+        items: Vec::new(),
+    })
+}
+
+fn status(cmd_id: &str, msg_ref: &str, cmd_ref: &str, cmd: &str, code: u16) -> Command {
+    Command::Status(Status {
+        cmd_id: cmd_id.into(),
+        msg_ref: msg_ref.into(),
+        cmd_ref: cmd_ref.into(),
+        cmd: cmd.into(),
+        target_ref: None,
+        source_ref: None,
+        chal: None,
+        data: code.to_string(),
+        items: Vec::new(),
+    })
+}
+
+fn challenge_meta(nonce: String) -> Meta {
+    Meta {
+        format: Some("b64".into()),
+        type_: Some(AUTH_MD5.into()),
+        next_nonce: Some(nonce),
+        ..Meta::default()
+    }
+}
+
+fn item_of(spec: &ItemSpec) -> Item {
+    let meta = Meta {
+        format: spec.format.clone(),
+        type_: spec.type_.clone(),
+        ..Meta::default()
+    };
+    Item {
+        target: Some(spec.target.clone()),
+        meta: (!meta.is_empty()).then_some(meta),
+        data: spec.data.clone(),
+        ..Item::default()
+    }
+}
+
+fn verb_command(v: &VerbSpec, cmd_id: String) -> Command {
+    Command::Item(ItemCommand {
+        verb: v.verb.item_verb(),
+        cmd_id,
+        meta: None,
+        items: v.items.iter().map(item_of).collect(),
+    })
+}
+
+/// The SyncML for a queued command, with CmdIDs from `next`, and what to remember of it.
+fn build_command(cmd: &QueuedCommand, next: &mut u32, msg_id: u32) -> (Command, Vec<SentCommand>) {
+    let mut take = || {
+        let id = *next;
+        *next += 1;
+        id.to_string()
+    };
+    match &cmd.spec {
+        CommandSpec::Single(v) => {
+            let id = take();
+            let sent = vec![SentCommand {
+                msg_id,
+                cmd_id: id.clone(),
+                command_id: cmd.id.clone(),
+                kind: SentKind::Whole,
+            }];
+            (verb_command(v, id), sent)
+        }
+        CommandSpec::Atomic { commands } => {
+            let outer = take();
+            let mut sent = vec![SentCommand {
+                msg_id,
+                cmd_id: outer.clone(),
+                command_id: cmd.id.clone(),
+                kind: SentKind::Whole,
+            }];
+            let mut inner = Vec::with_capacity(commands.len());
+            for v in commands {
+                let id = take();
+                sent.push(SentCommand {
+                    msg_id,
+                    cmd_id: id.clone(),
+                    command_id: cmd.id.clone(),
+                    kind: SentKind::Inner,
+                });
+                inner.push(verb_command(v, id));
+            }
+            (
+                Command::Container(Container {
+                    kind: ContainerKind::Atomic,
+                    cmd_id: outer,
+                    meta: None,
+                    commands: inner,
+                }),
+                sent,
+            )
+        }
+    }
+}

@@ -1,0 +1,162 @@
+//! Management session state, persisted between the messages of one OMA-DM session.
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+use crate::commands::QueuedCommand;
+use crate::model::{Device, DeviceStatus, DmDeviceInfo};
+
+/// How a sent SyncML command relates to the queued command it carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SentKind {
+    /// The command itself: its Status settles the queued command.
+    Whole,
+    /// A command inside an Atomic: its Status is informative.
+    Inner,
+    /// One chunk of a large object; `last` settles the command.
+    Chunk { last: bool },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SentCommand {
+    pub msg_id: u32,
+    pub cmd_id: String,
+    pub command_id: String,
+    pub kind: SentKind,
+}
+
+/// A large object the device is sending in chunks, reassembled across messages.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IncomingChunk {
+    /// `Results` (with the CmdRef/MsgRef of our Get) or the client command's name.
+    pub cmd: String,
+    pub cmd_ref: Option<String>,
+    pub msg_ref: Option<String>,
+    pub uri: String,
+    pub format: Option<String>,
+    #[serde(rename = "type")]
+    pub type_: Option<String>,
+    pub data: String,
+}
+
+/// A large command being sent to the device in chunks.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutgoingChunk {
+    pub command_id: String,
+    /// Bytes of the item's data already sent.
+    pub offset: usize,
+    /// Bytes sent in the last chunk, not yet acknowledged with 213.
+    pub in_flight: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionState {
+    pub device_id: String,
+    pub session_id: String,
+    /// Random per session instance: tells this session from a later one that reuses the
+    /// SessionID, so commands sent in an earlier one are sent again.
+    pub instance: String,
+    /// The MsgID of our last reply.
+    pub server_msg_id: u32,
+    /// `user`, `others` or `none` from the 1224 LoginStatus alert.
+    pub login_status: Option<String>,
+    /// The nonce this session's digest was checked against; valid for the whole session.
+    pub session_nonce: Option<String>,
+    pub max_msg_size: Option<u64>,
+    pub sent: Vec<SentCommand>,
+    pub incoming: Vec<IncomingChunk>,
+    pub outgoing: Option<OutgoingChunk>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub expires_at: OffsetDateTime,
+}
+
+impl SessionState {
+    pub fn new(device_id: &str, session_id: &str, expires_at: OffsetDateTime) -> Self {
+        Self {
+            device_id: device_id.to_owned(),
+            session_id: session_id.to_owned(),
+            instance: uuid::Uuid::new_v4().simple().to_string(),
+            server_msg_id: 0,
+            login_status: None,
+            session_nonce: None,
+            max_msg_size: None,
+            sent: Vec::new(),
+            incoming: Vec::new(),
+            outgoing: None,
+            expires_at,
+        }
+    }
+
+    /// Identifies this session instance in [`crate::commands::SentIn`].
+    pub fn key(&self) -> String {
+        format!("{}/{}", self.session_id, self.instance)
+    }
+}
+
+/// Everything one management message needs, read in one go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ManagementSnapshot {
+    pub device: Device,
+    /// This session's state, if it is not the session's first message (and not expired).
+    pub session: Option<SessionState>,
+    /// Pending and sent commands, oldest first.
+    pub open_commands: Vec<QueuedCommand>,
+}
+
+/// Changes to a device made by a management message; applied inside the write.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DevicePatch {
+    pub last_seen_at: Option<OffsetDateTime>,
+    pub dm_info: Option<DmDeviceInfo>,
+    /// The HWDevID the device reported, recorded if the device had none.
+    pub hw_dev_id: Option<String>,
+    pub status: Option<DeviceStatus>,
+    pub client_nonce: Option<(String, OffsetDateTime)>,
+}
+
+impl DevicePatch {
+    pub fn is_empty(&self) -> bool {
+        *self == DevicePatch::default()
+    }
+
+    /// Applies the patch to a device record.
+    pub fn apply(&self, d: &mut Device) {
+        if let Some(t) = self.last_seen_at {
+            d.last_seen_at = Some(t);
+        }
+        if let Some(i) = &self.dm_info {
+            d.dm_info = i.clone();
+        }
+        if let (None, Some(hw)) = (&d.hw_dev_id, &self.hw_dev_id) {
+            d.hw_dev_id = Some(hw.clone());
+        }
+        if let Some(s) = self.status {
+            d.status = s;
+        }
+        if let Some((n, exp)) = &self.client_nonce {
+            d.dm_credentials.client_nonce = n.clone();
+            d.dm_credentials.client_nonce_expires_at = Some(*exp);
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SessionWrite {
+    Keep,
+    Put(SessionState),
+    /// The session ended: forget its state.
+    Delete {
+        session_id: String,
+    },
+}
+
+/// Everything one management message writes, committed as one transaction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ManagementUpdate {
+    pub device_id: String,
+    pub device: DevicePatch,
+    pub session: SessionWrite,
+    /// Queued commands whose state, status or results changed (whole records).
+    pub commands: Vec<QueuedCommand>,
+}
