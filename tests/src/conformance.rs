@@ -29,9 +29,12 @@ pub fn device(id: &str, hw: Option<&str>) -> Device {
             client_digest_key: "k1".into(),
             server_name: "winmdm".into(),
             server_digest_key: "k2".into(),
+            client_nonce: "bm9uY2U=".into(),
+            client_nonce_expires_at: Some(now + Duration::days(1)),
         },
         enrolled_at: now,
         last_seen_at: None,
+        dm_info: Default::default(),
     }
 }
 

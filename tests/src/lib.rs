@@ -5,6 +5,7 @@ pub mod client;
 pub mod conformance;
 pub mod der;
 pub mod device;
+pub mod dm;
 pub mod messages;
 pub mod verify;
 
@@ -111,7 +112,98 @@ impl TestServer {
         r.json()["devices"].as_array().expect("devices array").len()
     }
 
+    pub fn manage_url(&self) -> String {
+        self.url("/ManagementServer/MDM.svc")
+    }
+
+    /// Enrolls a fresh emulated device (on-premise credentials; the user is created if
+    /// needed) and returns what it was provisioned with.
+    pub async fn enroll_device(&self) -> EnrolledDevice {
+        let _ = self
+            .admin(
+                "POST",
+                "/users",
+                Some(serde_json::json!({"upn": TEST_UPN, "password": TEST_PASSWORD})),
+            )
+            .await;
+        let device = device::Device::new();
+        let csr = device.csr(device::CsrSignature::Sha256, device::CsrSubject::Windows);
+        let ctx = messages::context_items(&device.device_id, &device.hw_dev_id, "Full");
+        let creds = messages::Credentials::Password {
+            username: TEST_UPN.into(),
+            password: TEST_PASSWORD.into(),
+        };
+        let msg =
+            messages::request_security_token("urn:uuid:e1", &self.enroll_url(), &creds, &csr, &ctx);
+        let resp = self.http.soap(&self.enroll_url(), &msg).await;
+        EnrolledDevice::from_response(device, &resp)
+    }
+
+    /// Posts a SyncML message the way the Windows DM client does (path plus query).
+    pub async fn syncml(&self, xml: &str) -> HttpResponse {
+        self.http
+            .send(
+                "POST",
+                &format!("{}?mode=Maintenance&Platform=WoA", self.manage_url()),
+                &[
+                    ("content-type", "application/vnd.syncml.dm+xml"),
+                    ("user-agent", "MSFT OMA DM Client/1.2.0.1"),
+                ],
+                xml.as_bytes().to_vec(),
+            )
+            .await
+    }
+
     pub async fn shutdown(self) {
         self.server.shutdown().await;
+    }
+}
+
+pub const TEST_UPN: &str = "alice@example.com";
+pub const TEST_PASSWORD: &str = "correct horse battery";
+
+/// A device after enrollment: its key, certificate and DM credentials.
+pub struct EnrolledDevice {
+    pub device: device::Device,
+    pub provisioned: verify::Provisioned,
+    pub digest: dm::DigestCredentials,
+    pub management_url: String,
+}
+
+impl EnrolledDevice {
+    pub fn from_response(device: device::Device, resp: &HttpResponse) -> Self {
+        let env = verify::soap_ok(resp);
+        let provisioned = verify::provisioning_doc(&env);
+        let app = verify::characteristic(&provisioned.doc, "APPLICATION").expect("APPLICATION");
+        let appsrv = app
+            .elements()
+            .find(|a| {
+                a.attr("type") == Some("APPAUTH") && verify::parm(a, "AAUTHLEVEL") == Some("APPSRV")
+            })
+            .expect("APPSRV");
+        let digest = dm::DigestCredentials {
+            name: verify::parm(appsrv, "AAUTHNAME").unwrap().into(),
+            secret: verify::parm(appsrv, "AAUTHSECRET").unwrap().into(),
+            nonce_b64: verify::parm(appsrv, "AAUTHDATA").unwrap().into(),
+        };
+        let management_url = verify::parm(app, "ADDR").unwrap().to_owned();
+        Self {
+            device,
+            provisioned,
+            digest,
+            management_url,
+        }
+    }
+
+    pub fn id(&self) -> &str {
+        &self.device.device_id
+    }
+
+    /// A DM client that authenticates with the digest credentials.
+    pub fn dm_client(&self) -> dm::DmClient {
+        let mut c = dm::DmClient::new(&self.device.device_id, &self.management_url);
+        c.digest = Some(self.digest.clone());
+        c.send_cred = true;
+        c
     }
 }

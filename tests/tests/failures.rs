@@ -8,9 +8,11 @@ use async_trait::async_trait;
 use time::OffsetDateTime;
 use winmdm_core::ca::{CaChain, CaError, CertificateAuthority, IssueRequest, IssuedCertificate};
 use winmdm_core::clock::ManualClock;
+use winmdm_core::commands::QueuedCommand;
 use winmdm_core::config::{EnrollmentConfig, PreferredAuth};
 use winmdm_core::model::{Device, Page, PageRequest, User};
 use winmdm_core::password::hash_password;
+use winmdm_core::session::{ManagementSnapshot, ManagementUpdate};
 use winmdm_core::store::{EnrollmentCommit, Store, StoreError};
 use winmdm_e2e::HttpResponse;
 use winmdm_e2e::device::{CsrSignature, CsrSubject, Device as EmulatedDevice};
@@ -57,6 +59,32 @@ impl Store for FlakyStore {
             return Err(StoreError::Unavailable("throttled".into()));
         }
         self.inner.commit_enrollment(c).await
+    }
+    async fn load_management(
+        &self,
+        d: &str,
+        s: &str,
+    ) -> Result<Option<ManagementSnapshot>, StoreError> {
+        self.inner.load_management(d, s).await
+    }
+    async fn save_management(&self, u: &ManagementUpdate) -> Result<(), StoreError> {
+        if self.down.load(Ordering::SeqCst) {
+            return Err(StoreError::Unavailable("throttled".into()));
+        }
+        self.inner.save_management(u).await
+    }
+    async fn enqueue_command(&self, c: &QueuedCommand) -> Result<(), StoreError> {
+        self.inner.enqueue_command(c).await
+    }
+    async fn get_command(&self, d: &str, c: &str) -> Result<Option<QueuedCommand>, StoreError> {
+        self.inner.get_command(d, c).await
+    }
+    async fn list_commands(
+        &self,
+        d: &str,
+        p: &PageRequest,
+    ) -> Result<Page<QueuedCommand>, StoreError> {
+        self.inner.list_commands(d, p).await
     }
 }
 

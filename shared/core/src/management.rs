@@ -871,14 +871,15 @@ impl Run {
         if s.cmd_ref == "0" {
             return;
         }
-        let Some(pos) = session
+        // The entry stays for the session's life: Results may follow the Status.
+        let Some(entry) = session
             .sent
             .iter()
-            .position(|e| e.cmd_id == s.cmd_ref && e.msg_id.to_string() == s.msg_ref)
+            .find(|e| e.cmd_id == s.cmd_ref && e.msg_id.to_string() == s.msg_ref)
+            .cloned()
         else {
             return;
         };
-        let entry = session.sent.remove(pos);
         let code: u16 = s.data.trim().parse().unwrap_or(500);
         let Some(cmd) = self.command_mut(&entry.command_id) else {
             return;
@@ -906,8 +907,8 @@ impl Run {
                         ..
                     })
                 );
-                if code == 418 && add && cmd.attempts <= 1 {
-                    // Already exists: resend once as Replace.
+                if code == 418 && add {
+                    // Already exists: resend once, as Replace.
                     if let CommandSpec::Single(v) = &mut cmd.spec {
                         v.verb = Verb::Replace;
                     }

@@ -100,7 +100,8 @@ pub struct ManagementSnapshot {
     pub device: Device,
     /// This session's state, if it is not the session's first message (and not expired).
     pub session: Option<SessionState>,
-    /// Pending and sent commands, oldest first.
+    /// Pending and sent commands, oldest first, plus any other command this session sent
+    /// (its Results may arrive after its Status settled it).
     pub open_commands: Vec<QueuedCommand>,
 }
 

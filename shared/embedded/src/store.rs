@@ -355,8 +355,18 @@ impl Store for RedbStore {
             .filter(|s| s.expires_at > OffsetDateTime::now_utc());
             let open = tx.open_table(OPEN_COMMANDS).map_err(unavailable)?;
             let commands = tx.open_table(COMMANDS).map_err(unavailable)?;
+            let mut keys = keys_with_prefix(&open, &format!("{device_id}/"))?;
+            if let Some(s) = &session {
+                for sent in &s.sent {
+                    let key = row_key(&device_id, &sent.command_id);
+                    if !keys.contains(&key) {
+                        keys.push(key);
+                    }
+                }
+                keys.sort();
+            }
             let mut open_commands = Vec::new();
-            for key in keys_with_prefix(&open, &format!("{device_id}/"))? {
+            for key in keys {
                 if let Some(v) = commands.get(key.as_str()).map_err(unavailable)? {
                     open_commands.push(decode(v.value())?);
                 }

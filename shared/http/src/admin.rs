@@ -98,6 +98,7 @@ async fn route(state: &AppState, req: &Request) -> Response {
         StoreError::Conflict(what) => {
             json_error(StatusCode::CONFLICT, format!("{what} already exists"))
         }
+        StoreError::NotFound(what) => json_error(StatusCode::NOT_FOUND, format!("no such {what}")),
         StoreError::Corrupt(m) if m.contains("cursor") => {
             json_error(StatusCode::BAD_REQUEST, "invalid cursor")
         }
@@ -153,6 +154,7 @@ pub fn device_json(d: &Device) -> Value {
         "enrolled_at": rfc3339(d.enrolled_at),
         "last_seen_at": d.last_seen_at.map(rfc3339),
         "os": d.os,
+        "dm_info": d.dm_info,
     })
 }
 
