@@ -64,6 +64,11 @@ impl Device {
         self
     }
 
+    /// The device's private key (PKCS#8 DER), for TLS client authentication.
+    pub fn pkcs8_der(&self) -> &[u8] {
+        &self.pkcs8
+    }
+
     /// The device's SubjectPublicKeyInfo.
     pub fn spki_der(&self) -> Vec<u8> {
         self.key

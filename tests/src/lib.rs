@@ -6,6 +6,8 @@ pub mod conformance;
 pub mod der;
 pub mod device;
 pub mod dm;
+pub mod inprocess;
+pub mod tls;
 pub mod messages;
 pub mod verify;
 

@@ -1,0 +1,178 @@
+//! Device authentication by client certificate: through a recorded API Gateway HTTP API
+//! (v2) event, as the Lambda function receives it, and through `winmdm-local` serving TLS.
+
+use std::sync::Arc;
+
+use serde_json::json;
+use time::OffsetDateTime;
+use winmdm_core::clock::ManualClock;
+use winmdm_core::config::EnrollmentConfig;
+use winmdm_e2e::device::{CsrSignature, CsrSubject, Device};
+use winmdm_e2e::dm::{DmClient, Reply};
+use winmdm_e2e::inprocess::{self, apigw_v2_event, pem};
+use winmdm_e2e::messages::{self, Credentials};
+use winmdm_e2e::tls::TlsClient;
+use winmdm_e2e::{EnrolledDevice, TEST_PASSWORD, TEST_UPN, TestServer};
+use winmdm_embedded::{LocalCa, RedbStore};
+use winmdm_http::AppState;
+use winmdm_http::state::AdminAuth;
+use winmdm_wire::syncml::ItemVerb;
+
+const FIXTURE: &str = include_str!("../fixtures/apigw-v2/manage-mtls.json");
+const ADMIN: (&str, &str) = ("authorization", "Bearer test-admin");
+
+fn enroll_message(device: &Device, to: &str) -> String {
+    let csr = device.csr(CsrSignature::Sha256, CsrSubject::Windows);
+    let ctx = messages::context_items(&device.device_id, &device.hw_dev_id, "Full");
+    let creds = Credentials::Password {
+        username: TEST_UPN.into(),
+        password: TEST_PASSWORD.into(),
+    };
+    messages::request_security_token("urn:uuid:m1", to, &creds, &csr, &ctx)
+}
+
+async fn lambda_manage(state: &AppState, body: &str, cert: Option<&[u8]>) -> Reply {
+    let pem = cert.map(pem);
+    let req = apigw_v2_event(FIXTURE, body, pem.as_deref());
+    let resp = inprocess::response(winmdm_http::manage::handle(state, req).await);
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    Reply::parse(&resp.body)
+}
+
+#[tokio::test]
+async fn recorded_apigw_v2_event_with_client_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(OffsetDateTime::now_utc()));
+    let mut config = EnrollmentConfig::new("https://enterpriseenrollment.example.com".parse().unwrap());
+    config.management_base_url = "https://manage.example.com".parse().unwrap();
+    let state = AppState::new(
+        config,
+        Arc::new(RedbStore::open(&dir.path().join("s.redb")).unwrap()),
+        Arc::new(LocalCa::open_or_create(&dir.path().join("ca")).unwrap()),
+        clock.clone(),
+        vec![1; 32],
+        AdminAuth::Bearer("test-admin".into()),
+    )
+    .unwrap();
+    let json_ct = ("content-type", "application/json");
+    let r = inprocess::call(&state, "POST", "/admin/v1/users", &[ADMIN, json_ct], json!({"upn": TEST_UPN, "password": TEST_PASSWORD}).to_string()).await;
+    assert_eq!(r.status, 201);
+    let mut enrolled = Vec::new();
+    for _ in 0..2 {
+        let device = Device::new();
+        let msg = enroll_message(&device, "https://enterpriseenrollment.example.com/EnrollmentServer/Enrollment.svc");
+        let resp = inprocess::call(&state, "POST", "/EnrollmentServer/Enrollment.svc", &[("content-type", "application/soap+xml; charset=utf-8")], msg).await;
+        enrolled.push(EnrolledDevice::from_response(device, &resp));
+    }
+    let (a, b) = (&enrolled[0], &enrolled[1]);
+    assert_eq!(a.management_url, "https://manage.example.com/ManagementServer/MDM.svc");
+    let r = inprocess::call(&state, "POST", &format!("/admin/v1/devices/{}/commands", a.id()), &[ADMIN, json_ct], json!({"action": "reboot"}).to_string()).await;
+    assert_eq!(r.status, 202);
+
+    // A's own certificate, no DM credentials: trusted, and the reboot goes out.
+    let mut c = DmClient::new(a.id(), &a.management_url);
+    c.start_session();
+    let body = c.message(|c| c.package1("user", &a.device.hw_dev_id), true);
+    let reply = lambda_manage(&state, &body, Some(&a.provisioned.client_der)).await;
+    assert_eq!(reply.header_status().data, "200");
+    let cmds = reply.item_commands();
+    assert_eq!(cmds.len(), 1);
+    assert_eq!(cmds[0].verb, ItemVerb::Exec);
+
+    // B's certificate for A's session: refused, nothing sent.
+    c.start_session();
+    let body = c.message(|c| c.package1("user", &a.device.hw_dev_id), true);
+    let reply = lambda_manage(&state, &body, Some(&b.provisioned.client_der)).await;
+    assert_eq!(reply.header_status().data, "401");
+    assert_eq!(reply.msg.commands.len(), 1);
+
+    // No certificate and no credentials: challenged.
+    let reply = lambda_manage(&state, &body, None).await;
+    assert_eq!(reply.header_status().data, "407");
+
+    // A certificate from another CA with A's name: refused.
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.distinguished_name.push(rcgen::DnType::CommonName, a.id());
+    let key = rcgen::KeyPair::generate().unwrap();
+    let forged = params.self_signed(&key).unwrap();
+    let reply = lambda_manage(&state, &body, Some(forged.der())).await;
+    assert_eq!(reply.header_status().data, "401");
+
+    // A year and a day later A's certificate has expired: refused.
+    clock.advance(time::Duration::days(366));
+    c.start_session();
+    let body = c.message(|c| c.package1("user", &a.device.hw_dev_id), true);
+    let reply = lambda_manage(&state, &body, Some(&a.provisioned.client_der)).await;
+    assert_eq!(reply.header_status().data, "401");
+}
+
+#[tokio::test]
+async fn winmdm_local_over_tls_with_client_certificates() {
+    let dir = tempfile::tempdir().unwrap();
+    let server_cert = rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()]).unwrap();
+    let cert_path = dir.path().join("server.pem");
+    let key_path = dir.path().join("server-key.pem");
+    std::fs::write(&cert_path, server_cert.cert.pem()).unwrap();
+    std::fs::write(&key_path, server_cert.signing_key.serialize_pem()).unwrap();
+    let s = TestServer::start_with(|o| {
+        o.tls_cert = Some(cert_path.clone());
+        o.tls_key = Some(key_path.clone());
+    })
+    .await;
+    assert_eq!(s.server.base_url.scheme(), "https");
+    let root = server_cert.cert.der().to_vec();
+    let anonymous = TlsClient::new(s.server.addr, &root, None);
+    let token = format!("Bearer {}", s.server.admin_token());
+    let admin = [("authorization", token.as_str()), ("content-type", "application/json")];
+
+    // Enrollment works without a client certificate on the same host.
+    let r = anonymous
+        .send("POST", "/admin/v1/users", &admin, json!({"upn": TEST_UPN, "password": TEST_PASSWORD}).to_string().into_bytes())
+        .await
+        .unwrap();
+    assert_eq!(r.status, 201);
+    let mut enrolled = Vec::new();
+    for _ in 0..2 {
+        let device = Device::new();
+        let msg = enroll_message(&device, "https://localhost/EnrollmentServer/Enrollment.svc");
+        let resp = anonymous
+            .send("POST", "/EnrollmentServer/Enrollment.svc", &[("content-type", "application/soap+xml; charset=utf-8")], msg.into_bytes())
+            .await
+            .unwrap();
+        enrolled.push(EnrolledDevice::from_response(device, &resp));
+    }
+    let (a, b) = (&enrolled[0], &enrolled[1]);
+    assert!(a.management_url.starts_with("https://"));
+    let r = anonymous
+        .send("POST", &format!("/admin/v1/devices/{}/commands", a.id()), &admin, json!({"verb": "Get", "target": "./DevDetail/SwV"}).to_string().into_bytes())
+        .await
+        .unwrap();
+    assert_eq!(r.status, 202);
+
+    let syncml = [("content-type", "application/vnd.syncml.dm+xml")];
+    let path = "/ManagementServer/MDM.svc?mode=Machine&Platform=WoA";
+    let as_a = TlsClient::new(s.server.addr, &root, Some((&a.provisioned.client_der, a.device.pkcs8_der())));
+    let mut c = DmClient::new(a.id(), &a.management_url);
+    c.start_session();
+    let body = c.message(|c| c.package1("user", &a.device.hw_dev_id), true);
+    let r = as_a.send("POST", path, &syncml, body.clone().into_bytes()).await.unwrap();
+    let reply = Reply::parse(&r.body);
+    assert_eq!(reply.header_status().data, "200", "trusted by its certificate alone");
+    assert_eq!(reply.item_commands().len(), 1);
+
+    // B, holding its own key and certificate, claiming to be A: refused.
+    let as_b = TlsClient::new(s.server.addr, &root, Some((&b.provisioned.client_der, b.device.pkcs8_der())));
+    c.start_session();
+    let body = c.message(|c| c.package1("user", &a.device.hw_dev_id), true);
+    let r = as_b.send("POST", path, &syncml, body.clone().into_bytes()).await.unwrap();
+    assert_eq!(Reply::parse(&r.body).header_status().data, "401");
+
+    // A certificate from a CA we do not trust fails the handshake.
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.distinguished_name.push(rcgen::DnType::CommonName, a.id());
+    let key = rcgen::KeyPair::generate().unwrap();
+    let forged = params.self_signed(&key).unwrap();
+    let as_forger = TlsClient::new(s.server.addr, &root, Some((forged.der(), &key.serialize_der())));
+    assert!(as_forger.send("POST", path, &syncml, body.into_bytes()).await.is_err());
+    s.shutdown().await;
+}
