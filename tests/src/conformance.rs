@@ -223,3 +223,164 @@ pub async fn concurrent_races_have_one_winner(store: Arc<dyn Store>) {
     }
     assert_eq!(holders, 1, "one record per hardware id");
 }
+
+fn queued(device_id: &str, target: &str) -> winmdm_core::commands::QueuedCommand {
+    use winmdm_core::commands::{CommandSpec, ItemSpec, QueuedCommand, Verb, VerbSpec};
+    QueuedCommand::new(
+        device_id,
+        None,
+        CommandSpec::Single(VerbSpec {
+            verb: Verb::Get,
+            items: vec![ItemSpec {
+                target: target.into(),
+                format: None,
+                type_: None,
+                data: None,
+            }],
+        }),
+        OffsetDateTime::now_utc(),
+    )
+}
+
+/// The command queue and the one-read/one-write management operations.
+pub async fn command_queue_and_management_state(store: Arc<dyn Store>) {
+    use winmdm_core::commands::CommandState;
+    use winmdm_core::session::{DevicePatch, ManagementUpdate, SessionState, SessionWrite};
+
+    store
+        .commit_enrollment(&EnrollmentCommit {
+            device: device("Q-DEV", Some("Q-HW")),
+            token: None,
+        })
+        .await
+        .unwrap();
+    store
+        .commit_enrollment(&EnrollmentCommit {
+            device: device("Q-OTHER", None),
+            token: None,
+        })
+        .await
+        .unwrap();
+    assert!(matches!(
+        store
+            .enqueue_command(&queued("NO-SUCH-DEVICE", "./a"))
+            .await,
+        Err(StoreError::NotFound(_))
+    ));
+    let mut cmds = Vec::new();
+    for i in 0..3 {
+        let c = queued("Q-DEV", &format!("./Vendor/MSFT/N{i}"));
+        store.enqueue_command(&c).await.unwrap();
+        cmds.push(c);
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+    }
+    store
+        .enqueue_command(&queued("Q-OTHER", "./x"))
+        .await
+        .unwrap();
+
+    let snap = store
+        .load_management("Q-DEV", "1")
+        .await
+        .unwrap()
+        .expect("device");
+    assert_eq!(snap.device.id, "Q-DEV");
+    assert!(snap.session.is_none());
+    assert_eq!(
+        snap.open_commands, cmds,
+        "open commands, oldest first, this device only"
+    );
+    assert!(store.load_management("NOPE", "1").await.unwrap().is_none());
+
+    let mut session = SessionState::new(
+        "Q-DEV",
+        "1",
+        OffsetDateTime::now_utc() + Duration::minutes(30),
+    );
+    session.server_msg_id = 1;
+    let mut done = cmds[0].clone();
+    done.state = CommandState::Succeeded;
+    done.status = Some(200);
+    let seen = OffsetDateTime::now_utc().replace_nanosecond(0).unwrap();
+    store
+        .save_management(&ManagementUpdate {
+            device_id: "Q-DEV".into(),
+            device: DevicePatch {
+                last_seen_at: Some(seen),
+                ..DevicePatch::default()
+            },
+            session: SessionWrite::Put(Box::new(session.clone())),
+            commands: vec![done.clone()],
+        })
+        .await
+        .unwrap();
+    let snap = store.load_management("Q-DEV", "1").await.unwrap().unwrap();
+    assert_eq!(snap.session.as_ref(), Some(&session));
+    assert_eq!(snap.device.last_seen_at, Some(seen));
+    assert_eq!(
+        snap.open_commands,
+        cmds[1..].to_vec(),
+        "settled commands leave the open set"
+    );
+    assert_eq!(
+        store.get_command("Q-DEV", &cmds[0].id).await.unwrap(),
+        Some(done)
+    );
+    assert_eq!(
+        store.get_command("Q-OTHER", &cmds[0].id).await.unwrap(),
+        None
+    );
+
+    let page = store
+        .list_commands("Q-DEV", &PageRequest::new(None, Some(2)))
+        .await
+        .unwrap();
+    assert_eq!(page.items.len(), 2);
+    let rest = store
+        .list_commands("Q-DEV", &PageRequest::new(page.next.clone(), Some(2)))
+        .await
+        .unwrap();
+    assert_eq!(rest.items.len(), 1);
+    assert!(rest.next.is_none());
+    assert_eq!(
+        store
+            .list_commands("Q-OTHER", &PageRequest::new(None, None))
+            .await
+            .unwrap()
+            .items
+            .len(),
+        1
+    );
+
+    store
+        .save_management(&ManagementUpdate {
+            device_id: "Q-DEV".into(),
+            device: DevicePatch::default(),
+            session: SessionWrite::Delete {
+                session_id: "1".into(),
+            },
+            commands: vec![],
+        })
+        .await
+        .unwrap();
+    assert!(
+        store
+            .load_management("Q-DEV", "1")
+            .await
+            .unwrap()
+            .unwrap()
+            .session
+            .is_none()
+    );
+    assert!(matches!(
+        store
+            .save_management(&ManagementUpdate {
+                device_id: "NOPE".into(),
+                device: DevicePatch::default(),
+                session: SessionWrite::Keep,
+                commands: vec![],
+            })
+            .await,
+        Err(StoreError::NotFound(_))
+    ));
+}

@@ -38,13 +38,21 @@ pub async fn call(
 
 /// An API Gateway HTTP API (v2) event fixture with the body and client certificate
 /// filled in, parsed by lambda_http exactly as the Lambda runtime would.
-pub fn apigw_v2_event(fixture: &str, body: &str, client_cert_pem: Option<&str>) -> lambda_http::Request {
+pub fn apigw_v2_event(
+    fixture: &str,
+    body: &str,
+    client_cert_pem: Option<&str>,
+) -> lambda_http::Request {
     use base64::Engine as _;
     let mut event: serde_json::Value = serde_json::from_str(fixture).expect("fixture JSON");
-    event["body"] = base64::engine::general_purpose::STANDARD.encode(body).into();
+    event["body"] = base64::engine::general_purpose::STANDARD
+        .encode(body)
+        .into();
     event["headers"]["content-length"] = body.len().to_string().into();
     match client_cert_pem {
-        Some(pem) => event["requestContext"]["authentication"]["clientCert"]["clientCertPem"] = pem.into(),
+        Some(pem) => {
+            event["requestContext"]["authentication"]["clientCert"]["clientCertPem"] = pem.into()
+        }
         None => {
             event["requestContext"]
                 .as_object_mut()

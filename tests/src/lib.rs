@@ -7,8 +7,8 @@ pub mod der;
 pub mod device;
 pub mod dm;
 pub mod inprocess;
-pub mod tls;
 pub mod messages;
+pub mod tls;
 pub mod verify;
 
 use std::path::PathBuf;

@@ -6,7 +6,9 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use hyper_util::rt::TokioIo;
 use tokio_rustls::TlsConnector;
-use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
+use tokio_rustls::rustls::pki_types::{
+    CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName,
+};
 use tokio_rustls::rustls::{ClientConfig, RootCertStore};
 
 use crate::HttpResponse;
@@ -18,10 +20,16 @@ pub struct TlsClient {
 
 impl TlsClient {
     /// Trusts `server_root`; presents `client` (certificate DER, PKCS#8 key DER) if given.
-    pub fn new(addr: std::net::SocketAddr, server_root: &[u8], client: Option<(&[u8], &[u8])>) -> Self {
+    pub fn new(
+        addr: std::net::SocketAddr,
+        server_root: &[u8],
+        client: Option<(&[u8], &[u8])>,
+    ) -> Self {
         let provider = Arc::new(tokio_rustls::rustls::crypto::aws_lc_rs::default_provider());
         let mut roots = RootCertStore::empty();
-        roots.add(CertificateDer::from(server_root.to_vec())).expect("root");
+        roots
+            .add(CertificateDer::from(server_root.to_vec()))
+            .expect("root");
         let builder = ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
             .expect("versions")
@@ -42,10 +50,22 @@ impl TlsClient {
     }
 
     /// One request on a fresh connection; `Err` if the TLS handshake fails.
-    pub async fn send(&self, method: &str, path: &str, headers: &[(&str, &str)], body: Vec<u8>) -> Result<HttpResponse, String> {
-        let tcp = tokio::net::TcpStream::connect(self.addr).await.map_err(|e| e.to_string())?;
+    pub async fn send(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Vec<u8>,
+    ) -> Result<HttpResponse, String> {
+        let tcp = tokio::net::TcpStream::connect(self.addr)
+            .await
+            .map_err(|e| e.to_string())?;
         let name = ServerName::try_from("localhost").expect("name").to_owned();
-        let tls = self.connector.connect(name, tcp).await.map_err(|e| e.to_string())?;
+        let tls = self
+            .connector
+            .connect(name, tcp)
+            .await
+            .map_err(|e| e.to_string())?;
         let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
             .await
             .map_err(|e| e.to_string())?;
@@ -61,7 +81,17 @@ impl TlsClient {
         let resp = sender.send_request(req).await.map_err(|e| e.to_string())?;
         let status = resp.status().as_u16();
         let headers = resp.headers().clone();
-        let body = resp.into_body().collect().await.map_err(|e| e.to_string())?.to_bytes().to_vec();
-        Ok(HttpResponse { status, headers, body })
+        let body = resp
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| e.to_string())?
+            .to_bytes()
+            .to_vec();
+        Ok(HttpResponse {
+            status,
+            headers,
+            body,
+        })
     }
 }

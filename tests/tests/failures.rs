@@ -165,25 +165,7 @@ async fn call(
     content_type: &str,
     body: String,
 ) -> HttpResponse {
-    let req = http::Request::builder()
-        .method(method)
-        .uri(path)
-        .header("content-type", content_type)
-        .body(lambda_http::Body::from(body))
-        .unwrap();
-    let resp = winmdm_http::router::dispatch(state, req).await;
-    let status = resp.status().as_u16();
-    let headers = resp.headers().clone();
-    let body = match resp.into_body() {
-        lambda_http::Body::Text(t) => t.into_bytes(),
-        lambda_http::Body::Binary(b) => b,
-        _ => Vec::new(),
-    };
-    HttpResponse {
-        status,
-        headers,
-        body,
-    }
+    winmdm_e2e::inprocess::call(state, method, path, &[("content-type", content_type)], body).await
 }
 
 async fn enroll(h: &Harness, device: &EmulatedDevice, creds: &Credentials) -> HttpResponse {
@@ -263,4 +245,114 @@ async fn an_expired_sign_in_token_is_refused() {
     .await;
     assert_eq!(verify::fault_subcode(&r), "s:Authentication");
     assert_eq!(h.store.get_device(&d.device_id).await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn store_outage_during_management_answers_500_and_loses_nothing() {
+    let h = harness().await;
+    let d = EmulatedDevice::new();
+    let enrolled = winmdm_e2e::EnrolledDevice::from_response(
+        EmulatedDevice::new().with_ids(&d.device_id, &d.hw_dev_id),
+        &enroll(&h, &d, &creds()).await,
+    );
+    let queued = winmdm_e2e::inprocess::call(
+        &h.state,
+        "POST",
+        &format!("/admin/v1/devices/{}/commands", d.device_id),
+        &[("authorization", "Bearer t")],
+        serde_json::json!({"action": "reboot"}).to_string(),
+    )
+    .await;
+    assert_eq!(queued.status, 202);
+    let id = queued.json()["id"].as_str().unwrap().to_owned();
+
+    let mut c = enrolled.dm_client();
+    c.start_session();
+    let body = c.message(|c| c.package1("user", "HW"), true);
+    h.store.down.store(true, Ordering::SeqCst);
+    let r = call(
+        &h.state,
+        "POST",
+        "/ManagementServer/MDM.svc",
+        "application/vnd.syncml.dm+xml",
+        body,
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    let reply = winmdm_e2e::dm::Reply::parse(&r.body);
+    assert_eq!(reply.header_status().data, "500");
+    assert!(reply.item_commands().is_empty());
+    let cmd = h
+        .store
+        .get_command(&d.device_id, &id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        cmd.state,
+        winmdm_core::commands::CommandState::Pending,
+        "not marked sent"
+    );
+
+    h.store.down.store(false, Ordering::SeqCst);
+    c.start_session();
+    let body = c.message(|c| c.package1("user", "HW"), true);
+    let r = call(
+        &h.state,
+        "POST",
+        "/ManagementServer/MDM.svc",
+        "application/vnd.syncml.dm+xml",
+        body,
+    )
+    .await;
+    let reply = winmdm_e2e::dm::Reply::parse(&r.body);
+    assert_eq!(reply.header_status().data, "200");
+    assert_eq!(
+        reply.item_commands().len(),
+        1,
+        "the command goes out once storage is back"
+    );
+}
+
+#[tokio::test]
+async fn management_rejects_wbxml_garbage_and_oversized_bodies() {
+    let h = harness().await;
+    let r = call(
+        &h.state,
+        "POST",
+        "/ManagementServer/MDM.svc",
+        "application/vnd.syncml.dm+wbxml",
+        "x".into(),
+    )
+    .await;
+    assert_eq!(r.status, 415);
+    let r = call(
+        &h.state,
+        "POST",
+        "/ManagementServer/MDM.svc",
+        "application/vnd.syncml.dm+xml",
+        "<nope/>".into(),
+    )
+    .await;
+    assert_eq!(r.status, 400);
+    assert!(r.text().contains("SyncML"));
+    let r = call(
+        &h.state,
+        "GET",
+        "/ManagementServer/MDM.svc",
+        "",
+        String::new(),
+    )
+    .await;
+    assert_eq!(r.status, 405);
+    let big = "x".repeat(1024 * 1024 + 1);
+    let r = call(
+        &h.state,
+        "POST",
+        "/ManagementServer/MDM.svc",
+        "application/vnd.syncml.dm+xml",
+        big,
+    )
+    .await;
+    assert_eq!(r.status, 413);
 }

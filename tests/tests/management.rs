@@ -661,7 +661,7 @@ async fn admin_command_api_validates_requests() {
         .flat_map(|i| i.items.iter().map(|it| it.target.clone().unwrap()))
         .collect();
     assert!(targets.contains(&"./Device/Vendor/MSFT/RemoteWipe/doWipeProtected".to_owned()));
-    assert!(targets.contains(&format!("./Vendor/MSFT/DMClient/Provider/winmdm/Unenroll")));
+    assert!(targets.contains(&"./Vendor/MSFT/DMClient/Provider/winmdm/Unenroll".to_owned()));
     assert!(targets.contains(&"./DevDetail/Ext/Microsoft/TotalRAM".to_owned()));
     assert!(
         reply

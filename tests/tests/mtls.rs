@@ -43,7 +43,8 @@ async fn lambda_manage(state: &AppState, body: &str, cert: Option<&[u8]>) -> Rep
 async fn recorded_apigw_v2_event_with_client_certificate() {
     let dir = tempfile::tempdir().unwrap();
     let clock = Arc::new(ManualClock::new(OffsetDateTime::now_utc()));
-    let mut config = EnrollmentConfig::new("https://enterpriseenrollment.example.com".parse().unwrap());
+    let mut config =
+        EnrollmentConfig::new("https://enterpriseenrollment.example.com".parse().unwrap());
     config.management_base_url = "https://manage.example.com".parse().unwrap();
     let state = AppState::new(
         config,
@@ -55,18 +56,45 @@ async fn recorded_apigw_v2_event_with_client_certificate() {
     )
     .unwrap();
     let json_ct = ("content-type", "application/json");
-    let r = inprocess::call(&state, "POST", "/admin/v1/users", &[ADMIN, json_ct], json!({"upn": TEST_UPN, "password": TEST_PASSWORD}).to_string()).await;
+    let r = inprocess::call(
+        &state,
+        "POST",
+        "/admin/v1/users",
+        &[ADMIN, json_ct],
+        json!({"upn": TEST_UPN, "password": TEST_PASSWORD}).to_string(),
+    )
+    .await;
     assert_eq!(r.status, 201);
     let mut enrolled = Vec::new();
     for _ in 0..2 {
         let device = Device::new();
-        let msg = enroll_message(&device, "https://enterpriseenrollment.example.com/EnrollmentServer/Enrollment.svc");
-        let resp = inprocess::call(&state, "POST", "/EnrollmentServer/Enrollment.svc", &[("content-type", "application/soap+xml; charset=utf-8")], msg).await;
+        let msg = enroll_message(
+            &device,
+            "https://enterpriseenrollment.example.com/EnrollmentServer/Enrollment.svc",
+        );
+        let resp = inprocess::call(
+            &state,
+            "POST",
+            "/EnrollmentServer/Enrollment.svc",
+            &[("content-type", "application/soap+xml; charset=utf-8")],
+            msg,
+        )
+        .await;
         enrolled.push(EnrolledDevice::from_response(device, &resp));
     }
     let (a, b) = (&enrolled[0], &enrolled[1]);
-    assert_eq!(a.management_url, "https://manage.example.com/ManagementServer/MDM.svc");
-    let r = inprocess::call(&state, "POST", &format!("/admin/v1/devices/{}/commands", a.id()), &[ADMIN, json_ct], json!({"action": "reboot"}).to_string()).await;
+    assert_eq!(
+        a.management_url,
+        "https://manage.example.com/ManagementServer/MDM.svc"
+    );
+    let r = inprocess::call(
+        &state,
+        "POST",
+        &format!("/admin/v1/devices/{}/commands", a.id()),
+        &[ADMIN, json_ct],
+        json!({"action": "reboot"}).to_string(),
+    )
+    .await;
     assert_eq!(r.status, 202);
 
     // A's own certificate, no DM credentials: trusted, and the reboot goes out.
@@ -92,7 +120,9 @@ async fn recorded_apigw_v2_event_with_client_certificate() {
 
     // A certificate from another CA with A's name: refused.
     let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-    params.distinguished_name.push(rcgen::DnType::CommonName, a.id());
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, a.id());
     let key = rcgen::KeyPair::generate().unwrap();
     let forged = params.self_signed(&key).unwrap();
     let reply = lambda_manage(&state, &body, Some(forged.der())).await;
@@ -109,7 +139,8 @@ async fn recorded_apigw_v2_event_with_client_certificate() {
 #[tokio::test]
 async fn winmdm_local_over_tls_with_client_certificates() {
     let dir = tempfile::tempdir().unwrap();
-    let server_cert = rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()]).unwrap();
+    let server_cert =
+        rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()]).unwrap();
     let cert_path = dir.path().join("server.pem");
     let key_path = dir.path().join("server-key.pem");
     std::fs::write(&cert_path, server_cert.cert.pem()).unwrap();
@@ -123,11 +154,21 @@ async fn winmdm_local_over_tls_with_client_certificates() {
     let root = server_cert.cert.der().to_vec();
     let anonymous = TlsClient::new(s.server.addr, &root, None);
     let token = format!("Bearer {}", s.server.admin_token());
-    let admin = [("authorization", token.as_str()), ("content-type", "application/json")];
+    let admin = [
+        ("authorization", token.as_str()),
+        ("content-type", "application/json"),
+    ];
 
     // Enrollment works without a client certificate on the same host.
     let r = anonymous
-        .send("POST", "/admin/v1/users", &admin, json!({"upn": TEST_UPN, "password": TEST_PASSWORD}).to_string().into_bytes())
+        .send(
+            "POST",
+            "/admin/v1/users",
+            &admin,
+            json!({"upn": TEST_UPN, "password": TEST_PASSWORD})
+                .to_string()
+                .into_bytes(),
+        )
         .await
         .unwrap();
     assert_eq!(r.status, 201);
@@ -136,7 +177,12 @@ async fn winmdm_local_over_tls_with_client_certificates() {
         let device = Device::new();
         let msg = enroll_message(&device, "https://localhost/EnrollmentServer/Enrollment.svc");
         let resp = anonymous
-            .send("POST", "/EnrollmentServer/Enrollment.svc", &[("content-type", "application/soap+xml; charset=utf-8")], msg.into_bytes())
+            .send(
+                "POST",
+                "/EnrollmentServer/Enrollment.svc",
+                &[("content-type", "application/soap+xml; charset=utf-8")],
+                msg.into_bytes(),
+            )
             .await
             .unwrap();
         enrolled.push(EnrolledDevice::from_response(device, &resp));
@@ -144,35 +190,71 @@ async fn winmdm_local_over_tls_with_client_certificates() {
     let (a, b) = (&enrolled[0], &enrolled[1]);
     assert!(a.management_url.starts_with("https://"));
     let r = anonymous
-        .send("POST", &format!("/admin/v1/devices/{}/commands", a.id()), &admin, json!({"verb": "Get", "target": "./DevDetail/SwV"}).to_string().into_bytes())
+        .send(
+            "POST",
+            &format!("/admin/v1/devices/{}/commands", a.id()),
+            &admin,
+            json!({"verb": "Get", "target": "./DevDetail/SwV"})
+                .to_string()
+                .into_bytes(),
+        )
         .await
         .unwrap();
     assert_eq!(r.status, 202);
 
     let syncml = [("content-type", "application/vnd.syncml.dm+xml")];
     let path = "/ManagementServer/MDM.svc?mode=Machine&Platform=WoA";
-    let as_a = TlsClient::new(s.server.addr, &root, Some((&a.provisioned.client_der, a.device.pkcs8_der())));
+    let as_a = TlsClient::new(
+        s.server.addr,
+        &root,
+        Some((&a.provisioned.client_der, a.device.pkcs8_der())),
+    );
     let mut c = DmClient::new(a.id(), &a.management_url);
     c.start_session();
     let body = c.message(|c| c.package1("user", &a.device.hw_dev_id), true);
-    let r = as_a.send("POST", path, &syncml, body.clone().into_bytes()).await.unwrap();
+    let r = as_a
+        .send("POST", path, &syncml, body.clone().into_bytes())
+        .await
+        .unwrap();
     let reply = Reply::parse(&r.body);
-    assert_eq!(reply.header_status().data, "200", "trusted by its certificate alone");
+    assert_eq!(
+        reply.header_status().data,
+        "200",
+        "trusted by its certificate alone"
+    );
     assert_eq!(reply.item_commands().len(), 1);
 
     // B, holding its own key and certificate, claiming to be A: refused.
-    let as_b = TlsClient::new(s.server.addr, &root, Some((&b.provisioned.client_der, b.device.pkcs8_der())));
+    let as_b = TlsClient::new(
+        s.server.addr,
+        &root,
+        Some((&b.provisioned.client_der, b.device.pkcs8_der())),
+    );
     c.start_session();
     let body = c.message(|c| c.package1("user", &a.device.hw_dev_id), true);
-    let r = as_b.send("POST", path, &syncml, body.clone().into_bytes()).await.unwrap();
+    let r = as_b
+        .send("POST", path, &syncml, body.clone().into_bytes())
+        .await
+        .unwrap();
     assert_eq!(Reply::parse(&r.body).header_status().data, "401");
 
     // A certificate from a CA we do not trust fails the handshake.
     let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-    params.distinguished_name.push(rcgen::DnType::CommonName, a.id());
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, a.id());
     let key = rcgen::KeyPair::generate().unwrap();
     let forged = params.self_signed(&key).unwrap();
-    let as_forger = TlsClient::new(s.server.addr, &root, Some((forged.der(), &key.serialize_der())));
-    assert!(as_forger.send("POST", path, &syncml, body.into_bytes()).await.is_err());
+    let as_forger = TlsClient::new(
+        s.server.addr,
+        &root,
+        Some((forged.der(), &key.serialize_der())),
+    );
+    assert!(
+        as_forger
+            .send("POST", path, &syncml, body.into_bytes())
+            .await
+            .is_err()
+    );
     s.shutdown().await;
 }

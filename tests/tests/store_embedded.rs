@@ -35,3 +35,9 @@ async fn concurrent_races_have_one_winner() {
     let (_d, s) = store();
     conformance::concurrent_races_have_one_winner(s).await;
 }
+
+#[tokio::test]
+async fn command_queue_and_management_state() {
+    let (_d, s) = store();
+    conformance::command_queue_and_management_state(s).await;
+}

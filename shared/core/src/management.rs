@@ -508,7 +508,7 @@ impl ManagementService {
                     session_id: hdr.session_id.clone(),
                 }
             } else {
-                SessionWrite::Put(session)
+                SessionWrite::Put(Box::new(session))
             },
             commands: changed,
         };

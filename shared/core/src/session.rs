@@ -145,7 +145,7 @@ impl DevicePatch {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SessionWrite {
     Keep,
-    Put(SessionState),
+    Put(Box<SessionState>),
     /// The session ended: forget its state.
     Delete {
         session_id: String,

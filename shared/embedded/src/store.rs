@@ -143,14 +143,15 @@ impl RedbStore {
         };
         let tx = db.begin_read().map_err(unavailable)?;
         let t = tx.open_table(table).map_err(unavailable)?;
-        let range = match &after {
-            Some(a) => t.range::<&str>((
-                std::ops::Bound::Excluded(a.as_str()),
-                std::ops::Bound::Unbounded,
-            )),
-            None => t.range::<&str>(..),
-        }
-        .map_err(unavailable)?;
+        // Start at the cursor (which must lie inside this prefix) or at the prefix.
+        let start = match &after {
+            Some(a) if a.starts_with(prefix) => std::ops::Bound::Excluded(a.as_str()),
+            Some(_) => return Err(StoreError::Corrupt("invalid page cursor".into())),
+            None => std::ops::Bound::Included(prefix),
+        };
+        let range = t
+            .range::<&str>((start, std::ops::Bound::Unbounded))
+            .map_err(unavailable)?;
         let mut items = Vec::with_capacity(page.limit);
         let mut last_key = None;
         let mut more = false;
