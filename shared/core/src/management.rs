@@ -423,11 +423,7 @@ impl ManagementService {
                 {
                     let mut code = 200;
                     for item in &ic.items {
-                        let uri = item
-                            .source
-                            .as_deref()
-                            .or(item.target.as_deref())
-                            .unwrap_or("");
+                        let uri = item.uri();
                         if item.more_data
                             || session
                                 .incoming
@@ -558,12 +554,7 @@ impl ManagementService {
         let mut code = None;
         let mut results = Vec::new();
         for item in &r.items {
-            let uri = item
-                .source
-                .as_deref()
-                .or(item.target.as_deref())
-                .unwrap_or("")
-                .to_owned();
+            let uri = item.uri().to_owned();
             let meta = item.meta.clone().or_else(|| r.meta.clone());
             let data = if item.more_data
                 || session.incoming.iter().any(|c| {
@@ -619,12 +610,7 @@ impl ManagementService {
         msg_ref: Option<&str>,
         item: &Item,
     ) -> Chunked {
-        let uri = item
-            .source
-            .as_deref()
-            .or(item.target.as_deref())
-            .unwrap_or("")
-            .to_owned();
+        let uri = item.uri().to_owned();
         let pos = session
             .incoming
             .iter()

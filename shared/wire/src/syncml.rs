@@ -91,6 +91,16 @@ pub struct Item {
     pub original_error: Option<String>,
 }
 
+impl Item {
+    /// The node the item is about: its Source (what the device reports), else its Target.
+    pub fn uri(&self) -> &str {
+        self.source
+            .as_deref()
+            .or(self.target.as_deref())
+            .unwrap_or("")
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ItemVerb {
     Add,
