@@ -1,13 +1,23 @@
 #!/usr/bin/env bash
 # Runs every check and every test of winmdm on a fresh machine: formatting, clippy, unit
-# tests, and the end-to-end tests (an emulated Windows device and operator against
-# winmdm-local). Everything the tests need is installed by this script.
+# tests, the end-to-end tests (an emulated Windows device and operator against
+# winmdm-local) and the AWS adapter tests against moto. Everything the tests need is
+# installed by this script.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 if ! cargo fmt --version >/dev/null 2>&1 || ! cargo clippy --version >/dev/null 2>&1; then
     rustup component add rustfmt clippy
 fi
+
+# moto, the AWS emulator (DynamoDB with transactions, ACM PCA), for the AWS adapter tests:
+# pinned, in a local venv; each test starts its own server on a free loopback port.
+MOTO_VERSION=5.2.5
+if ! .venv/bin/python -m pip show moto 2>/dev/null | grep -qx "Version: $MOTO_VERSION"; then
+    python3 -m venv .venv || { apt-get update -qq && apt-get install -y -qq python3-venv && python3 -m venv .venv; }
+    .venv/bin/python -m pip install --quiet --disable-pip-version-check "moto[server]==$MOTO_VERSION"
+fi
+export WINMDM_MOTO_SERVER="$PWD/.venv/bin/moto_server"
 
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings

@@ -8,6 +8,7 @@ pub mod device;
 pub mod dm;
 pub mod inprocess;
 pub mod messages;
+pub mod moto;
 pub mod tls;
 pub mod verify;
 

@@ -19,7 +19,7 @@ use tracing::{info, warn};
 use winmdm_core::config::{EnrollmentConfig, PreferredAuth};
 use winmdm_http::manage::ClientCertificate;
 use winmdm_http::respond::MAX_BODY_BYTES;
-use winmdm_http::state::admin_token_path;
+use winmdm_http::state::{AwsBackends, admin_token_path};
 use winmdm_http::{AppState, router};
 
 /// Command-line options of `winmdm-local`.
@@ -61,6 +61,24 @@ pub struct Options {
     /// enrollment and management host.
     #[arg(long, requires = "tls_cert")]
     pub client_ca: Option<PathBuf>,
+    /// Keep devices in this DynamoDB table instead of the embedded store.
+    #[arg(long)]
+    pub table: Option<String>,
+    /// DynamoDB endpoint override (an emulator such as moto).
+    #[arg(long, requires = "table")]
+    pub dynamodb_endpoint: Option<String>,
+    /// Create the DynamoDB table if it does not exist (for emulators and first runs).
+    #[arg(long, requires = "table")]
+    pub create_table: bool,
+    /// Sign device certificates with this ACM Private CA instead of the local CA.
+    #[arg(long)]
+    pub pca_arn: Option<String>,
+    /// ACM PCA endpoint override (an emulator such as moto).
+    #[arg(long, requires = "pca_arn")]
+    pub pca_endpoint: Option<String>,
+    /// AWS region for DynamoDB and ACM PCA (default: the standard AWS configuration).
+    #[arg(long)]
+    pub region: Option<String>,
 }
 
 fn parse_auth(s: &str) -> Result<PreferredAuth, String> {
@@ -159,7 +177,22 @@ pub async fn start(opts: Options) -> Result<LocalServer, LocalError> {
     config.auth_policy = opts.auth_policy;
     config.appru_allow_list = opts.appru_allow.clone();
     config.cert_validity = time::Duration::days(opts.cert_validity_days);
-    let state = Arc::new(AppState::embedded(&opts.data_dir, config, None)?);
+    let aws = AwsBackends {
+        region: opts.region.clone(),
+        table: opts.table.clone(),
+        dynamodb_endpoint: opts.dynamodb_endpoint.clone(),
+        pca_arn: opts.pca_arn.clone(),
+        pca_endpoint: opts.pca_endpoint.clone(),
+    };
+    if let (true, Some(table)) = (opts.create_table, &opts.table) {
+        let sdk = winmdm_aws::sdk_config(opts.region.clone(), None).await;
+        let client = winmdm_aws::dynamodb_client(&sdk, opts.dynamodb_endpoint.as_deref());
+        winmdm_aws::DynamoStore::new(client, table.clone())
+            .create_table_if_missing()
+            .await
+            .map_err(|e| LocalError::Options(format!("creating table {table}: {e}")))?;
+    }
+    let state = Arc::new(AppState::with_aws(&opts.data_dir, config, &aws, None, None).await?);
     let tls = match (&opts.tls_cert, &opts.tls_key) {
         (Some(cert), Some(key)) => {
             let client_roots = match &opts.client_ca {

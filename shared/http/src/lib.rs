@@ -33,7 +33,7 @@ where
     Fut: std::future::Future<Output = respond::Response> + Send,
 {
     logging::init();
-    let state: &'static AppState = Box::leak(Box::new(AppState::from_env()?));
+    let state: &'static AppState = Box::leak(Box::new(AppState::from_env().await?));
     lambda_http::run(lambda_http::service_fn(move |req| async move {
         Ok::<_, std::convert::Infallible>(handler(state, req).await)
     }))

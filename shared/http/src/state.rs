@@ -54,6 +54,26 @@ pub enum InitError {
     Store(#[from] winmdm_core::store::StoreError),
     #[error("certificate authority: {0}")]
     Ca(#[from] winmdm_embedded::ca::LocalCaError),
+    #[error("ACM Private CA: {0}")]
+    Pca(#[from] winmdm_core::ca::CaError),
+}
+
+/// Where the store and CA live when not embedded.
+#[derive(Debug, Clone, Default)]
+pub struct AwsBackends {
+    pub region: Option<String>,
+    /// DynamoDB table; `None` keeps the embedded store.
+    pub table: Option<String>,
+    pub dynamodb_endpoint: Option<String>,
+    /// ACM Private CA ARN; `None` keeps the local CA.
+    pub pca_arn: Option<String>,
+    pub pca_endpoint: Option<String>,
+}
+
+impl AwsBackends {
+    pub fn is_empty(&self) -> bool {
+        self.table.is_none() && self.pca_arn.is_none()
+    }
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> InitError + '_ {
@@ -96,9 +116,56 @@ impl AppState {
         admin_auth: Option<AdminAuth>,
     ) -> Result<Self, InitError> {
         std::fs::create_dir_all(data_dir).map_err(io_err(data_dir))?;
-        let store = RedbStore::open(&data_dir.join("winmdm.redb"))?;
-        let ca = LocalCa::open_or_create(&data_dir.join("ca"))?;
-        let token_key = read_or_create_secret(&data_dir.join("token-key"), 32)?;
+        let store = Arc::new(RedbStore::open(&data_dir.join("winmdm.redb"))?);
+        let ca = Arc::new(LocalCa::open_or_create(&data_dir.join("ca"))?);
+        Self::with_adapters(data_dir, config, store, ca, admin_auth, None)
+    }
+
+    /// State on the AWS adapters named in `aws` (each falling back to the embedded one),
+    /// with the generated secrets in `data_dir` unless `token_key` is given.
+    pub async fn with_aws(
+        data_dir: &Path,
+        config: EnrollmentConfig,
+        aws: &AwsBackends,
+        admin_auth: Option<AdminAuth>,
+        token_key: Option<Vec<u8>>,
+    ) -> Result<Self, InitError> {
+        std::fs::create_dir_all(data_dir).map_err(io_err(data_dir))?;
+        // Only load the AWS configuration when an AWS adapter is asked for.
+        let sdk = if aws.is_empty() {
+            None
+        } else {
+            Some(winmdm_aws::sdk_config(aws.region.clone(), None).await)
+        };
+        let store: Arc<dyn Store> = match (&aws.table, &sdk) {
+            (Some(table), Some(sdk)) => {
+                let client = winmdm_aws::dynamodb_client(sdk, aws.dynamodb_endpoint.as_deref());
+                Arc::new(winmdm_aws::DynamoStore::new(client, table.clone()))
+            }
+            _ => Arc::new(RedbStore::open(&data_dir.join("winmdm.redb"))?),
+        };
+        let ca: Arc<dyn CertificateAuthority> = match (&aws.pca_arn, &sdk) {
+            (Some(arn), Some(sdk)) => {
+                let client = winmdm_aws::acmpca_client(sdk, aws.pca_endpoint.as_deref());
+                Arc::new(winmdm_aws::PcaCa::connect(client, arn.clone()).await?)
+            }
+            _ => Arc::new(LocalCa::open_or_create(&data_dir.join("ca"))?),
+        };
+        Self::with_adapters(data_dir, config, store, ca, admin_auth, token_key)
+    }
+
+    fn with_adapters(
+        data_dir: &Path,
+        config: EnrollmentConfig,
+        store: Arc<dyn Store>,
+        ca: Arc<dyn CertificateAuthority>,
+        admin_auth: Option<AdminAuth>,
+        token_key: Option<Vec<u8>>,
+    ) -> Result<Self, InitError> {
+        let token_key = match token_key {
+            Some(k) => k,
+            None => read_or_create_secret(&data_dir.join("token-key"), 32)?,
+        };
         let admin_auth = match admin_auth {
             Some(a) => a,
             None => AdminAuth::Bearer(
@@ -110,8 +177,8 @@ impl AppState {
         };
         Self::new(
             config,
-            Arc::new(store),
-            Arc::new(ca),
+            store,
+            ca,
             Arc::new(SystemClock),
             token_key,
             admin_auth,
@@ -126,8 +193,13 @@ impl AppState {
     /// - `WINMDM_APPRU_ALLOW`: comma-separated https appru values the login page accepts.
     /// - `WINMDM_CERT_VALIDITY_DAYS`, `WINMDM_RENEWAL_PERIOD_DAYS`.
     /// - `WINMDM_ADMIN_AUTH`: `iam` (trust API Gateway) or `bearer` with `WINMDM_ADMIN_TOKEN`.
-    /// - `WINMDM_DATA_DIR`: where the embedded store and CA live (default `/tmp/winmdm`).
-    pub fn from_env() -> Result<Self, InitError> {
+    /// - `WINMDM_TABLE` (DynamoDB) and `WINMDM_PCA_ARN` (ACM Private CA), with
+    ///   `AWS_REGION`; `WINMDM_DYNAMODB_ENDPOINT` / `WINMDM_PCA_ENDPOINT` only for tests.
+    ///   Without them the embedded store and local CA in `WINMDM_DATA_DIR` (default
+    ///   `/tmp/winmdm`) are used.
+    /// - `WINMDM_TOKEN_KEY`: base64 key (≥ 32 bytes) signing federated sign-in tokens; all
+    ///   functions must share it. Required on AWS; generated into the data dir otherwise.
+    pub async fn from_env() -> Result<Self, InitError> {
         let env = |k: &str| std::env::var(k).ok().filter(|v| !v.trim().is_empty());
         let public = env("WINMDM_PUBLIC_URL")
             .ok_or_else(|| InitError::Config("WINMDM_PUBLIC_URL is not set".into()))?;
@@ -162,7 +234,28 @@ impl AppState {
         };
         let data_dir =
             PathBuf::from(env("WINMDM_DATA_DIR").unwrap_or_else(|| "/tmp/winmdm".into()));
-        Self::embedded(&data_dir, config, admin)
+        let aws = AwsBackends {
+            region: env("AWS_REGION"),
+            table: env("WINMDM_TABLE"),
+            dynamodb_endpoint: env("WINMDM_DYNAMODB_ENDPOINT"),
+            pca_arn: env("WINMDM_PCA_ARN"),
+            pca_endpoint: env("WINMDM_PCA_ENDPOINT"),
+        };
+        let token_key = match env("WINMDM_TOKEN_KEY") {
+            Some(k) => Some(
+                base64::engine::general_purpose::STANDARD
+                    .decode(k.trim())
+                    .map_err(|_| InitError::Config("WINMDM_TOKEN_KEY is not base64".into()))?,
+            ),
+            None if aws.table.is_some() => {
+                return Err(InitError::Config(
+                    "WINMDM_TOKEN_KEY must be set when running on DynamoDB (all functions share it)"
+                        .into(),
+                ));
+            }
+            None => None,
+        };
+        Self::with_aws(&data_dir, config, &aws, admin, token_key).await
     }
 }
 

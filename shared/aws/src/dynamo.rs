@@ -1,0 +1,772 @@
+//! The DynamoDB store: one table, single-table design.
+//!
+//! Keys are `PK`/`SK` strings; records are JSON in `data` (the same shape as the embedded
+//! store), so the item layout only carries what the access patterns need. `expires` is the
+//! table's TTL attribute (epoch seconds); `GSI1` (`GSI1PK`/`GSI1SK`) serves listings.
+//!
+//! | item | PK | SK | other |
+//! |---|---|---|---|
+//! | user | `USER#<upn>` | `USER` | GSI1: `USERS` / upn |
+//! | device | `DEV#<id>` | `D` | GSI1: `DEVICES` / id; `version` for optimistic locking |
+//! | HWDevID index | `HW#<hwdevid>` | `HW` | `device_id` |
+//! | open command | `DEV#<id>` | `C#<command id>` | GSI1: `CMDS#<id>` / command id |
+//! | settled command | `DEV#<id>` | `X#<command id>` | GSI1: `CMDS#<id>` / command id |
+//! | session | `DEV#<id>` | `S#<session id>` | `expires` |
+//! | spent sign-in token | `TOKEN#<id>` | `TOKEN` | `expires` |
+//!
+//! Access patterns, none of them a Scan:
+//! - device by id: GetItem `DEV#id`/`D`; by HWDevID: GetItem `HW#…`, then the device.
+//! - devices / users page by page: Query GSI1 `DEVICES` / `USERS`.
+//! - a management message's snapshot: one Query on `DEV#id` with `SK < "T"`, which
+//!   returns the open commands (`C#…`, oldest first), the device (`D`) and the sessions
+//!   (`S#…`), but not the settled history (`X#…`).
+//! - command by id: GetItem `C#…`, else `X#…`; a device's commands: Query GSI1 `CMDS#id`.
+//! - spent tokens: conditional Put (`attribute_not_exists`) inside the enrollment
+//!   transaction; expired ones vanish through TTL.
+//!
+//! Multi-item changes are transactions: enrollment (token, device, HWDevID index, the
+//! replaced device), command settlement (open → settled) with the session and device, and
+//! enqueueing (with a check that the device exists). Device records carry a version
+//! number; concurrent writers retry on a failed condition.
+
+use std::collections::HashMap;
+
+use async_trait::async_trait;
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, AttributeValue, BillingMode, ConditionCheck, Delete, GlobalSecondaryIndex,
+    KeySchemaElement, KeyType, Projection, ProjectionType, Put, ScalarAttributeType,
+    TimeToLiveSpecification, TransactWriteItem,
+};
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use time::OffsetDateTime;
+use winmdm_core::commands::QueuedCommand;
+use winmdm_core::model::{Device, Page, PageRequest, User};
+use winmdm_core::session::{ManagementSnapshot, ManagementUpdate, SessionState, SessionWrite};
+use winmdm_core::store::{EnrollmentCommit, Store, StoreError};
+
+type Item = HashMap<String, AttributeValue>;
+
+const GSI1: &str = "GSI1";
+/// Attempts at an optimistic read-modify-write before giving up.
+const MAX_ATTEMPTS: u32 = 12;
+
+#[derive(Clone, Debug)]
+pub struct DynamoStore {
+    client: Client,
+    table: String,
+}
+
+fn s(v: impl Into<String>) -> AttributeValue {
+    AttributeValue::S(v.into())
+}
+
+fn n(v: i64) -> AttributeValue {
+    AttributeValue::N(v.to_string())
+}
+
+fn key(pk: impl Into<String>, sk: impl Into<String>) -> Item {
+    HashMap::from([("PK".to_owned(), s(pk)), ("SK".to_owned(), s(sk))])
+}
+
+fn dev_pk(id: &str) -> String {
+    format!("DEV#{id}")
+}
+
+fn hw_pk(hw: &str) -> String {
+    format!("HW#{}", hw.to_ascii_lowercase())
+}
+
+fn user_pk(upn: &str) -> String {
+    format!("USER#{upn}")
+}
+
+fn record<T: Serialize>(pk: String, sk: String, value: &T) -> Result<Item, StoreError> {
+    let mut item = key(pk, sk);
+    let json = serde_json::to_string(value).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    item.insert("data".into(), s(json));
+    Ok(item)
+}
+
+fn data<T: DeserializeOwned>(item: &Item) -> Result<T, StoreError> {
+    match item.get("data") {
+        Some(AttributeValue::S(json)) => {
+            serde_json::from_str(json).map_err(|e| StoreError::Corrupt(e.to_string()))
+        }
+        _ => Err(StoreError::Corrupt("item without data".into())),
+    }
+}
+
+fn str_attr<'a>(item: &'a Item, name: &str) -> Option<&'a str> {
+    match item.get(name) {
+        Some(AttributeValue::S(v)) => Some(v),
+        _ => None,
+    }
+}
+
+fn num_attr(item: &Item, name: &str) -> Option<i64> {
+    match item.get(name) {
+        Some(AttributeValue::N(v)) => v.parse().ok(),
+        _ => None,
+    }
+}
+
+/// Throttling, outages and any other service error: the request fails, nothing is
+/// half-written, and the caller answers with a retryable error.
+fn unavailable<E: ProvideErrorMetadata + std::error::Error + 'static, R: std::fmt::Debug>(
+    e: SdkError<E, R>,
+) -> StoreError {
+    StoreError::Unavailable(DisplayErrorContext(&e).to_string())
+}
+
+fn put(
+    item: Item,
+    condition: Option<&str>,
+    values: &[(&str, AttributeValue)],
+    table: &str,
+) -> Result<TransactWriteItem, StoreError> {
+    let mut p = Put::builder().table_name(table).set_item(Some(item));
+    if let Some(c) = condition {
+        p = p.condition_expression(c);
+    }
+    for (k, v) in values {
+        p = p.expression_attribute_values(*k, v.clone());
+    }
+    Ok(TransactWriteItem::builder()
+        .put(p.build().map_err(|e| StoreError::Corrupt(e.to_string()))?)
+        .build())
+}
+
+fn delete(
+    k: Item,
+    condition: Option<&str>,
+    values: &[(&str, AttributeValue)],
+    table: &str,
+) -> Result<TransactWriteItem, StoreError> {
+    let mut d = Delete::builder().table_name(table).set_key(Some(k));
+    if let Some(c) = condition {
+        d = d.condition_expression(c);
+    }
+    for (kk, v) in values {
+        d = d.expression_attribute_values(*kk, v.clone());
+    }
+    Ok(TransactWriteItem::builder()
+        .delete(d.build().map_err(|e| StoreError::Corrupt(e.to_string()))?)
+        .build())
+}
+
+/// Why a transaction did not happen.
+enum TxError {
+    /// Condition `i` (in item order) failed.
+    Condition(Vec<usize>),
+    Store(StoreError),
+}
+
+fn encode_cursor(k: &Item) -> String {
+    let m: HashMap<&str, &str> = k
+        .iter()
+        .filter_map(|(name, v)| match v {
+            AttributeValue::S(s) => Some((name.as_str(), s.as_str())),
+            _ => None,
+        })
+        .collect();
+    B64URL.encode(serde_json::to_vec(&m).unwrap_or_default())
+}
+
+fn decode_cursor(c: &str) -> Result<Item, StoreError> {
+    let bytes = B64URL
+        .decode(c)
+        .map_err(|_| StoreError::Corrupt("invalid page cursor".into()))?;
+    let m: HashMap<String, String> = serde_json::from_slice(&bytes)
+        .map_err(|_| StoreError::Corrupt("invalid page cursor".into()))?;
+    Ok(m.into_iter().map(|(k, v)| (k, s(v))).collect())
+}
+
+impl DynamoStore {
+    pub fn new(client: Client, table: impl Into<String>) -> Self {
+        Self {
+            client,
+            table: table.into(),
+        }
+    }
+
+    /// Creates the table with its index and TTL if it does not exist: for local runs and
+    /// tests (the SAM template creates it on AWS).
+    pub async fn create_table_if_missing(&self) -> Result<(), StoreError> {
+        if self
+            .client
+            .describe_table()
+            .table_name(&self.table)
+            .send()
+            .await
+            .is_ok()
+        {
+            return Ok(());
+        }
+        let attr = |n: &str| {
+            AttributeDefinition::builder()
+                .attribute_name(n)
+                .attribute_type(ScalarAttributeType::S)
+                .build()
+                .expect("attribute")
+        };
+        let ks = |n: &str, t: KeyType| {
+            KeySchemaElement::builder()
+                .attribute_name(n)
+                .key_type(t)
+                .build()
+                .expect("key")
+        };
+        self.client
+            .create_table()
+            .table_name(&self.table)
+            .billing_mode(BillingMode::PayPerRequest)
+            .attribute_definitions(attr("PK"))
+            .attribute_definitions(attr("SK"))
+            .attribute_definitions(attr("GSI1PK"))
+            .attribute_definitions(attr("GSI1SK"))
+            .key_schema(ks("PK", KeyType::Hash))
+            .key_schema(ks("SK", KeyType::Range))
+            .global_secondary_indexes(
+                GlobalSecondaryIndex::builder()
+                    .index_name(GSI1)
+                    .key_schema(ks("GSI1PK", KeyType::Hash))
+                    .key_schema(ks("GSI1SK", KeyType::Range))
+                    .projection(
+                        Projection::builder()
+                            .projection_type(ProjectionType::All)
+                            .build(),
+                    )
+                    .build()
+                    .expect("gsi"),
+            )
+            .send()
+            .await
+            .map_err(unavailable)?;
+        self.client
+            .update_time_to_live()
+            .table_name(&self.table)
+            .time_to_live_specification(
+                TimeToLiveSpecification::builder()
+                    .attribute_name("expires")
+                    .enabled(true)
+                    .build()
+                    .expect("ttl"),
+            )
+            .send()
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn get(&self, k: Item) -> Result<Option<Item>, StoreError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(k))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(unavailable)?;
+        Ok(out.item)
+    }
+
+    async fn transact(&self, items: Vec<TransactWriteItem>) -> Result<(), TxError> {
+        use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
+        match self
+            .client
+            .transact_write_items()
+            .set_transact_items(Some(items))
+            .send()
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(SdkError::ServiceError(se)) => match se.err() {
+                TransactWriteItemsError::TransactionCanceledException(c) => {
+                    let failed: Vec<usize> = c
+                        .cancellation_reasons()
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, r)| r.code() == Some("ConditionalCheckFailed"))
+                        .map(|(i, _)| i)
+                        .collect();
+                    if failed.is_empty() {
+                        // Cancelled for a conflict with another transaction: retryable.
+                        Err(TxError::Condition(Vec::new()))
+                    } else {
+                        Err(TxError::Condition(failed))
+                    }
+                }
+                other => Err(TxError::Store(StoreError::Unavailable(format!(
+                    "{}: {}",
+                    other.code().unwrap_or("error"),
+                    other.message().unwrap_or("")
+                )))),
+            },
+            Err(e) => Err(TxError::Store(unavailable(e))),
+        }
+    }
+
+    async fn query_page<T: DeserializeOwned>(
+        &self,
+        gsi1pk: &str,
+        page: &PageRequest,
+    ) -> Result<Page<T>, StoreError> {
+        let start = match &page.after {
+            Some(c) => Some(decode_cursor(c)?),
+            None => None,
+        };
+        let out = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .index_name(GSI1)
+            .key_condition_expression("GSI1PK = :p")
+            .expression_attribute_values(":p", s(gsi1pk))
+            .set_exclusive_start_key(start)
+            .limit(page.limit as i32)
+            .send()
+            .await
+            .map_err(unavailable)?;
+        let items = out
+            .items()
+            .iter()
+            .map(data)
+            .collect::<Result<Vec<T>, _>>()?;
+        Ok(Page {
+            items,
+            next: out.last_evaluated_key().map(encode_cursor),
+        })
+    }
+
+    fn device_item(&self, d: &Device, version: i64) -> Result<Item, StoreError> {
+        let mut item = record(dev_pk(&d.id), "D".into(), d)?;
+        item.insert("GSI1PK".into(), s("DEVICES"));
+        item.insert("GSI1SK".into(), s(d.id.clone()));
+        item.insert("version".into(), n(version));
+        Ok(item)
+    }
+
+    fn command_item(&self, c: &QueuedCommand) -> Result<Item, StoreError> {
+        let sk = if c.state.is_open() {
+            format!("C#{}", c.id)
+        } else {
+            format!("X#{}", c.id)
+        };
+        let mut item = record(dev_pk(&c.device_id), sk, c)?;
+        item.insert("GSI1PK".into(), s(format!("CMDS#{}", c.device_id)));
+        item.insert("GSI1SK".into(), s(c.id.clone()));
+        Ok(item)
+    }
+
+    /// Commits an enrollment once, from a fresh read; `Ok(false)` means a condition
+    /// failed because of a concurrent change, and the caller retries.
+    async fn try_commit_enrollment(&self, commit: &EnrollmentCommit) -> Result<bool, StoreError> {
+        let t = &self.table;
+        let device = &commit.device;
+        let existing = self.get(key(dev_pk(&device.id), "D")).await?;
+        let existing_dev: Option<Device> = existing.as_ref().map(data).transpose()?;
+        let existing_version = existing
+            .as_ref()
+            .and_then(|i| num_attr(i, "version"))
+            .unwrap_or(0);
+        if let Some(old) = &existing_dev
+            && let (Some(a), Some(b)) = (&old.hw_dev_id, &device.hw_dev_id)
+            && !a.eq_ignore_ascii_case(b)
+        {
+            return Err(StoreError::Conflict(format!(
+                "device {} on other hardware",
+                device.id
+            )));
+        }
+        let hw_owner = match &device.hw_dev_id {
+            Some(hw) => self
+                .get(key(hw_pk(hw), "HW"))
+                .await?
+                .and_then(|i| str_attr(&i, "device_id").map(str::to_owned)),
+            None => None,
+        };
+
+        let mut items = Vec::new();
+        let mut token_index = None;
+        if let Some(token) = &commit.token {
+            let mut item = key(format!("TOKEN#{}", token.id), "TOKEN");
+            item.insert("expires".into(), n(token.expires_at.unix_timestamp()));
+            token_index = Some(items.len());
+            items.push(put(item, Some("attribute_not_exists(PK)"), &[], t)?);
+        }
+        let device_cond = if existing.is_some() {
+            "version = :v"
+        } else {
+            "attribute_not_exists(PK)"
+        };
+        let dv = [(":v", n(existing_version))];
+        items.push(put(
+            self.device_item(device, existing_version + 1)?,
+            Some(device_cond),
+            if existing.is_some() { &dv } else { &[] },
+            t,
+        )?);
+        // The old HWDevID of this record, if it changes (a record that had none).
+        if let (Some(old), Some(new)) = (
+            existing_dev.as_ref().and_then(|d| d.hw_dev_id.clone()),
+            &device.hw_dev_id,
+        ) && !old.eq_ignore_ascii_case(new)
+        {
+            items.push(delete(key(hw_pk(&old), "HW"), None, &[], t)?);
+        }
+        if let Some(hw) = &device.hw_dev_id {
+            let mut idx = key(hw_pk(hw), "HW");
+            idx.insert("device_id".into(), s(device.id.clone()));
+            match &hw_owner {
+                Some(owner) => {
+                    items.push(put(
+                        idx,
+                        Some("device_id = :o"),
+                        &[(":o", s(owner.clone()))],
+                        t,
+                    )?);
+                    if owner != &device.id {
+                        // Re-enrollment of this hardware under a new id: the old record
+                        // is superseded. The index condition above makes this consistent.
+                        items.push(delete(key(dev_pk(owner), "D"), None, &[], t)?);
+                    }
+                }
+                None => items.push(put(idx, Some("attribute_not_exists(PK)"), &[], t)?),
+            }
+        }
+        match self.transact(items).await {
+            Ok(()) => Ok(true),
+            Err(TxError::Condition(failed)) => {
+                if token_index.is_some_and(|i| failed.contains(&i)) {
+                    return Err(StoreError::TokenReplayed);
+                }
+                Ok(false)
+            }
+            Err(TxError::Store(e)) => Err(e),
+        }
+    }
+}
+
+async fn backoff(attempt: u32) {
+    use rand::Rng;
+    let base = 5u64 << attempt.min(6);
+    let jitter = rand::thread_rng().gen_range(0..=base);
+    tokio::time::sleep(std::time::Duration::from_millis(base + jitter)).await;
+}
+
+#[async_trait]
+impl Store for DynamoStore {
+    async fn create_user(&self, user: &User) -> Result<(), StoreError> {
+        let mut item = record(user_pk(&user.upn), "USER".into(), user)?;
+        item.insert("GSI1PK".into(), s("USERS"));
+        item.insert("GSI1SK".into(), s(user.upn.clone()));
+        let r = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .condition_expression("attribute_not_exists(PK)")
+            .send()
+            .await;
+        match r {
+            Ok(_) => Ok(()),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|se| se.is_conditional_check_failed_exception()) =>
+            {
+                Err(StoreError::Conflict(format!("user {}", user.upn)))
+            }
+            Err(e) => Err(unavailable(e)),
+        }
+    }
+
+    async fn get_user(&self, upn: &str) -> Result<Option<User>, StoreError> {
+        self.get(key(user_pk(upn), "USER"))
+            .await?
+            .as_ref()
+            .map(data)
+            .transpose()
+    }
+
+    async fn list_users(&self, page: &PageRequest) -> Result<Page<User>, StoreError> {
+        self.query_page("USERS", page).await
+    }
+
+    async fn delete_user(&self, upn: &str) -> Result<bool, StoreError> {
+        let out = self
+            .client
+            .delete_item()
+            .table_name(&self.table)
+            .set_key(Some(key(user_pk(upn), "USER")))
+            .return_values(aws_sdk_dynamodb::types::ReturnValue::AllOld)
+            .send()
+            .await
+            .map_err(unavailable)?;
+        Ok(out.attributes.is_some_and(|a| !a.is_empty()))
+    }
+
+    async fn get_device(&self, id: &str) -> Result<Option<Device>, StoreError> {
+        self.get(key(dev_pk(id), "D"))
+            .await?
+            .as_ref()
+            .map(data)
+            .transpose()
+    }
+
+    async fn get_device_by_hw_dev_id(&self, hw_dev_id: &str) -> Result<Option<Device>, StoreError> {
+        let Some(idx) = self.get(key(hw_pk(hw_dev_id), "HW")).await? else {
+            return Ok(None);
+        };
+        match str_attr(&idx, "device_id") {
+            Some(id) => self.get_device(id).await,
+            None => Ok(None),
+        }
+    }
+
+    async fn list_devices(&self, page: &PageRequest) -> Result<Page<Device>, StoreError> {
+        self.query_page("DEVICES", page).await
+    }
+
+    async fn is_token_consumed(&self, token_id: &str) -> Result<bool, StoreError> {
+        Ok(self
+            .get(key(format!("TOKEN#{token_id}"), "TOKEN"))
+            .await?
+            .is_some())
+    }
+
+    async fn commit_enrollment(&self, commit: &EnrollmentCommit) -> Result<(), StoreError> {
+        for attempt in 0..MAX_ATTEMPTS {
+            if self.try_commit_enrollment(commit).await? {
+                return Ok(());
+            }
+            backoff(attempt).await;
+        }
+        Err(StoreError::Unavailable(
+            "too much contention on this device; try again".into(),
+        ))
+    }
+
+    async fn load_management(
+        &self,
+        device_id: &str,
+        session_id: &str,
+    ) -> Result<Option<ManagementSnapshot>, StoreError> {
+        let pk = dev_pk(device_id);
+        let mut items: Vec<Item> = Vec::new();
+        let mut start = None;
+        loop {
+            let out = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .key_condition_expression("PK = :pk AND SK < :t")
+                .expression_attribute_values(":pk", s(pk.clone()))
+                .expression_attribute_values(":t", s("T"))
+                .consistent_read(true)
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(unavailable)?;
+            items.extend(out.items.unwrap_or_default());
+            match out.last_evaluated_key {
+                Some(k) => start = Some(k),
+                None => break,
+            }
+        }
+        let mut device = None;
+        let mut session = None;
+        let mut open_commands = Vec::new();
+        let wanted_session = format!("S#{session_id}");
+        let now = OffsetDateTime::now_utc();
+        for item in &items {
+            match str_attr(item, "SK") {
+                Some("D") => device = Some(data::<Device>(item)?),
+                Some(sk) if sk.starts_with("C#") => {
+                    open_commands.push(data::<QueuedCommand>(item)?)
+                }
+                Some(sk) if sk == wanted_session => {
+                    session = Some(data::<SessionState>(item)?).filter(|s| s.expires_at > now)
+                }
+                _ => {}
+            }
+        }
+        let Some(device) = device else {
+            return Ok(None);
+        };
+        // Commands this session sent that have since settled (their Results may follow).
+        if let Some(s) = &session {
+            for sent in &s.sent {
+                if !open_commands.iter().any(|c| c.id == sent.command_id)
+                    && let Some(item) = self
+                        .get(key(pk.clone(), format!("X#{}", sent.command_id)))
+                        .await?
+                {
+                    open_commands.push(data(&item)?);
+                }
+            }
+            open_commands.sort_by(|a, b| a.id.cmp(&b.id));
+            open_commands.dedup_by(|a, b| a.id == b.id);
+        }
+        Ok(Some(ManagementSnapshot {
+            device,
+            session,
+            open_commands,
+        }))
+    }
+
+    async fn save_management(&self, update: &ManagementUpdate) -> Result<(), StoreError> {
+        let t = &self.table;
+        let pk = dev_pk(&update.device_id);
+        for attempt in 0..MAX_ATTEMPTS {
+            let Some(current) = self.get(key(pk.clone(), "D")).await? else {
+                return Err(StoreError::NotFound(format!("device {}", update.device_id)));
+            };
+            let version = num_attr(&current, "version").unwrap_or(0);
+            let mut items = Vec::new();
+            let mut device: Device = data(&current)?;
+            let mut hw_added = None;
+            if update.device.is_empty() {
+                items.push(
+                    TransactWriteItem::builder()
+                        .condition_check(
+                            ConditionCheck::builder()
+                                .table_name(t)
+                                .set_key(Some(key(pk.clone(), "D")))
+                                .condition_expression("version = :v")
+                                .expression_attribute_values(":v", n(version))
+                                .build()
+                                .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+                        )
+                        .build(),
+                );
+            } else {
+                let had_hw = device.hw_dev_id.is_some();
+                update.device.apply(&mut device);
+                if let (false, Some(hw)) = (had_hw, device.hw_dev_id.clone()) {
+                    hw_added = Some(hw);
+                }
+                items.push(put(
+                    self.device_item(&device, version + 1)?,
+                    Some("version = :v"),
+                    &[(":v", n(version))],
+                    t,
+                )?);
+            }
+            let hw_index = hw_added.as_ref().map(|_| items.len());
+            if let Some(hw) = &hw_added {
+                let mut idx = key(hw_pk(hw), "HW");
+                idx.insert("device_id".into(), s(device.id.clone()));
+                items.push(put(idx, Some("attribute_not_exists(PK)"), &[], t)?);
+            }
+            match &update.session {
+                SessionWrite::Keep => {}
+                SessionWrite::Put(state) => {
+                    let mut item = record(
+                        pk.clone(),
+                        format!("S#{}", state.session_id),
+                        state.as_ref(),
+                    )?;
+                    item.insert("expires".into(), n(state.expires_at.unix_timestamp()));
+                    items.push(put(item, None, &[], t)?);
+                }
+                SessionWrite::Delete { session_id } => {
+                    items.push(delete(
+                        key(pk.clone(), format!("S#{session_id}")),
+                        None,
+                        &[],
+                        t,
+                    )?);
+                }
+            }
+            for c in &update.commands {
+                items.push(put(self.command_item(c)?, None, &[], t)?);
+                if !c.state.is_open() {
+                    items.push(delete(
+                        key(pk.clone(), format!("C#{}", c.id)),
+                        None,
+                        &[],
+                        t,
+                    )?);
+                }
+            }
+            match self.transact(items).await {
+                Ok(()) => return Ok(()),
+                Err(TxError::Condition(failed)) => {
+                    if hw_index.is_some_and(|i| failed.contains(&i)) {
+                        // Another record owns that hardware id: keep the device without it.
+                        let mut retry = update.clone();
+                        retry.device.hw_dev_id = None;
+                        return Box::pin(self.save_management(&retry)).await;
+                    }
+                    backoff(attempt).await;
+                }
+                Err(TxError::Store(e)) => return Err(e),
+            }
+        }
+        Err(StoreError::Unavailable(
+            "too much contention on this device; try again".into(),
+        ))
+    }
+
+    async fn enqueue_command(&self, command: &QueuedCommand) -> Result<(), StoreError> {
+        let t = &self.table;
+        let items = vec![
+            TransactWriteItem::builder()
+                .condition_check(
+                    ConditionCheck::builder()
+                        .table_name(t)
+                        .set_key(Some(key(dev_pk(&command.device_id), "D")))
+                        .condition_expression("attribute_exists(PK)")
+                        .build()
+                        .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+                )
+                .build(),
+            put(
+                self.command_item(command)?,
+                Some("attribute_not_exists(PK)"),
+                &[],
+                t,
+            )?,
+        ];
+        match self.transact(items).await {
+            Ok(()) => Ok(()),
+            Err(TxError::Condition(failed)) if failed.contains(&0) => Err(StoreError::NotFound(
+                format!("device {}", command.device_id),
+            )),
+            Err(TxError::Condition(_)) => {
+                Err(StoreError::Conflict(format!("command {}", command.id)))
+            }
+            Err(TxError::Store(e)) => Err(e),
+        }
+    }
+
+    async fn get_command(
+        &self,
+        device_id: &str,
+        command_id: &str,
+    ) -> Result<Option<QueuedCommand>, StoreError> {
+        for prefix in ["C#", "X#"] {
+            if let Some(item) = self
+                .get(key(dev_pk(device_id), format!("{prefix}{command_id}")))
+                .await?
+            {
+                return data(&item).map(Some);
+            }
+        }
+        Ok(None)
+    }
+
+    async fn list_commands(
+        &self,
+        device_id: &str,
+        page: &PageRequest,
+    ) -> Result<Page<QueuedCommand>, StoreError> {
+        self.query_page(&format!("CMDS#{device_id}"), page).await
+    }
+}

@@ -1,0 +1,45 @@
+//! AWS adapters: [`dynamo::DynamoStore`] (DynamoDB, single-table) and [`pca::PcaCa`]
+//! (ACM Private CA), implementing the core's `Store` and `CertificateAuthority`.
+
+pub mod dynamo;
+pub mod pca;
+
+pub use dynamo::DynamoStore;
+pub use pca::PcaCa;
+
+/// Loads the AWS configuration (region, credentials) from the standard chain, with an
+/// optional endpoint override for emulators.
+pub async fn sdk_config(region: Option<String>, endpoint: Option<String>) -> aws_config::SdkConfig {
+    let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
+    if let Some(r) = region {
+        loader = loader.region(aws_config::Region::new(r));
+    }
+    if let Some(e) = endpoint {
+        loader = loader.endpoint_url(e);
+    }
+    loader.load().await
+}
+
+/// A DynamoDB client, with an endpoint override for emulators.
+pub fn dynamodb_client(
+    config: &aws_config::SdkConfig,
+    endpoint: Option<&str>,
+) -> aws_sdk_dynamodb::Client {
+    let mut b = aws_sdk_dynamodb::config::Builder::from(config);
+    if let Some(e) = endpoint {
+        b = b.endpoint_url(e);
+    }
+    aws_sdk_dynamodb::Client::from_conf(b.build())
+}
+
+/// An ACM PCA client, with an endpoint override for emulators.
+pub fn acmpca_client(
+    config: &aws_config::SdkConfig,
+    endpoint: Option<&str>,
+) -> aws_sdk_acmpca::Client {
+    let mut b = aws_sdk_acmpca::config::Builder::from(config);
+    if let Some(e) = endpoint {
+        b = b.endpoint_url(e);
+    }
+    aws_sdk_acmpca::Client::from_conf(b.build())
+}

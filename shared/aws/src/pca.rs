@@ -1,0 +1,271 @@
+//! ACM Private CA as the [`CertificateAuthority`].
+//!
+//! IssueCertificate uses the `EndEntityClientAuthCertificate_APIPassthrough` template with an
+//! API passthrough that sets the subject to `CN=<DeviceID>` and the key usages, whatever
+//! the CSR says; the certificate is then fetched with GetCertificate, backing off while it
+//! is still being issued. The CA certificate and chain are fetched once, at start.
+//!
+//! The per-account IssueCertificate rate is low: throttling is retried with jittered
+//! backoff within the request's time budget, then reported as `CaError::Unavailable` (the
+//! device gets `s:EnrollmentServer` with `InMaintenance`).
+
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use aws_sdk_acmpca::Client;
+use aws_sdk_acmpca::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_acmpca::primitives::Blob;
+use aws_sdk_acmpca::types::{
+    ApiPassthrough, Asn1Subject, ExtendedKeyUsage, ExtendedKeyUsageType, Extensions, KeyUsage,
+    SigningAlgorithm, Validity, ValidityPeriodType,
+};
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as B64;
+use winmdm_core::ca::{CaChain, CaError, CertificateAuthority, IssueRequest, IssuedCertificate};
+use x509_parser::prelude::{FromDer, X509Certificate};
+
+/// The template that lets the API passthrough set subject and extensions.
+pub const PASSTHROUGH_TEMPLATE: &str =
+    "arn:aws:acm-pca:::template/EndEntityClientAuthCertificate_APIPassthrough/V1";
+
+pub struct PcaCa {
+    client: Client,
+    ca_arn: String,
+    chain: CaChain,
+    /// How long one issuance may take, retries included.
+    budget: Duration,
+}
+
+impl std::fmt::Debug for PcaCa {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PcaCa")
+            .field("ca_arn", &self.ca_arn)
+            .finish_non_exhaustive()
+    }
+}
+
+/// All certificates in a PEM bundle, as DER.
+pub fn pem_certificates(pem: &str) -> Vec<Vec<u8>> {
+    let begin = "-----BEGIN CERTIFICATE-----";
+    let end = "-----END CERTIFICATE-----";
+    let mut out = Vec::new();
+    let mut rest = pem;
+    while let Some(b) = rest.find(begin) {
+        let after = &rest[b + begin.len()..];
+        let Some(e) = after.find(end) else { break };
+        let body: String = after[..e].chars().filter(|c| !c.is_whitespace()).collect();
+        if let Ok(der) = B64.decode(body) {
+            out.push(der);
+        }
+        rest = &after[e + end.len()..];
+    }
+    out
+}
+
+fn csr_pem(der: &[u8]) -> String {
+    let b64 = B64.encode(der);
+    let mut out = String::from("-----BEGIN CERTIFICATE REQUEST-----\n");
+    for line in b64.as_bytes().chunks(64) {
+        out.push_str(std::str::from_utf8(line).expect("base64 is ASCII"));
+        out.push('\n');
+    }
+    out.push_str("-----END CERTIFICATE REQUEST-----\n");
+    out
+}
+
+fn is_throttle(code: Option<&str>) -> bool {
+    matches!(
+        code,
+        Some(
+            "ThrottlingException"
+                | "TooManyRequestsException"
+                | "LimitExceededException"
+                | "RequestLimitExceeded"
+        )
+    )
+}
+
+fn describe<E: ProvideErrorMetadata + std::error::Error + 'static, R: std::fmt::Debug>(
+    e: &SdkError<E, R>,
+) -> String {
+    DisplayErrorContext(e).to_string()
+}
+
+impl PcaCa {
+    /// Fetches the CA certificate and chain once.
+    pub async fn connect(client: Client, ca_arn: impl Into<String>) -> Result<Self, CaError> {
+        let ca_arn = ca_arn.into();
+        let out = client
+            .get_certificate_authority_certificate()
+            .certificate_authority_arn(&ca_arn)
+            .send()
+            .await
+            .map_err(|e| CaError::Unavailable(describe(&e)))?;
+        let ca_cert = out
+            .certificate()
+            .and_then(|p| pem_certificates(p).into_iter().next())
+            .ok_or_else(|| CaError::Internal("the CA has no certificate".into()))?;
+        let chain = out
+            .certificate_chain()
+            .map(pem_certificates)
+            .unwrap_or_default();
+        // A subordinate CA: its chain ends at the root. A root CA has no chain.
+        let chain = match chain.last() {
+            Some(root) => CaChain {
+                root_der: root.clone(),
+                intermediate_der: Some(ca_cert),
+            },
+            None => CaChain {
+                root_der: ca_cert,
+                intermediate_der: None,
+            },
+        };
+        Ok(Self {
+            client,
+            ca_arn,
+            chain,
+            budget: Duration::from_secs(20),
+        })
+    }
+
+    pub fn with_budget(mut self, budget: Duration) -> Self {
+        self.budget = budget;
+        self
+    }
+
+    async fn sleep_backoff(attempt: u32, deadline: Instant) -> bool {
+        use rand::Rng;
+        let base = 100u64 << attempt.min(5);
+        let wait = Duration::from_millis(base + rand::thread_rng().gen_range(0..=base));
+        if Instant::now() + wait >= deadline {
+            return false;
+        }
+        tokio::time::sleep(wait).await;
+        true
+    }
+}
+
+#[async_trait]
+impl CertificateAuthority for PcaCa {
+    fn chain(&self) -> &CaChain {
+        &self.chain
+    }
+
+    async fn issue(&self, req: &IssueRequest<'_>) -> Result<IssuedCertificate, CaError> {
+        let deadline = Instant::now() + self.budget;
+        let passthrough = ApiPassthrough::builder()
+            .subject(Asn1Subject::builder().common_name(req.common_name).build())
+            .extensions(
+                Extensions::builder()
+                    .key_usage(
+                        KeyUsage::builder()
+                            .digital_signature(true)
+                            .key_encipherment(true)
+                            .build(),
+                    )
+                    .extended_key_usage(
+                        ExtendedKeyUsage::builder()
+                            .extended_key_usage_type(ExtendedKeyUsageType::ClientAuth)
+                            .build(),
+                    )
+                    .build(),
+            )
+            .build();
+        let validity = |t: time::OffsetDateTime| {
+            Validity::builder()
+                .r#type(ValidityPeriodType::Absolute)
+                .value(t.unix_timestamp())
+                .build()
+        };
+        let mut attempt = 0;
+        let cert_arn = loop {
+            let r = self
+                .client
+                .issue_certificate()
+                .certificate_authority_arn(&self.ca_arn)
+                .csr(Blob::new(csr_pem(req.csr.der())))
+                .signing_algorithm(SigningAlgorithm::Sha256Withrsa)
+                .template_arn(PASSTHROUGH_TEMPLATE)
+                .api_passthrough(passthrough.clone())
+                .validity(validity(req.not_after).map_err(|e| CaError::Internal(e.to_string()))?)
+                .validity_not_before(
+                    validity(req.not_before).map_err(|e| CaError::Internal(e.to_string()))?,
+                )
+                .idempotency_token(req.idempotency_token)
+                .send()
+                .await;
+            match r {
+                Ok(out) => {
+                    break out
+                        .certificate_arn
+                        .ok_or_else(|| CaError::Internal("no certificate ARN".into()))?;
+                }
+                Err(e) if is_throttle(e.code()) => {
+                    if !Self::sleep_backoff(attempt, deadline).await {
+                        return Err(CaError::Unavailable(describe(&e)));
+                    }
+                    attempt += 1;
+                }
+                Err(e)
+                    if matches!(
+                        e.code(),
+                        Some(
+                            "MalformedCSRException"
+                                | "InvalidArgsException"
+                                | "InvalidRequestException"
+                        )
+                    ) =>
+                {
+                    return Err(CaError::Rejected(describe(&e)));
+                }
+                Err(e) => return Err(CaError::Unavailable(describe(&e))),
+            }
+        };
+
+        let mut attempt = 0;
+        let pem = loop {
+            let r = self
+                .client
+                .get_certificate()
+                .certificate_authority_arn(&self.ca_arn)
+                .certificate_arn(&cert_arn)
+                .send()
+                .await;
+            match r {
+                Ok(out) => {
+                    break out
+                        .certificate
+                        .ok_or_else(|| CaError::Internal("empty certificate".into()))?;
+                }
+                Err(e)
+                    if e.code() == Some("RequestInProgressException") || is_throttle(e.code()) =>
+                {
+                    if !Self::sleep_backoff(attempt, deadline).await {
+                        return Err(CaError::Unavailable(describe(&e)));
+                    }
+                    attempt += 1;
+                }
+                Err(e) => return Err(CaError::Unavailable(describe(&e))),
+            }
+        };
+        let der = pem_certificates(&pem)
+            .into_iter()
+            .next()
+            .ok_or_else(|| CaError::Internal("issued certificate is not PEM".into()))?;
+        let (_, cert) =
+            X509Certificate::from_der(&der).map_err(|e| CaError::Internal(e.to_string()))?;
+        let serial_hex = cert
+            .raw_serial()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        let not_after =
+            time::OffsetDateTime::from_unix_timestamp(cert.validity().not_after.timestamp())
+                .map_err(|e| CaError::Internal(e.to_string()))?;
+        Ok(IssuedCertificate {
+            der,
+            serial_hex,
+            not_after,
+        })
+    }
+}

@@ -1,0 +1,159 @@
+//! A moto server (the AWS emulator from PyPI) for tests: started on a free loopback port,
+//! stopped when dropped. `infra/test.sh` installs it into `.venv`; `WINMDM_MOTO_SERVER`
+//! points elsewhere.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use aws_sdk_acmpca::primitives::Blob;
+use aws_sdk_acmpca::types::{
+    Asn1Subject, CertificateAuthorityConfiguration, CertificateAuthorityType, KeyAlgorithm,
+    SigningAlgorithm, Validity, ValidityPeriodType,
+};
+
+pub struct Moto {
+    child: Child,
+    pub endpoint: String,
+}
+
+fn moto_binary() -> PathBuf {
+    if let Ok(p) = std::env::var("WINMDM_MOTO_SERVER") {
+        return PathBuf::from(p);
+    }
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let p = root.join(".venv/bin/moto_server");
+    assert!(
+        p.exists(),
+        "moto_server not found at {}: run infra/test.sh (it installs moto into .venv) or set WINMDM_MOTO_SERVER",
+        p.display()
+    );
+    p
+}
+
+impl Moto {
+    pub async fn start() -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = Command::new(moto_binary())
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("moto_server starts");
+        let endpoint = format!("http://127.0.0.1:{port}");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .is_ok()
+            {
+                break;
+            }
+            assert!(Instant::now() < deadline, "moto_server did not start");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Self { child, endpoint }
+    }
+
+    pub async fn sdk_config(&self) -> aws_config::SdkConfig {
+        aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .region(aws_config::Region::new("us-east-1"))
+            .credentials_provider(aws_sdk_dynamodb::config::Credentials::new(
+                "testing", "testing", None, None, "moto",
+            ))
+            .endpoint_url(&self.endpoint)
+            .load()
+            .await
+    }
+
+    /// A DynamoDB store on a fresh table.
+    pub async fn dynamo_store(&self, table: &str) -> winmdm_aws::DynamoStore {
+        let client = aws_sdk_dynamodb::Client::new(&self.sdk_config().await);
+        let store = winmdm_aws::DynamoStore::new(client, table);
+        store
+            .create_table_if_missing()
+            .await
+            .expect("table created");
+        store
+    }
+
+    /// Creates and activates a root CA the way one does on AWS: create, sign its CSR with
+    /// the RootCACertificate template, import the certificate. Returns its ARN.
+    pub async fn root_ca(&self) -> String {
+        let pca = aws_sdk_acmpca::Client::new(&self.sdk_config().await);
+        let arn = pca
+            .create_certificate_authority()
+            .certificate_authority_type(CertificateAuthorityType::Root)
+            .certificate_authority_configuration(
+                CertificateAuthorityConfiguration::builder()
+                    .key_algorithm(KeyAlgorithm::Rsa2048)
+                    .signing_algorithm(SigningAlgorithm::Sha256Withrsa)
+                    .subject(
+                        Asn1Subject::builder()
+                            .common_name("winmdm test root")
+                            .organization("winmdm")
+                            .build(),
+                    )
+                    .build()
+                    .unwrap(),
+            )
+            .send()
+            .await
+            .expect("create CA")
+            .certificate_authority_arn
+            .unwrap();
+        let csr = pca
+            .get_certificate_authority_csr()
+            .certificate_authority_arn(&arn)
+            .send()
+            .await
+            .unwrap()
+            .csr
+            .unwrap();
+        let cert_arn = pca
+            .issue_certificate()
+            .certificate_authority_arn(&arn)
+            .csr(Blob::new(csr))
+            .signing_algorithm(SigningAlgorithm::Sha256Withrsa)
+            .template_arn("arn:aws:acm-pca:::template/RootCACertificate/V1")
+            .validity(
+                Validity::builder()
+                    .r#type(ValidityPeriodType::Years)
+                    .value(10)
+                    .build()
+                    .unwrap(),
+            )
+            .send()
+            .await
+            .expect("issue root")
+            .certificate_arn
+            .unwrap();
+        let cert = pca
+            .get_certificate()
+            .certificate_authority_arn(&arn)
+            .certificate_arn(cert_arn)
+            .send()
+            .await
+            .unwrap()
+            .certificate
+            .unwrap();
+        pca.import_certificate_authority_certificate()
+            .certificate_authority_arn(&arn)
+            .certificate(Blob::new(cert))
+            .send()
+            .await
+            .expect("import root");
+        arn
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
