@@ -1,6 +1,7 @@
 //! Test support: an emulated Windows device and operator driving `winmdm-local` over real
 //! HTTP, with real RSA keys, real CSRs and real XML.
 
+pub mod ca_conformance;
 pub mod client;
 pub mod conformance;
 pub mod der;

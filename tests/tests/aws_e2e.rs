@@ -1,0 +1,122 @@
+//! The whole flow with `winmdm-local` on the AWS adapters (DynamoDB and ACM Private CA)
+//! against moto: enrollment, then a management session delivering a queued command.
+
+use serde_json::json;
+use winmdm_e2e::device::{CsrSignature, CsrSubject, Device};
+use winmdm_e2e::dm::Reply;
+use winmdm_e2e::messages::{self, Credentials};
+use winmdm_e2e::moto::Moto;
+use winmdm_e2e::{EnrolledDevice, TEST_PASSWORD, TEST_UPN, TestServer};
+use x509_parser::prelude::{FromDer, X509Certificate};
+
+#[tokio::test]
+async fn enroll_and_manage_on_dynamodb_and_acm_pca() {
+    // The only test in this binary, so setting the environment cannot race another test:
+    // winmdm-local reads AWS credentials through the standard chain, as on AWS.
+    unsafe {
+        std::env::set_var("AWS_ACCESS_KEY_ID", "testing");
+        std::env::set_var("AWS_SECRET_ACCESS_KEY", "testing");
+        std::env::set_var("AWS_REGION", "us-east-1");
+    }
+    let moto = Moto::start().await;
+    let ca_arn = moto.root_ca().await;
+    let endpoint = moto.endpoint.clone();
+    let s = TestServer::start_with(|o| {
+        o.table = Some("winmdm-e2e".into());
+        o.dynamodb_endpoint = Some(endpoint.clone());
+        o.create_table = true;
+        o.pca_arn = Some(ca_arn.clone());
+        o.pca_endpoint = Some(endpoint.clone());
+        o.region = Some("us-east-1".into());
+    })
+    .await;
+    s.create_user(TEST_UPN, TEST_PASSWORD).await;
+
+    let device = Device::new();
+    // moto's PCA parses the CSR with `cryptography`, which refuses Windows' subject.
+    let csr = device.csr(
+        CsrSignature::Sha256,
+        CsrSubject::Plain(device.device_id.clone()),
+    );
+    let ctx = messages::context_items(&device.device_id, &device.hw_dev_id, "Full");
+    let creds = Credentials::Password {
+        username: TEST_UPN.into(),
+        password: TEST_PASSWORD.into(),
+    };
+    let msg = messages::request_security_token("urn:uuid:aws", &s.enroll_url(), &creds, &csr, &ctx);
+    let resp = s.http.soap(&s.enroll_url(), &msg).await;
+    let enrolled = EnrolledDevice::from_response(device, &resp);
+
+    // The certificate chains to the PCA's root that the provisioning doc installs.
+    let (_, root) = X509Certificate::from_der(&enrolled.provisioned.root_der).unwrap();
+    let (_, cert) = X509Certificate::from_der(&enrolled.provisioned.client_der).unwrap();
+    cert.verify_signature(Some(root.public_key()))
+        .expect("issued by the PCA");
+    assert_eq!(cert.public_key().raw, enrolled.device.spki_der().as_slice());
+
+    // The device is in DynamoDB, and so is its command queue.
+    let d = s
+        .admin("GET", &format!("/devices/{}", enrolled.id()), None)
+        .await
+        .json();
+    assert_eq!(
+        d["cert_thumbprint"],
+        enrolled.provisioned.client_thumbprint.as_str()
+    );
+    assert_eq!(s.device_count().await, 1);
+    let r = s
+        .admin(
+            "POST",
+            &format!("/devices/{}/commands", enrolled.id()),
+            Some(json!({"verb": "Get", "target": "./DevDetail/SwV"})),
+        )
+        .await;
+    assert_eq!(r.status, 202);
+    let id = r.json()["id"].as_str().unwrap().to_owned();
+
+    let mut c = enrolled.dm_client();
+    c.start_session();
+    let xml = c.message(|c| c.package1("user", &enrolled.device.hw_dev_id), true);
+    let r = s.syncml(&xml).await;
+    let reply = Reply::parse(&r.body);
+    assert_eq!(reply.header_status().data, "200");
+    assert_eq!(reply.item_commands().len(), 1);
+    let xml = c.message(
+        |c| c.answer(&reply, |_| 200, |_| "10.0.26100.1".into()),
+        true,
+    );
+    let reply = Reply::parse(&s.syncml(&xml).await.body);
+    assert!(reply.ends_session());
+    let cmd = s
+        .admin(
+            "GET",
+            &format!("/devices/{}/commands/{id}", enrolled.id()),
+            None,
+        )
+        .await
+        .json();
+    assert_eq!(cmd["state"], "succeeded");
+    assert_eq!(cmd["results"][0]["data"], "10.0.26100.1");
+    let d = s
+        .admin("GET", &format!("/devices/{}", enrolled.id()), None)
+        .await
+        .json();
+    assert_eq!(d["dm_info"]["model"], "Surface Laptop 7");
+
+    // DynamoDB goes away: enrollment answers s:EnrollmentServer, not a crash.
+    drop(moto);
+    let other = Device::new();
+    let csr = other.csr(
+        CsrSignature::Sha256,
+        CsrSubject::Plain(other.device_id.clone()),
+    );
+    let ctx = messages::context_items(&other.device_id, &other.hw_dev_id, "Full");
+    let msg =
+        messages::request_security_token("urn:uuid:aws2", &s.enroll_url(), &creds, &csr, &ctx);
+    let resp = s.http.soap(&s.enroll_url(), &msg).await;
+    assert_eq!(
+        winmdm_e2e::verify::fault_subcode(&resp),
+        "s:EnrollmentServer"
+    );
+    s.shutdown().await;
+}
