@@ -21,6 +21,25 @@ async fn acm_private_ca_on_moto() {
     issues_certificates_that_chain(&ca, false).await;
 }
 
+const THROTTLED: &str = r#"{"__type":"ThrottlingException","message":"Rate exceeded"}"#;
+
+/// What the fake endpoint answers to one operation.
+fn fake_pca_answer(
+    target: &str,
+    ca_pem: &str,
+    throttled: &std::sync::atomic::AtomicUsize,
+) -> (u16, String) {
+    if target.ends_with("GetCertificateAuthorityCertificate") {
+        (
+            200,
+            serde_json::json!({ "Certificate": ca_pem }).to_string(),
+        )
+    } else {
+        throttled.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        (400, THROTTLED.to_owned())
+    }
+}
+
 /// A fake ACM PCA endpoint: serves the CA certificate, throttles every IssueCertificate.
 async fn throttling_pca(
     ca_pem: String,
@@ -30,7 +49,7 @@ async fn throttling_pca(
 ) {
     use http_body_util::Full;
     use hyper::body::Bytes;
-    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::atomic::AtomicUsize;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let issued = std::sync::Arc::new(AtomicUsize::new(0));
@@ -54,18 +73,7 @@ async fn throttling_pca(
                         let ca_pem = ca_pem.clone();
                         let counter = counter.clone();
                         async move {
-                            let (status, body) = if target
-                                .ends_with("GetCertificateAuthorityCertificate")
-                            {
-                                (200, serde_json::json!({"Certificate": ca_pem}).to_string())
-                            } else {
-                                counter.fetch_add(1, Ordering::SeqCst);
-                                (
-                                    400,
-                                    r#"{"__type":"ThrottlingException","message":"Rate exceeded"}"#
-                                        .to_owned(),
-                                )
-                            };
+                            let (status, body) = fake_pca_answer(&target, &ca_pem, &counter);
                             let mut r = hyper::Response::new(Full::new(Bytes::from(body)));
                             *r.status_mut() = hyper::StatusCode::from_u16(status).unwrap();
                             r.headers_mut().insert(
@@ -90,7 +98,7 @@ async fn pca_throttling_is_retried_within_the_budget_then_reported_unavailable()
     use winmdm_core::ca::{CaError, CertificateAuthority, IssueRequest};
     let dir = tempfile::tempdir().unwrap();
     let local = winmdm_embedded::LocalCa::open_or_create(dir.path()).unwrap();
-    let ca_pem = winmdm_e2e::inprocess::pem(&local.chain().root_der);
+    let ca_pem = winmdm_e2e::inprocess::pem(&local.chain().await.unwrap().root_der);
     let (addr, attempts) = throttling_pca(ca_pem).await;
     let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
         .region(aws_config::Region::new("us-east-1"))
@@ -108,8 +116,8 @@ async fn pca_throttling_is_retried_within_the_budget_then_reported_unavailable()
     .expect("connects")
     .with_budget(std::time::Duration::from_secs(3));
     assert_eq!(
-        ca.chain().root_der,
-        local.chain().root_der,
+        ca.chain().await.unwrap().root_der,
+        local.chain().await.unwrap().root_der,
         "CA certificate fetched once at start"
     );
     let device = winmdm_e2e::device::Device::new();

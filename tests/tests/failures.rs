@@ -96,8 +96,8 @@ struct FlakyCa {
 
 #[async_trait]
 impl CertificateAuthority for FlakyCa {
-    fn chain(&self) -> &CaChain {
-        self.inner.chain()
+    async fn chain(&self) -> Result<std::sync::Arc<CaChain>, CaError> {
+        self.inner.chain().await
     }
     async fn issue(&self, r: &IssueRequest<'_>) -> Result<IssuedCertificate, CaError> {
         if self.down.load(Ordering::SeqCst) {

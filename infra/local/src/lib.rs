@@ -197,7 +197,14 @@ pub async fn start(opts: Options) -> Result<LocalServer, LocalError> {
         (Some(cert), Some(key)) => {
             let client_roots = match &opts.client_ca {
                 Some(path) => tls::read_certs(path)?,
-                None => vec![state.ca_chain.root_der.clone().into()],
+                None => {
+                    let chain = state
+                        .ca
+                        .chain()
+                        .await
+                        .map_err(|e| LocalError::Tls(format!("CA certificate: {e}")))?;
+                    vec![chain.root_der.clone().into()]
+                }
             };
             Some(tls::acceptor(cert, key, client_roots)?)
         }

@@ -9,6 +9,7 @@
 //! backoff within the request's time budget, then reported as `CaError::Unavailable` (the
 //! device gets `s:EnrollmentServer` with `InMaintenance`).
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -31,7 +32,8 @@ pub const PASSTHROUGH_TEMPLATE: &str =
 pub struct PcaCa {
     client: Client,
     ca_arn: String,
-    chain: CaChain,
+    /// Fetched on first use and kept for the life of the process.
+    chain: tokio::sync::OnceCell<Arc<CaChain>>,
     /// How long one issuance may take, retries included.
     budget: Duration,
 }
@@ -92,12 +94,28 @@ fn describe<E: ProvideErrorMetadata + std::error::Error + 'static, R: std::fmt::
 }
 
 impl PcaCa {
-    /// Fetches the CA certificate and chain once.
+    /// A CA client; the CA certificate is fetched on first use, once.
+    pub fn new(client: Client, ca_arn: impl Into<String>) -> Self {
+        Self {
+            client,
+            ca_arn: ca_arn.into(),
+            chain: tokio::sync::OnceCell::new(),
+            budget: Duration::from_secs(20),
+        }
+    }
+
+    /// A CA client with its certificate already fetched (fails early if it cannot be).
     pub async fn connect(client: Client, ca_arn: impl Into<String>) -> Result<Self, CaError> {
-        let ca_arn = ca_arn.into();
-        let out = client
+        let ca = Self::new(client, ca_arn);
+        ca.chain().await?;
+        Ok(ca)
+    }
+
+    async fn fetch_chain(&self) -> Result<Arc<CaChain>, CaError> {
+        let out = self
+            .client
             .get_certificate_authority_certificate()
-            .certificate_authority_arn(&ca_arn)
+            .certificate_authority_arn(&self.ca_arn)
             .send()
             .await
             .map_err(|e| CaError::Unavailable(describe(&e)))?;
@@ -120,12 +138,7 @@ impl PcaCa {
                 intermediate_der: None,
             },
         };
-        Ok(Self {
-            client,
-            ca_arn,
-            chain,
-            budget: Duration::from_secs(20),
-        })
+        Ok(Arc::new(chain))
     }
 
     pub fn with_budget(mut self, budget: Duration) -> Self {
@@ -147,8 +160,11 @@ impl PcaCa {
 
 #[async_trait]
 impl CertificateAuthority for PcaCa {
-    fn chain(&self) -> &CaChain {
-        &self.chain
+    async fn chain(&self) -> Result<Arc<CaChain>, CaError> {
+        self.chain
+            .get_or_try_init(|| self.fetch_chain())
+            .await
+            .cloned()
     }
 
     async fn issue(&self, req: &IssueRequest<'_>) -> Result<IssuedCertificate, CaError> {

@@ -70,6 +70,8 @@ pub enum CaError {
 
 #[async_trait]
 pub trait CertificateAuthority: Send + Sync {
-    fn chain(&self) -> &CaChain;
+    /// The CA's certificates. Adapters that fetch them remotely do so once, on first use,
+    /// so functions that never issue or verify certificates never call the CA.
+    async fn chain(&self) -> Result<std::sync::Arc<CaChain>, CaError>;
     async fn issue(&self, request: &IssueRequest<'_>) -> Result<IssuedCertificate, CaError>;
 }

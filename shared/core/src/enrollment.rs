@@ -397,7 +397,7 @@ impl EnrollmentService {
         let server_secret = random_secret();
         let client_name = ctx.device_id.clone();
         let server_name = self.config.provider_id.to_string();
-        let chain = self.ca.chain();
+        let chain = self.ca.chain().await?;
         let doc = ProvisioningDoc {
             root: store_cert(&chain.root_der),
             intermediate: chain.intermediate_der.as_deref().map(store_cert),

@@ -142,7 +142,19 @@ impl ManagementService {
             Ok(s) => s,
             Err(e) => return Ok(self.storage_failure(&msg.hdr, &e)),
         };
-        match self.authenticate(snapshot.as_ref(), &msg.hdr, client_cert, now) {
+        // The CA's certificate is needed only to check a client certificate.
+        let issuer = match client_cert {
+            Some(_) => match self.ca.chain().await {
+                Ok(chain) => Some(chain),
+                Err(e) => {
+                    warn!(error = %e, "CA certificate unavailable");
+                    return Ok(self.header_only(&msg.hdr, 1, 500, None));
+                }
+            },
+            None => None,
+        };
+        let cert = client_cert.zip(issuer.as_ref().map(|c| c.issuer_der()));
+        match self.authenticate(snapshot.as_ref(), &msg.hdr, cert, now) {
             AuthOutcome::Trusted(trust) => {
                 let snapshot = snapshot.expect("trusted implies a known device");
                 Ok(self
@@ -161,15 +173,15 @@ impl ManagementService {
         &self,
         snapshot: Option<&ManagementSnapshot>,
         hdr: &SyncHdr,
-        cert: Option<&[u8]>,
+        cert: Option<(&[u8], &[u8])>,
         now: OffsetDateTime,
     ) -> AuthOutcome {
         let device = snapshot
             .map(|s| &s.device)
             .filter(|d| d.status == DeviceStatus::Enrolled);
-        if let Some(der) = cert {
+        if let Some((der, issuer)) = cert {
             if let Some(d) = device
-                && self.certificate_is_current(der, d, &hdr.source.loc_uri, now)
+                && certificate_is_current(der, issuer, d, &hdr.source.loc_uri, now)
             {
                 return AuthOutcome::Trusted(Trust::Certificate);
             }
@@ -210,20 +222,22 @@ impl ManagementService {
             AuthOutcome::Denied
         }
     }
+}
 
-    /// The client certificate chains to our CA, is within its validity, is the device's
-    /// current certificate, and names the device that the SyncHdr claims.
-    fn certificate_is_current(
-        &self,
-        der: &[u8],
-        device: &Device,
-        source: &str,
-        now: OffsetDateTime,
-    ) -> bool {
+/// The client certificate chains to our CA, is within its validity, is the device's
+/// current certificate, and names the device that the SyncHdr claims.
+fn certificate_is_current(
+    der: &[u8],
+    issuer_der: &[u8],
+    device: &Device,
+    source: &str,
+    now: OffsetDateTime,
+) -> bool {
+    {
         let Ok((_, cert)) = X509Certificate::from_der(der) else {
             return false;
         };
-        let Ok((_, issuer)) = X509Certificate::from_der(self.ca.chain().issuer_der()) else {
+        let Ok((_, issuer)) = X509Certificate::from_der(issuer_der) else {
             return false;
         };
         if cert.issuer() != issuer.subject()
@@ -247,7 +261,9 @@ impl ManagementService {
             .and_then(|c| c.as_str().ok());
         cn == Some(device.id.as_str()) && device.id == source
     }
+}
 
+impl ManagementService {
     /// 407 with a fresh nonce. For a known device the nonce is stored so its next try can
     /// use it; an unknown device gets a nonce too, so the reply does not reveal whether
     /// the device exists.

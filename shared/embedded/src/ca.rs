@@ -18,7 +18,7 @@ const CERT_FILE: &str = "ca-cert.der";
 const ROOT_VALIDITY: Duration = Duration::days(20 * 365);
 
 pub struct LocalCa {
-    chain: CaChain,
+    chain: std::sync::Arc<CaChain>,
     issuer: Issuer<'static, KeyPair>,
 }
 
@@ -86,10 +86,10 @@ impl LocalCa {
         let key = KeyPair::from_pem_and_sign_algo(&key_pem, &PKCS_RSA_SHA256).map_err(invalid)?;
         let issuer = Issuer::from_ca_cert_der(&cert_der.as_slice().into(), key).map_err(invalid)?;
         Ok(Self {
-            chain: CaChain {
+            chain: std::sync::Arc::new(CaChain {
                 root_der: cert_der,
                 intermediate_der: None,
-            },
+            }),
             issuer,
         })
     }
@@ -117,8 +117,8 @@ fn write_file(path: &Path, bytes: &[u8], private: bool) -> std::io::Result<()> {
 
 #[async_trait]
 impl CertificateAuthority for LocalCa {
-    fn chain(&self) -> &CaChain {
-        &self.chain
+    async fn chain(&self) -> Result<std::sync::Arc<CaChain>, CaError> {
+        Ok(self.chain.clone())
     }
 
     async fn issue(&self, req: &IssueRequest<'_>) -> Result<IssuedCertificate, CaError> {

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use base64::Engine as _;
 use rand::RngCore;
-use winmdm_core::ca::{CaChain, CertificateAuthority};
+use winmdm_core::ca::CertificateAuthority;
 use winmdm_core::clock::{Clock, SystemClock};
 use winmdm_core::config::EnrollmentConfig;
 use winmdm_core::enrollment::EnrollmentService;
@@ -37,8 +37,8 @@ pub struct AppState {
     pub management: ManagementService,
     pub store: Arc<dyn Store>,
     pub admin_auth: AdminAuth,
-    /// The CA's certificates (what devices chain to; the mTLS truststore).
-    pub ca_chain: CaChain,
+    /// The certificate authority (its chain is what devices chain to: the mTLS truststore).
+    pub ca: Arc<dyn CertificateAuthority>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -100,7 +100,7 @@ impl AppState {
             clock.clone(),
         );
         Ok(Self {
-            ca_chain: ca.chain().clone(),
+            ca: ca.clone(),
             enrollment: EnrollmentService::new(Arc::new(config), store.clone(), ca, clock, tokens),
             management,
             store,
@@ -147,7 +147,7 @@ impl AppState {
         let ca: Arc<dyn CertificateAuthority> = match (&aws.pca_arn, &sdk) {
             (Some(arn), Some(sdk)) => {
                 let client = winmdm_aws::acmpca_client(sdk, aws.pca_endpoint.as_deref());
-                Arc::new(winmdm_aws::PcaCa::connect(client, arn.clone()).await?)
+                Arc::new(winmdm_aws::PcaCa::new(client, arn.clone()))
             }
             _ => Arc::new(LocalCa::open_or_create(&data_dir.join("ca"))?),
         };
