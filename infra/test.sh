@@ -12,13 +12,19 @@ fi
 
 # moto, the AWS emulator (DynamoDB with transactions, ACM PCA), for the AWS adapter tests:
 # pinned, in a local venv; each test starts its own server on a free loopback port.
+# cfn-lint checks template.yaml.
 MOTO_VERSION=5.2.5
-if ! .venv/bin/python -m pip show moto 2>/dev/null | grep -qx "Version: $MOTO_VERSION"; then
-    python3 -m venv .venv || { apt-get update -qq && apt-get install -y -qq python3-venv && python3 -m venv .venv; }
-    .venv/bin/python -m pip install --quiet --disable-pip-version-check "moto[server]==$MOTO_VERSION"
+CFN_LINT_VERSION=1.58.0
+if ! .venv/bin/python -m pip show moto 2>/dev/null | grep -qx "Version: $MOTO_VERSION" \
+    || ! .venv/bin/python -m pip show cfn-lint 2>/dev/null | grep -qx "Version: $CFN_LINT_VERSION"; then
+    [ -x .venv/bin/python ] || python3 -m venv .venv \
+        || { apt-get update -qq && apt-get install -y -qq python3-venv && python3 -m venv .venv; }
+    .venv/bin/python -m pip install --quiet --disable-pip-version-check \
+        "moto[server]==$MOTO_VERSION" "cfn-lint==$CFN_LINT_VERSION"
 fi
 export WINMDM_MOTO_SERVER="$PWD/.venv/bin/moto_server"
 
+.venv/bin/cfn-lint template.yaml
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo test --workspace --locked

@@ -64,6 +64,11 @@ pub struct ManageReply {
     /// storage failure.
     pub header_status: u16,
     pub commands_sent: usize,
+    /// Queued commands this message settled, by outcome.
+    pub commands_succeeded: usize,
+    pub commands_failed: usize,
+    /// Whether this message opened a session.
+    pub session_started: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -331,6 +336,9 @@ impl ManagementService {
             device_id: None,
             header_status: code,
             commands_sent: 0,
+            commands_succeeded: 0,
+            commands_failed: 0,
+            session_started: false,
         }
     }
 
@@ -383,6 +391,8 @@ impl ManagementService {
             changed: Vec::new(),
             info: device.dm_info.clone(),
             info_changed: false,
+            succeeded: 0,
+            failed: 0,
         };
         let hdr_cmd_id = run.cmd_id();
         run.out.push(header_status(hdr, &hdr_cmd_id, 200, chal));
@@ -542,6 +552,9 @@ impl ManagementService {
             device_id: Some(device.id),
             header_status: 200,
             commands_sent: sent,
+            commands_succeeded: run.succeeded,
+            commands_failed: run.failed,
+            session_started: starts_session,
         }
     }
 
@@ -808,6 +821,8 @@ struct Run {
     changed: Vec<String>,
     info: DmDeviceInfo,
     info_changed: bool,
+    succeeded: usize,
+    failed: usize,
 }
 
 impl Run {
@@ -887,7 +902,23 @@ impl Run {
             return;
         };
         cmd.updated_at = now;
-        match entry.kind {
+        let before = cmd.state;
+        Self::apply_status(cmd, session, entry.kind, code);
+        match (before, cmd.state) {
+            (b, CommandState::Succeeded) if b != CommandState::Succeeded => self.succeeded += 1,
+            (b, CommandState::Failed) if b != CommandState::Failed => self.failed += 1,
+            _ => {}
+        }
+    }
+
+    /// Moves a command on by the device's status for one of its SyncML commands.
+    fn apply_status(
+        cmd: &mut QueuedCommand,
+        session: &mut SessionState,
+        kind: SentKind,
+        code: u16,
+    ) {
+        match kind {
             SentKind::Inner => {}
             SentKind::Chunk { last: false } => {
                 if code == 213 {

@@ -17,6 +17,7 @@ pub mod discovery;
 pub mod enroll;
 pub mod logging;
 pub mod manage;
+pub mod metrics;
 pub mod policy;
 pub mod request_id;
 pub mod respond;

@@ -76,11 +76,24 @@ pub async fn handle(state: &AppState, req: Request) -> Response {
                 if let Some(id) = &reply.device_id {
                     tracing::Span::current().record("device_id", id.as_str());
                 }
+                let elapsed = started.elapsed();
+                crate::metrics::Record::new("manage")
+                    .count("ManagementMessages", 1)
+                    .count("ManagementSessions", usize::from(reply.session_started))
+                    .count("CommandsDelivered", reply.commands_sent)
+                    .count("CommandsSucceeded", reply.commands_succeeded)
+                    .count("CommandsFailed", reply.commands_failed)
+                    .count(
+                        "AuthFailures",
+                        usize::from(matches!(reply.header_status, 401 | 407)),
+                    )
+                    .millis("Latency", elapsed.as_secs_f64() * 1000.0)
+                    .emit();
                 info!(
                     header_status = reply.header_status,
                     commands_sent = reply.commands_sent,
                     mtls = cert.is_some(),
-                    duration_us = started.elapsed().as_micros() as u64,
+                    duration_us = elapsed.as_micros() as u64,
                     "handled"
                 );
                 respond::bytes(StatusCode::OK, SYNCML_CONTENT_TYPE, reply.xml.into_bytes())

@@ -35,10 +35,24 @@ where
         } else {
             StatusCode::OK
         };
+        let elapsed = started.elapsed();
+        let mut record = crate::metrics::Record::new(endpoint)
+            .count("Requests", 1)
+            .millis("Latency", elapsed.as_secs_f64() * 1000.0);
+        match &reply.fault {
+            Some(f) => {
+                record = record
+                    .dimension("FaultCode", f.code.name())
+                    .count("EnrollmentFaults", 1)
+            }
+            None if reply.device_id.is_some() => record = record.count("Enrollments", 1),
+            None => {}
+        }
+        record.emit();
         info!(
             status = status.as_u16(),
             fault = reply.fault.as_ref().map(|f| f.code.name()),
-            duration_us = started.elapsed().as_micros() as u64,
+            duration_us = elapsed.as_micros() as u64,
             "handled"
         );
         respond::soap(status, reply.xml)
