@@ -35,6 +35,7 @@ pub fn device(id: &str, hw: Option<&str>) -> Device {
         enrolled_at: now,
         last_seen_at: None,
         dm_info: Default::default(),
+        previous_cert: None,
     }
 }
 

@@ -50,6 +50,9 @@ pub struct Options {
     /// Lifetime of issued device certificates, in days.
     #[arg(long, default_value_t = 365)]
     pub cert_validity_days: i64,
+    /// How long a renewed-away certificate is still accepted, in seconds.
+    #[arg(long, default_value_t = 86_400)]
+    pub renewal_grace_seconds: i64,
     /// TLS certificate chain (PEM); serve HTTPS when given with --tls-key.
     #[arg(long, requires = "tls_key")]
     pub tls_cert: Option<PathBuf>,
@@ -177,6 +180,7 @@ pub async fn start(opts: Options) -> Result<LocalServer, LocalError> {
     config.auth_policy = opts.auth_policy;
     config.appru_allow_list = opts.appru_allow.clone();
     config.cert_validity = time::Duration::days(opts.cert_validity_days);
+    config.renewal_grace = time::Duration::seconds(opts.renewal_grace_seconds.max(0));
     let aws = AwsBackends {
         region: opts.region.clone(),
         table: opts.table.clone(),

@@ -647,7 +647,10 @@ impl Store for DynamoStore {
                 );
             } else {
                 let had_hw = device.hw_dev_id.is_some();
-                update.device.apply(&mut device);
+                update
+                    .device
+                    .apply(&mut device)
+                    .map_err(|e| StoreError::Conflict(e.to_string()))?;
                 if let (false, Some(hw)) = (had_hw, device.hw_dev_id.clone()) {
                     hw_added = Some(hw);
                 }

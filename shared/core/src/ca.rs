@@ -57,6 +57,56 @@ pub fn thumbprint(der: &[u8]) -> String {
     s
 }
 
+/// What a device's client certificate turned out to be.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClientCertificate {
+    /// Issued by our CA and within its validity; `cn` is the device id it names.
+    Valid { cn: String, thumbprint: String },
+    /// Issued by our CA but outside its validity.
+    Expired { cn: String },
+    /// Not a certificate, or not issued by our CA.
+    Untrusted,
+}
+
+/// Checks a client certificate against the CA that issues device certificates.
+pub fn check_client_certificate(
+    der: &[u8],
+    issuer_der: &[u8],
+    now: OffsetDateTime,
+) -> ClientCertificate {
+    use x509_parser::prelude::{ASN1Time, FromDer, X509Certificate};
+    let (Ok((_, cert)), Ok((_, issuer))) = (
+        X509Certificate::from_der(der),
+        X509Certificate::from_der(issuer_der),
+    ) else {
+        return ClientCertificate::Untrusted;
+    };
+    if cert.issuer() != issuer.subject()
+        || cert.verify_signature(Some(issuer.public_key())).is_err()
+    {
+        return ClientCertificate::Untrusted;
+    }
+    let Some(cn) = cert
+        .subject()
+        .iter_common_name()
+        .next()
+        .and_then(|c| c.as_str().ok())
+        .map(str::to_owned)
+    else {
+        return ClientCertificate::Untrusted;
+    };
+    let valid = ASN1Time::from_timestamp(now.unix_timestamp())
+        .is_ok_and(|at| cert.validity().is_valid_at(at));
+    if valid {
+        ClientCertificate::Valid {
+            cn,
+            thumbprint: thumbprint(der),
+        }
+    } else {
+        ClientCertificate::Expired { cn }
+    }
+}
+
 #[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
 pub enum CaError {
     /// Rate-limited or temporarily down: the device should retry later.

@@ -13,6 +13,8 @@ pub mod paths {
     pub const ENROLL: &str = "/EnrollmentServer/Enrollment.svc";
     pub const AUTH: &str = "/EnrollmentServer/Auth";
     pub const MANAGE: &str = "/ManagementServer/MDM.svc";
+    /// Certificate renewal (ROBO), on the mutual-TLS management host.
+    pub const RENEW: &str = "/ManagementServer/Renew.svc";
     pub const ADMIN_PREFIX: &str = "/admin/v1";
 }
 
@@ -66,6 +68,10 @@ pub struct EnrollmentConfig {
     /// Certificate lifetime, and how long before expiry renewal starts.
     pub cert_validity: Duration,
     pub renewal_period: Duration,
+    /// Days between a device's renewal retries.
+    pub renewal_retry_days: u32,
+    /// How long a renewed-away certificate is still accepted.
+    pub renewal_grace: Duration,
     pub min_key_bits: usize,
     pub provider_id: ProviderId,
     /// Shown to the user as the management server's name.
@@ -85,6 +91,8 @@ impl EnrollmentConfig {
             auth_policy: PreferredAuth::Federated,
             cert_validity: Duration::days(365),
             renewal_period: Duration::days(42),
+            renewal_retry_days: 7,
+            renewal_grace: Duration::hours(24),
             min_key_bits: 2048,
             provider_id: ProviderId::new("winmdm").expect("valid provider id"),
             provider_name: "winmdm".into(),
@@ -114,5 +122,8 @@ impl EnrollmentConfig {
     }
     pub fn management_url(&self) -> String {
         Self::join(&self.management_base_url, paths::MANAGE)
+    }
+    pub fn renewal_url(&self) -> String {
+        Self::join(&self.management_base_url, paths::RENEW)
     }
 }

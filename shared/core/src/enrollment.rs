@@ -15,7 +15,8 @@ use tracing::{info, warn};
 use winmdm_wire::discovery::{AuthPolicy, DiscoverRequest, DiscoverResponse, DiscoveredAuth};
 use winmdm_wire::ns;
 use winmdm_wire::provisioning::{
-    ClientCertStore, DigestCredential, ProvisioningDoc, StoreCertificate,
+    ClientCertStore, DigestCredential, ProvisioningDoc, RenewalDoc, RenewalSchedule,
+    StoreCertificate,
 };
 use winmdm_wire::soap::{Envelope, EnvelopeError, ErrorType, Fault, FaultCode, Security};
 use winmdm_wire::wstep::{
@@ -23,15 +24,21 @@ use winmdm_wire::wstep::{
 };
 use winmdm_wire::xcep::{GetPoliciesRequest, GetPoliciesResponse};
 
-use crate::ca::{CaError, CertificateAuthority, IssueRequest, thumbprint};
+use crate::ca::{
+    CaError, CertificateAuthority, ClientCertificate, IssueRequest, check_client_certificate,
+    thumbprint,
+};
 use crate::clock::Clock;
 use crate::config::{EnrollmentConfig, MAX_ENROLLMENT_VERSION, PreferredAuth};
 use crate::csr::{CsrError, verify_csr};
 use crate::digest::digest_key;
 use crate::model::{
-    Device, DeviceCertificate, DeviceStatus, DmCredentials, EnrollmentType, OsInfo, normalize_upn,
+    Device, DeviceCertificate, DeviceStatus, DmCredentials, EnrollmentType, OsInfo,
+    PreviousCertificate, normalize_upn,
 };
 use crate::password::verify_password;
+use crate::pkcs7::verify_signed_data;
+use crate::session::{CertificateSwitch, DevicePatch, ManagementUpdate, SessionWrite};
 use crate::store::{ConsumedToken, EnrollmentCommit, Store, StoreError};
 use crate::token::{TokenError, TokenSigner};
 
@@ -71,6 +78,8 @@ pub enum EnrollError {
     Csr(#[from] CsrError),
     #[error("not supported: {0}")]
     NotSupported(String),
+    #[error("the certificate has expired and cannot be renewed")]
+    NotEligibleToRenew,
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
@@ -94,6 +103,11 @@ impl EnrollError {
             EnrollError::Csr(e) => Fault::new(FaultCode::CertificateRequest, e.to_string()),
             EnrollError::NotSupported(m) => Fault::new(FaultCode::EnrollmentServer, m.clone())
                 .with_detail(ErrorType::NotSupported),
+            EnrollError::NotEligibleToRenew => Fault::new(
+                FaultCode::Authorization,
+                "The device certificate has expired; enroll the device again.",
+            )
+            .with_detail(ErrorType::NotEligibleToRenew),
             EnrollError::Store(StoreError::TokenReplayed) => Fault::new(
                 FaultCode::Authentication,
                 "This sign-in was already used. Sign in again.",
@@ -367,9 +381,24 @@ impl EnrollmentService {
 
         let csr = verify_csr(csr_der, self.config.min_key_bits)?;
 
+        // A blocked machine stays out until an operator unblocks it, under any DeviceID.
+        let by_hw = match &ctx.hw_dev_id {
+            Some(hw) => self.store.get_device_by_hw_dev_id(hw).await?,
+            None => None,
+        };
+        let by_id = self.store.get_device(&ctx.device_id).await?;
+        if by_hw
+            .iter()
+            .chain(by_id.iter())
+            .any(|d| d.status == DeviceStatus::Blocked)
+        {
+            return Err(EnrollError::Authorization(
+                "this device is blocked; ask your administrator to unblock it".into(),
+            ));
+        }
         // Refuse early, before asking the CA, when the id belongs to other hardware; the
         // store checks again atomically when committing.
-        if let Some(existing) = self.store.get_device(&ctx.device_id).await?
+        if let Some(existing) = by_id
             && let (Some(old), Some(new)) = (&existing.hw_dev_id, &ctx.hw_dev_id)
             && !old.eq_ignore_ascii_case(new)
         {
@@ -406,7 +435,7 @@ impl EnrollmentService {
                 EnrollmentType::Full => ClientCertStore::User,
                 EnrollmentType::Device => ClientCertStore::System,
             },
-            renewal: None,
+            renewal: Some(self.renewal_schedule()),
             provider_id: self.config.provider_id.clone(),
             name: self.config.provider_name.clone(),
             management_url: self.config.management_url(),
@@ -449,6 +478,7 @@ impl EnrollmentService {
             enrolled_at: now,
             last_seen_at: None,
             dm_info: Default::default(),
+            previous_cert: None,
         };
         self.store
             .commit_enrollment(&EnrollmentCommit {
@@ -458,18 +488,188 @@ impl EnrollmentService {
             .await?;
         info!(serial = %issued.serial_hex, "device enrolled");
 
+        Ok((
+            self.token_response(doc.to_xml(), now, env.message_id.as_deref()),
+            ctx.device_id,
+        ))
+    }
+
+    fn renewal_schedule(&self) -> RenewalSchedule {
+        RenewalSchedule {
+            renew_period_days: self.config.renewal_period.whole_days().max(1) as u32,
+            retry_interval_days: self.config.renewal_retry_days.max(1),
+            server_url: self.config.renewal_url(),
+        }
+    }
+
+    // ---- Renewal (ROBO) ---------------------------------------------------------------
+
+    /// Answers a WSTEP Renew from a device over mutual TLS. `client_cert` is the DER of
+    /// the TLS client certificate.
+    pub async fn renew(
+        &self,
+        body: &[u8],
+        client_cert: Option<&[u8]>,
+        trace_id: &str,
+    ) -> SoapReply {
+        let action = ns::action::RSTRC;
+        let env = match Envelope::parse(body) {
+            Ok(e) => e,
+            Err(e) => return self.fault_reply(&e.into(), action, None, trace_id),
+        };
+        let relates = env.message_id.clone();
+        match self.renew_inner(&env, client_cert).await {
+            Ok((xml, device_id)) => SoapReply {
+                xml,
+                fault: None,
+                device_id: Some(device_id),
+            },
+            Err(e) => self.fault_reply(&e, action, relates.as_deref(), trace_id),
+        }
+    }
+
+    async fn renew_inner(
+        &self,
+        env: &Envelope,
+        client_cert: Option<&[u8]>,
+    ) -> Result<(String, String), EnrollError> {
+        let rst = RequestSecurityToken::from_envelope(env)
+            .map_err(|e| EnrollError::Message(e.to_string()))?;
+        if rst.request_type != RequestType::Renew {
+            return Err(EnrollError::Message(
+                "this endpoint serves certificate renewals".into(),
+            ));
+        }
+        let CertificateRequest::Pkcs7(p7) = &rst.request else {
+            return Err(EnrollError::Message("a renewal carries a PKCS#7".into()));
+        };
+        let tls = client_cert.ok_or(EnrollError::Authentication(
+            "renewal without a client certificate",
+        ))?;
+        let signed = verify_signed_data(p7)
+            .map_err(|e| EnrollError::Message(format!("renewal request: {e}")))?;
+        if signed.signer_der != tls {
+            return Err(EnrollError::Authentication(
+                "the renewal is not signed by the presented certificate",
+            ));
+        }
+        let now = self.clock.now();
+        let chain = self.ca.chain().await?;
+        let (device_id, presented) = match check_client_certificate(tls, chain.issuer_der(), now) {
+            ClientCertificate::Valid { cn, thumbprint } => (cn, thumbprint),
+            ClientCertificate::Expired { .. } => return Err(EnrollError::NotEligibleToRenew),
+            ClientCertificate::Untrusted => {
+                return Err(EnrollError::Authentication(
+                    "client certificate not issued by this server",
+                ));
+            }
+        };
+        let device = self
+            .store
+            .get_device(&device_id)
+            .await?
+            .ok_or(EnrollError::Authentication("unknown device"))?;
+        let span = tracing::info_span!("renew", device_id = %device.id);
+        let _guard = span.enter();
+        if device.status != DeviceStatus::Enrolled {
+            return Err(EnrollError::Authorization(format!(
+                "the device is {}",
+                serde_json::to_value(device.status)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_owned))
+                    .unwrap_or_default()
+            )));
+        }
+        if !device.accepts_certificate(&presented, now) {
+            return Err(EnrollError::Authentication(
+                "not the device's current certificate",
+            ));
+        }
+        let csr = verify_csr(&signed.content, self.config.min_key_bits)?;
+        let idempotency = hex_prefix(&Sha256::digest(csr.der()), 16);
+        let issued = self
+            .ca
+            .issue(&IssueRequest {
+                csr: &csr,
+                common_name: &device.id,
+                not_before: now - time::Duration::minutes(5),
+                not_after: now + self.config.cert_validity,
+                idempotency_token: &idempotency,
+            })
+            .await?;
+        // Keep accepting what the device holds now until the grace period ends.
+        let held = if device.cert.thumbprint.eq_ignore_ascii_case(&presented) {
+            device.cert.clone()
+        } else {
+            device
+                .previous_cert
+                .as_ref()
+                .map(|p| p.cert.clone())
+                .unwrap_or_else(|| device.cert.clone())
+        };
+        let update = ManagementUpdate {
+            device_id: device.id.clone(),
+            device: DevicePatch {
+                certificate: Some(CertificateSwitch {
+                    expect_current: device.cert.thumbprint.clone(),
+                    new: DeviceCertificate {
+                        serial: issued.serial_hex.clone(),
+                        thumbprint: thumbprint(&issued.der),
+                        not_after: issued.not_after,
+                    },
+                    previous: PreviousCertificate {
+                        cert: held,
+                        accepted_until: now + self.config.renewal_grace,
+                    },
+                }),
+                ..DevicePatch::default()
+            },
+            session: SessionWrite::Keep,
+            commands: Vec::new(),
+        };
+        self.store
+            .save_management(&update)
+            .await
+            .map_err(|e| match e {
+                StoreError::Conflict(_) => EnrollError::Store(StoreError::Unavailable(
+                    "the certificate was renewed concurrently; try again".into(),
+                )),
+                other => EnrollError::Store(other),
+            })?;
+        info!(serial = %issued.serial_hex, "certificate renewed");
+        let doc = RenewalDoc {
+            client: store_cert(&issued.der),
+            client_store: match device.enrollment_type {
+                EnrollmentType::Full => ClientCertStore::User,
+                EnrollmentType::Device => ClientCertStore::System,
+            },
+            renewal: Some(self.renewal_schedule()),
+        };
+        Ok((
+            self.token_response(doc.to_xml(), now, env.message_id.as_deref()),
+            device.id,
+        ))
+    }
+
+    /// The RSTRC carrying a provisioning document.
+    fn token_response(
+        &self,
+        doc_xml: String,
+        now: OffsetDateTime,
+        relates_to: Option<&str>,
+    ) -> String {
         let fmt = format_description!(
             "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
         );
         let utc = now.to_offset(time::UtcOffset::UTC);
-        let response = RequestSecurityTokenResponse {
-            provisioning_doc_xml: doc.to_xml(),
+        RequestSecurityTokenResponse {
+            provisioning_doc_xml: doc_xml,
             created: utc.format(&fmt).unwrap_or_default(),
             expires: (utc + time::Duration::minutes(5))
                 .format(&fmt)
                 .unwrap_or_default(),
-        };
-        Ok((response.to_xml(env.message_id.as_deref()), ctx.device_id))
+        }
+        .to_xml(relates_to)
     }
 
     /// The current time, for handlers that need it.

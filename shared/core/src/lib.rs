@@ -13,6 +13,7 @@ pub mod federated;
 pub mod management;
 pub mod model;
 pub mod password;
+pub mod pkcs7;
 pub mod session;
 pub mod store;
 pub mod token;

@@ -13,9 +13,8 @@ use winmdm_wire::syncml::{
     self, Alert, Command, Container, ContainerKind, Item, ItemCommand, Location, Meta, Status,
     SyncHdr, SyncMl,
 };
-use x509_parser::prelude::{ASN1Time, FromDer, X509Certificate};
 
-use crate::ca::{CertificateAuthority, thumbprint};
+use crate::ca::{CertificateAuthority, ClientCertificate, check_client_certificate};
 use crate::clock::Clock;
 use crate::commands::{
     CommandResult, CommandSpec, CommandState, ItemSpec, QueuedCommand, SentIn, Verb, VerbSpec,
@@ -230,7 +229,8 @@ impl ManagementService {
 }
 
 /// The client certificate chains to our CA, is within its validity, is the device's
-/// current certificate, and names the device that the SyncHdr claims.
+/// current certificate (or its previous one within the renewal grace period), and names
+/// the device that the SyncHdr claims.
 fn certificate_is_current(
     der: &[u8],
     issuer_der: &[u8],
@@ -238,33 +238,11 @@ fn certificate_is_current(
     source: &str,
     now: OffsetDateTime,
 ) -> bool {
-    {
-        let Ok((_, cert)) = X509Certificate::from_der(der) else {
-            return false;
-        };
-        let Ok((_, issuer)) = X509Certificate::from_der(issuer_der) else {
-            return false;
-        };
-        if cert.issuer() != issuer.subject()
-            || cert.verify_signature(Some(issuer.public_key())).is_err()
-        {
-            return false;
+    match check_client_certificate(der, issuer_der, now) {
+        ClientCertificate::Valid { cn, thumbprint } => {
+            cn == device.id && device.id == source && device.accepts_certificate(&thumbprint, now)
         }
-        let Ok(at) = ASN1Time::from_timestamp(now.unix_timestamp()) else {
-            return false;
-        };
-        if !cert.validity().is_valid_at(at) {
-            return false;
-        }
-        if !thumbprint(der).eq_ignore_ascii_case(&device.cert.thumbprint) {
-            return false;
-        }
-        let cn = cert
-            .subject()
-            .iter_common_name()
-            .next()
-            .and_then(|c| c.as_str().ok());
-        cn == Some(device.id.as_str()) && device.id == source
+        ClientCertificate::Expired { .. } | ClientCertificate::Untrusted => false,
     }
 }
 
@@ -393,6 +371,7 @@ impl ManagementService {
             info_changed: false,
             succeeded: 0,
             failed: 0,
+            succeeded_actions: Vec::new(),
         };
         let hdr_cmd_id = run.cmd_id();
         run.out.push(header_status(hdr, &hdr_cmd_id, 200, chal));
@@ -498,6 +477,16 @@ impl ManagementService {
 
         if run.info_changed {
             patch.dm_info = Some(run.info.clone());
+        }
+        // The device acknowledged the DMClient Unenroll: it is no longer managed.
+        for action in &run.succeeded_actions {
+            match action.as_str() {
+                "remove" => patch.status = Some(DeviceStatus::Removed),
+                "unenroll" if patch.status.is_none() => {
+                    patch.status = Some(DeviceStatus::Unenrolled)
+                }
+                _ => {}
+            }
         }
 
         let enrolled = device.status == DeviceStatus::Enrolled && patch.status.is_none();
@@ -823,6 +812,8 @@ struct Run {
     info_changed: bool,
     succeeded: usize,
     failed: usize,
+    /// Typed actions of the commands this message settled as succeeded.
+    succeeded_actions: Vec<String>,
 }
 
 impl Run {
@@ -904,8 +895,12 @@ impl Run {
         cmd.updated_at = now;
         let before = cmd.state;
         Self::apply_status(cmd, session, entry.kind, code);
+        let action = cmd.action.clone();
         match (before, cmd.state) {
-            (b, CommandState::Succeeded) if b != CommandState::Succeeded => self.succeeded += 1,
+            (b, CommandState::Succeeded) if b != CommandState::Succeeded => {
+                self.succeeded += 1;
+                self.succeeded_actions.extend(action);
+            }
             (b, CommandState::Failed) if b != CommandState::Failed => self.failed += 1,
             _ => {}
         }

@@ -55,6 +55,15 @@ pub struct DeviceCertificate {
     pub not_after: OffsetDateTime,
 }
 
+/// The certificate a device renewed away from: still accepted until `accepted_until`, so a
+/// renewal whose answer never reached the device does not strand it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PreviousCertificate {
+    pub cert: DeviceCertificate,
+    #[serde(with = "time::serde::rfc3339")]
+    pub accepted_until: OffsetDateTime,
+}
+
 /// What the device told us about itself at enrollment.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OsInfo {
@@ -122,6 +131,19 @@ pub struct Device {
     pub last_seen_at: Option<OffsetDateTime>,
     #[serde(default)]
     pub dm_info: DmDeviceInfo,
+    #[serde(default)]
+    pub previous_cert: Option<PreviousCertificate>,
+}
+
+impl Device {
+    /// Whether a certificate with this thumbprint is the device's current one, or its
+    /// previous one within the grace period.
+    pub fn accepts_certificate(&self, thumbprint: &str, now: OffsetDateTime) -> bool {
+        self.cert.thumbprint.eq_ignore_ascii_case(thumbprint)
+            || self.previous_cert.as_ref().is_some_and(|p| {
+                p.cert.thumbprint.eq_ignore_ascii_case(thumbprint) && now < p.accepted_until
+            })
+    }
 }
 
 /// A page of a listing, with the cursor for the next one.

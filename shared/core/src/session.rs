@@ -4,7 +4,7 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 use crate::commands::QueuedCommand;
-use crate::model::{Device, DeviceStatus, DmDeviceInfo};
+use crate::model::{Device, DeviceCertificate, DeviceStatus, DmDeviceInfo, PreviousCertificate};
 
 /// How a sent SyncML command relates to the queued command it carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -114,15 +114,39 @@ pub struct DevicePatch {
     pub hw_dev_id: Option<String>,
     pub status: Option<DeviceStatus>,
     pub client_nonce: Option<(String, OffsetDateTime)>,
+    pub certificate: Option<CertificateSwitch>,
 }
+
+/// A renewal's switch to a new certificate, applied only if the device's current
+/// certificate is still the one the renewal was decided on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertificateSwitch {
+    pub expect_current: String,
+    pub new: DeviceCertificate,
+    /// The certificate the device renewed with, accepted during the grace period.
+    pub previous: PreviousCertificate,
+}
+
+/// The device changed under a conditional patch (e.g. a concurrent renewal).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("the device's certificate changed concurrently")]
+pub struct PatchConflict;
 
 impl DevicePatch {
     pub fn is_empty(&self) -> bool {
         *self == DevicePatch::default()
     }
 
-    /// Applies the patch to a device record.
-    pub fn apply(&self, d: &mut Device) {
+    /// Applies the patch to a device record; a certificate switch whose precondition no
+    /// longer holds changes nothing.
+    pub fn apply(&self, d: &mut Device) -> Result<(), PatchConflict> {
+        if let Some(sw) = &self.certificate {
+            if !d.cert.thumbprint.eq_ignore_ascii_case(&sw.expect_current) {
+                return Err(PatchConflict);
+            }
+            d.cert = sw.new.clone();
+            d.previous_cert = Some(sw.previous.clone());
+        }
         if let Some(t) = self.last_seen_at {
             d.last_seen_at = Some(t);
         }
@@ -139,6 +163,7 @@ impl DevicePatch {
             d.dm_credentials.client_nonce = n.clone();
             d.dm_credentials.client_nonce_expires_at = Some(*exp);
         }
+        Ok(())
     }
 }
 

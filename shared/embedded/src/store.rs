@@ -399,7 +399,10 @@ impl Store for RedbStore {
                 };
                 if !update.device.is_empty() {
                     let had_hw = device.hw_dev_id.is_some();
-                    update.device.apply(&mut device);
+                    update
+                        .device
+                        .apply(&mut device)
+                        .map_err(|e| StoreError::Conflict(e.to_string()))?;
                     if let (false, Some(hw)) = (had_hw, &device.hw_dev_id) {
                         let mut by_hw = tx.open_table(DEVICES_BY_HW).map_err(unavailable)?;
                         let key = hw_key(hw);

@@ -8,6 +8,11 @@
 //!   `{"id","state":"pending"}`; 400 with the reason if invalid; 404 for unknown devices
 //! - `GET /devices/{id}/commands[?cursor=&limit=]` → `{"commands":[…],"next"}`
 //! - `GET /devices/{id}/commands/{cid}` → `{"id","state","status","results",…}`
+//! - `POST /devices/{id}/block` / `unblock` → the device; a blocked device's certificates
+//!   are refused and its hardware cannot enroll again until unblocked
+//! - `DELETE /devices/{id}[?force=true]` → 202 with the queued DMClient Unenroll (the
+//!   device is marked removed when it acknowledges), or 200 removed at once with `force`
+//!   or when the device is no longer enrolled
 //!
 //! Callers authenticate with `Authorization: Bearer <token>`, or are authorised by API
 //! Gateway (IAM) when deployed that way.
@@ -21,8 +26,9 @@ use time::format_description::well_known::Rfc3339;
 use tracing::{Instrument, info, info_span, warn};
 use winmdm_core::commands::{CommandRequest, QueuedCommand, parse_request};
 use winmdm_core::config::paths;
-use winmdm_core::model::{Device, PageRequest, User, normalize_upn};
+use winmdm_core::model::{Device, DeviceStatus, PageRequest, User, normalize_upn};
 use winmdm_core::password::hash_password;
+use winmdm_core::session::{DevicePatch, ManagementUpdate, SessionWrite};
 use winmdm_core::store::StoreError;
 
 use crate::request_id::request_id;
@@ -86,7 +92,11 @@ async fn route(state: &AppState, req: &Request) -> Response {
         (["devices"], &Method::GET) => list_devices(state, req).await,
         (["devices"], _) => return respond::method_not_allowed("GET"),
         (["devices", id], &Method::GET) => get_device(state, id).await,
-        (["devices", _], _) => return respond::method_not_allowed("GET"),
+        (["devices", id], &Method::DELETE) => remove_device(state, req, id).await,
+        (["devices", _], _) => return respond::method_not_allowed("GET, DELETE"),
+        (["devices", id, "block"], &Method::POST) => set_blocked(state, id, true).await,
+        (["devices", id, "unblock"], &Method::POST) => set_blocked(state, id, false).await,
+        (["devices", _, "block" | "unblock"], _) => return respond::method_not_allowed("POST"),
         (["devices", id, "commands"], &Method::POST) => enqueue_command(state, req, id).await,
         (["devices", id, "commands"], &Method::GET) => list_commands(state, req, id).await,
         (["devices", _, "commands"], _) => return respond::method_not_allowed("GET, POST"),
@@ -312,4 +322,62 @@ async fn get_command(state: &AppState, device_id: &str, command_id: &str) -> Out
             None => json_error(StatusCode::NOT_FOUND, "no such command"),
         },
     )
+}
+
+async fn set_status(state: &AppState, id: &str, status: DeviceStatus) -> Result<(), StoreError> {
+    state
+        .store
+        .save_management(&ManagementUpdate {
+            device_id: id.to_owned(),
+            device: DevicePatch {
+                status: Some(status),
+                ..DevicePatch::default()
+            },
+            session: SessionWrite::Keep,
+            commands: Vec::new(),
+        })
+        .await
+}
+
+async fn set_blocked(state: &AppState, id: &str, block: bool) -> Outcome {
+    let Some(device) = state.store.get_device(id).await? else {
+        return Ok(json_error(StatusCode::NOT_FOUND, "no such device"));
+    };
+    let status = match (block, device.status) {
+        (_, DeviceStatus::Removed) => {
+            return Ok(json_error(StatusCode::CONFLICT, "the device was removed"));
+        }
+        (true, _) => DeviceStatus::Blocked,
+        (false, DeviceStatus::Blocked) => DeviceStatus::Enrolled,
+        (false, other) => other,
+    };
+    set_status(state, id, status).await?;
+    info!(device_id = id, blocked = block, "device block changed");
+    get_device(state, id).await
+}
+
+async fn remove_device(state: &AppState, req: &Request, id: &str) -> Outcome {
+    let force = url::form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes())
+        .any(|(k, v)| k == "force" && (v == "true" || v == "1"));
+    let Some(device) = state.store.get_device(id).await? else {
+        return Ok(json_error(StatusCode::NOT_FOUND, "no such device"));
+    };
+    if device.status == DeviceStatus::Enrolled && !force {
+        // Ask the device to unenroll; it is marked removed when it acknowledges.
+        let provider = state.enrollment.config().provider_id.to_string();
+        let request: CommandRequest =
+            serde_json::from_value(json!({"action": "unenroll"})).expect("a valid command");
+        let (_, spec) =
+            parse_request(&request, &provider).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let command = QueuedCommand::new(id, Some("remove"), spec, state.enrollment.now());
+        state.store.enqueue_command(&command).await?;
+        info!(device_id = id, command_id = %command.id, "device removal requested");
+        return Ok(respond::json(
+            StatusCode::ACCEPTED,
+            &json!({ "id": id, "status": "removing", "command_id": command.id }),
+        ));
+    }
+    set_status(state, id, DeviceStatus::Removed).await?;
+    info!(device_id = id, force, "device removed");
+    get_device(state, id).await
 }

@@ -9,6 +9,7 @@
 //! | `/EnrollmentServer/Enrollment.svc` (WSTEP) | [`enroll`] |
 //! | `/EnrollmentServer/Auth` (federated login page) | [`auth`] |
 //! | `/ManagementServer/MDM.svc` (OMA-DM) | [`manage`] |
+//! | `/ManagementServer/Renew.svc` (certificate renewal) | [`renew`] |
 //! | `/admin/v1/…` | [`admin`] |
 
 pub mod admin;
@@ -19,6 +20,7 @@ pub mod logging;
 pub mod manage;
 pub mod metrics;
 pub mod policy;
+pub mod renew;
 pub mod request_id;
 pub mod respond;
 pub mod router;

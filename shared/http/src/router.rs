@@ -14,6 +14,7 @@ pub enum Endpoint {
     Enroll,
     Auth,
     Manage,
+    Renew,
     Admin,
 }
 
@@ -32,6 +33,8 @@ impl Endpoint {
             Some(Self::Auth)
         } else if path == paths::MANAGE {
             Some(Self::Manage)
+        } else if path == paths::RENEW {
+            Some(Self::Renew)
         } else if path == paths::ADMIN_PREFIX
             || path.starts_with(&format!("{}/", paths::ADMIN_PREFIX))
         {
@@ -50,6 +53,7 @@ pub async fn dispatch(state: &AppState, req: Request) -> Response {
         Some(Endpoint::Enroll) => crate::enroll::handle(state, req).await,
         Some(Endpoint::Auth) => crate::auth::handle(state, req).await,
         Some(Endpoint::Manage) => crate::manage::handle(state, req).await,
+        Some(Endpoint::Renew) => crate::renew::handle(state, req).await,
         Some(Endpoint::Admin) => crate::admin::handle(state, req).await,
         None => respond::text(http::StatusCode::NOT_FOUND, "not found"),
     }

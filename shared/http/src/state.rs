@@ -220,6 +220,15 @@ impl AppState {
         if let Some(d) = env("WINMDM_CERT_VALIDITY_DAYS") {
             config.cert_validity = time::Duration::days(parse_days(&d)?);
         }
+        if let Some(s) = env("WINMDM_RENEWAL_GRACE_SECONDS") {
+            let secs = s
+                .trim()
+                .parse::<i64>()
+                .ok()
+                .filter(|s| *s >= 0)
+                .ok_or_else(|| InitError::Config(format!("{s:?} is not a number of seconds")))?;
+            config.renewal_grace = time::Duration::seconds(secs);
+        }
         if let Some(d) = env("WINMDM_RENEWAL_PERIOD_DAYS") {
             config.renewal_period = time::Duration::days(parse_days(&d)?);
         }

@@ -192,34 +192,12 @@ impl ProvisioningDoc {
             w.end();
         }
 
-        w.start("characteristic", &[("type", "CertificateStore")]);
-        w.start("characteristic", &[("type", "My")]);
-        w.start("characteristic", &[("type", self.client_store.as_str())]);
-        write_cert(&mut w, &self.client);
-        w.empty("characteristic", &[("type", "PrivateKeyContainer")]);
-        w.end();
-        if let Some(r) = &self.renewal {
-            w.start("characteristic", &[("type", "WSTEP")]);
-            w.start("characteristic", &[("type", "Renew")]);
-            parm(&mut w, "ROBOSupport", "true", Some("boolean"));
-            parm(
-                &mut w,
-                "RenewPeriod",
-                &r.renew_period_days.to_string(),
-                Some("integer"),
-            );
-            parm(
-                &mut w,
-                "RetryInterval",
-                &r.retry_interval_days.to_string(),
-                Some("integer"),
-            );
-            parm(&mut w, "ServerURL", &r.server_url, Some("string"));
-            w.end();
-            w.end();
-        }
-        w.end();
-        w.end();
+        write_my_store(
+            &mut w,
+            &self.client,
+            self.client_store,
+            self.renewal.as_ref(),
+        );
 
         w.start("characteristic", &[("type", "APPLICATION")]);
         parm(&mut w, "APPID", "w7", None);
@@ -303,6 +281,68 @@ impl ProvisioningDoc {
         w.end();
         w.finish()
     }
+}
+
+/// The document answering a renewal (ROBO): the new client certificate in the same store,
+/// and the renewal schedule again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RenewalDoc {
+    pub client: StoreCertificate,
+    pub client_store: ClientCertStore,
+    pub renewal: Option<RenewalSchedule>,
+}
+
+impl RenewalDoc {
+    pub fn to_xml(&self) -> String {
+        let mut w = XmlWriter::with_capacity(3 * 1024);
+        w.start("wap-provisioningdoc", &[("version", "1.1")]);
+        write_my_store(
+            &mut w,
+            &self.client,
+            self.client_store,
+            self.renewal.as_ref(),
+        );
+        w.end();
+        w.finish()
+    }
+}
+
+/// `CertificateStore/My/<User|System>` with the client certificate and its
+/// PrivateKeyContainer, plus `My/WSTEP/Renew` when renewal is served.
+fn write_my_store(
+    w: &mut XmlWriter,
+    client: &StoreCertificate,
+    store: ClientCertStore,
+    renewal: Option<&RenewalSchedule>,
+) {
+    w.start("characteristic", &[("type", "CertificateStore")]);
+    w.start("characteristic", &[("type", "My")]);
+    w.start("characteristic", &[("type", store.as_str())]);
+    write_cert(w, client);
+    w.empty("characteristic", &[("type", "PrivateKeyContainer")]);
+    w.end();
+    if let Some(r) = renewal {
+        w.start("characteristic", &[("type", "WSTEP")]);
+        w.start("characteristic", &[("type", "Renew")]);
+        parm(w, "ROBOSupport", "true", Some("boolean"));
+        parm(
+            w,
+            "RenewPeriod",
+            &r.renew_period_days.to_string(),
+            Some("integer"),
+        );
+        parm(
+            w,
+            "RetryInterval",
+            &r.retry_interval_days.to_string(),
+            Some("integer"),
+        );
+        parm(w, "ServerURL", &r.server_url, Some("string"));
+        w.end();
+        w.end();
+    }
+    w.end();
+    w.end();
 }
 
 fn write_cert(w: &mut XmlWriter, c: &StoreCertificate) {
@@ -409,6 +449,49 @@ mod tests {
             2
         );
         assert!(xml_text.contains("s2&amp;&lt;"));
+    }
+
+    #[test]
+    fn renewal_schedule_has_typed_parms() {
+        let mut d = doc(ClientCertStore::User);
+        d.renewal = Some(RenewalSchedule {
+            renew_period_days: 42,
+            retry_interval_days: 7,
+            server_url: "https://m/ManagementServer/Renew.svc".into(),
+        });
+        for xml in [
+            d.to_xml(),
+            RenewalDoc {
+                client: d.client.clone(),
+                client_store: ClientCertStore::User,
+                renewal: d.renewal.clone(),
+            }
+            .to_xml(),
+        ] {
+            let root = xml::parse(xml.as_bytes()).unwrap();
+            let renew = root
+                .elements()
+                .filter_map(|cs| find(cs, "My"))
+                .find_map(|my| find(my, "WSTEP"))
+                .and_then(|w| find(w, "Renew"))
+                .expect("My/WSTEP/Renew");
+            let parm = |n: &str| {
+                renew
+                    .elements()
+                    .find(|p| p.attr("name") == Some(n))
+                    .map(|p| {
+                        (
+                            p.attr("value").unwrap().to_owned(),
+                            p.attr("datatype").unwrap().to_owned(),
+                        )
+                    })
+                    .unwrap()
+            };
+            assert_eq!(parm("ROBOSupport"), ("true".into(), "boolean".into()));
+            assert_eq!(parm("RenewPeriod"), ("42".into(), "integer".into()));
+            assert_eq!(parm("RetryInterval"), ("7".into(), "integer".into()));
+            assert_eq!(parm("ServerURL").0, "https://m/ManagementServer/Renew.svc");
+        }
     }
 
     #[test]

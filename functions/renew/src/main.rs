@@ -1,0 +1,8 @@
+//! Lambda function for `POST /ManagementServer/Renew.svc` (certificate renewal, mutual TLS).
+//! Configuration comes from the environment (see `winmdm_http::state::AppState::from_env`);
+//! state is built once per cold start and the handler is `winmdm_http::renew::handle`.
+
+#[tokio::main]
+async fn main() -> Result<(), lambda_http::Error> {
+    winmdm_http::run_lambda(winmdm_http::renew::handle).await
+}
