@@ -100,6 +100,65 @@ impl Device {
     }
 }
 
+impl Device {
+    /// The same machine with a fresh key: what Windows generates for a renewal.
+    pub fn rekeyed(&self) -> Self {
+        Self::new().with_ids(&self.device_id, &self.hw_dev_id)
+    }
+
+    /// A renewal request: CMS SignedData around `csr_der`, signed with this device's key
+    /// (the key of `cert_der`, the certificate being renewed), carrying that certificate,
+    /// with contentType and messageDigest signed attributes.
+    pub fn renewal_pkcs7(&self, cert_der: &[u8], csr_der: &[u8]) -> Vec<u8> {
+        use sha2::Digest;
+        use x509_parser::prelude::{FromDer, X509Certificate};
+        let (_, cert) = X509Certificate::from_der(cert_der).expect("certificate parses");
+        let issuer = cert.tbs_certificate.issuer.as_raw().to_vec();
+        let serial = der::tlv(0x02, cert.raw_serial());
+        let sha256 = der::seq(&[&der::oid("2.16.840.1.101.3.4.2.1"), &der::null()]);
+        let data_oid = der::oid("1.2.840.113549.1.7.1");
+        let attrs = [
+            der::seq(&[&der::oid("1.2.840.113549.1.9.3"), &der::set(&[&data_oid])]),
+            der::seq(&[
+                &der::oid("1.2.840.113549.1.9.4"),
+                &der::set(&[&der::tlv(0x04, &sha2::Sha256::digest(csr_der))]),
+            ]),
+        ]
+        .concat();
+        let mut signature = vec![0u8; self.key.public_modulus_len()];
+        self.key
+            .sign(
+                &RSA_PKCS1_SHA256,
+                &SystemRandom::new(),
+                &der::tlv(0x31, &attrs),
+                &mut signature,
+            )
+            .expect("sign");
+        let signer_info = der::seq(&[
+            &der::tlv(0x02, &[1]),
+            &der::seq(&[&issuer, &serial]),
+            &sha256,
+            &der::tlv(0xa0, &attrs),
+            &der::seq(&[&der::oid("1.2.840.113549.1.1.1"), &der::null()]),
+            &der::tlv(0x04, &signature),
+        ]);
+        let signed_data = der::seq(&[
+            &der::tlv(0x02, &[1]),
+            &der::set(&[&sha256]),
+            &der::seq(&[
+                &data_oid,
+                &der::context_constructed(0, &der::tlv(0x04, csr_der)),
+            ]),
+            &der::tlv(0xa0, cert_der),
+            &der::set(&[&signer_info]),
+        ]);
+        der::seq(&[
+            &der::oid("1.2.840.113549.1.7.2"),
+            &der::context_constructed(0, &signed_data),
+        ])
+    }
+}
+
 impl Default for Device {
     fn default() -> Self {
         Self::new()

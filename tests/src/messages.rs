@@ -168,3 +168,23 @@ pub fn request_security_token(
         &body,
     )
 }
+
+/// A ROBO renewal: RequestType Renew with the PKCS#7 in the body; the device authenticates
+/// with its client certificate, so there is no security header.
+pub fn renew_request(message_id: &str, to: &str, pkcs7_der: &[u8], value_type: &str) -> String {
+    let body = format!(
+        r#"<wst:RequestSecurityToken>
+      <wst:TokenType>{tt}</wst:TokenType>
+      <wst:RequestType>{rt}</wst:RequestType>
+      <wsse:BinarySecurityToken ValueType="{vt}" EncodingType="{et}">{p7}</wsse:BinarySecurityToken>
+      <ac:AdditionalContext xmlns="{ac}"><ac:ContextItem Name="DeviceType"><ac:Value>CIMClient_Windows</ac:Value></ac:ContextItem></ac:AdditionalContext>
+    </wst:RequestSecurityToken>"#,
+        tt = ns::token::DEVICE_ENROLLMENT_TOKEN,
+        rt = ns::token::REQUEST_RENEW,
+        vt = value_type,
+        et = ns::token::BASE64_BINARY,
+        p7 = B64.encode(pkcs7_der),
+        ac = ns::AC,
+    );
+    envelope(ns::action::RST, message_id, to, "", &body)
+}

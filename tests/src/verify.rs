@@ -201,3 +201,59 @@ pub fn check_device_certificate(root_der: &[u8], client_der: &[u8], device_id: &
     // The serial is random, positive and not tiny.
     assert!(cert.raw_serial().len() >= 8);
 }
+
+/// The client certificate (DER) and its store (`User`/`System`) from a renewal RSTRC,
+/// and the renewal schedule's ServerURL.
+pub fn renewal_doc(env: &Element) -> (Vec<u8>, String, String) {
+    let bst = env
+        .path(&[
+            (ns::SOAP, "Body"),
+            (ns::WST, "RequestSecurityTokenResponseCollection"),
+            (ns::WST, "RequestSecurityTokenResponse"),
+            (ns::WST, "RequestedSecurityToken"),
+            (ns::WSSE, "BinarySecurityToken"),
+        ])
+        .expect("RSTRC with a BinarySecurityToken");
+    let doc = xml::parse(&B64.decode(bst.text()).expect("base64")).expect("renewal doc XML");
+    let my = doc
+        .elements()
+        .find_map(|cs| characteristic(cs, "My"))
+        .expect("My store");
+    let (store, holder) = ["User", "System"]
+        .iter()
+        .find_map(|s| characteristic(my, s).map(|c| (s.to_string(), c)))
+        .expect("My/User or My/System");
+    assert!(characteristic(holder, "PrivateKeyContainer").is_some());
+    let (_, der) = single_cert(holder);
+    let url = characteristic(my, "WSTEP")
+        .and_then(|w| characteristic(w, "Renew"))
+        .and_then(|r| parm(r, "ServerURL"))
+        .expect("renewal ServerURL")
+        .to_owned();
+    (der, store, url)
+}
+
+/// The renewal ServerURL from an enrollment's provisioning document, after checking the
+/// schedule's parms are typed.
+pub fn renewal_server_url(p: &Provisioned) -> String {
+    let my = p
+        .doc
+        .elements()
+        .find_map(|cs| characteristic(cs, "My"))
+        .expect("My store");
+    let renew = characteristic(my, "WSTEP")
+        .and_then(|w| characteristic(w, "Renew"))
+        .expect("My/WSTEP/Renew");
+    for (name, datatype) in [
+        ("ROBOSupport", "boolean"),
+        ("RenewPeriod", "integer"),
+        ("RetryInterval", "integer"),
+    ] {
+        let p = renew
+            .elements()
+            .find(|e| e.attr("name") == Some(name))
+            .unwrap_or_else(|| panic!("{name}"));
+        assert_eq!(p.attr("datatype"), Some(datatype), "{name} is typed");
+    }
+    parm(renew, "ServerURL").expect("ServerURL").to_owned()
+}

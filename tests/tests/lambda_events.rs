@@ -111,6 +111,28 @@ async fn every_fixture_through_its_function_handler() {
     assert_eq!(reply.header_status().data, "200");
     assert_eq!(reply.statuses().len(), 4, "SyncHdr plus the three commands");
 
+    // Its PKCS#7 was made by OpenSSL (Python's cryptography): it verifies here.
+    {
+        let req = event("renew-mtls.json");
+        let body = match req.body() {
+            lambda_http::Body::Binary(b) => b.clone(),
+            lambda_http::Body::Text(t) => t.clone().into_bytes(),
+            _ => panic!("fixture has a body"),
+        };
+        let env = winmdm_wire::soap::Envelope::parse(&body).unwrap();
+        let rst = winmdm_wire::wstep::RequestSecurityToken::from_envelope(&env).unwrap();
+        let winmdm_wire::wstep::CertificateRequest::Pkcs7(p7) = rst.request else {
+            panic!()
+        };
+        let signed =
+            winmdm_core::pkcs7::verify_signed_data(&p7).expect("third-party PKCS#7 verifies");
+        winmdm_core::csr::verify_csr(&signed.content, 2048).expect("wraps a valid PKCS#10");
+    }
+    // The renewal fixture is a well-formed ROBO request, signed by a self-signed
+    // certificate this server never issued: refused with a fault the device understands.
+    let r = call(winmdm_http::renew::handle(&state, event("renew-mtls.json")).await);
+    assert_eq!(verify::fault_subcode(&r), "s:Authentication");
+
     // As shipped (no real certificate), the fixture is refused without revealing why.
     let r = call(winmdm_http::manage::handle(&state, event("manage-mtls.json")).await);
     assert_eq!(Reply::parse(&r.body).header_status().data, "407");

@@ -258,3 +258,112 @@ async fn winmdm_local_over_tls_with_client_certificates() {
     );
     s.shutdown().await;
 }
+
+#[tokio::test]
+async fn renewal_over_winmdm_local_tls_with_a_short_grace_period() {
+    let dir = tempfile::tempdir().unwrap();
+    let server_cert = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+    let cert_path = dir.path().join("server.pem");
+    let key_path = dir.path().join("server-key.pem");
+    std::fs::write(&cert_path, server_cert.cert.pem()).unwrap();
+    std::fs::write(&key_path, server_cert.signing_key.serialize_pem()).unwrap();
+    let s = TestServer::start_with(|o| {
+        o.tls_cert = Some(cert_path.clone());
+        o.tls_key = Some(key_path.clone());
+        o.renewal_grace_seconds = 2;
+    })
+    .await;
+    let root = server_cert.cert.der().to_vec();
+    let anonymous = TlsClient::new(s.server.addr, &root, None);
+    let token = format!("Bearer {}", s.server.admin_token());
+    let r = anonymous
+        .send(
+            "POST",
+            "/admin/v1/users",
+            &[
+                ("authorization", token.as_str()),
+                ("content-type", "application/json"),
+            ],
+            json!({"upn": TEST_UPN, "password": TEST_PASSWORD})
+                .to_string()
+                .into_bytes(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status, 201);
+    let device = Device::new();
+    let msg = enroll_message(&device, "https://localhost/EnrollmentServer/Enrollment.svc");
+    let resp = anonymous
+        .send(
+            "POST",
+            "/EnrollmentServer/Enrollment.svc",
+            &[("content-type", "application/soap+xml; charset=utf-8")],
+            msg.into_bytes(),
+        )
+        .await
+        .unwrap();
+    let enrolled = EnrolledDevice::from_response(device.rekeyed(), &resp);
+    let old_cert = enrolled.provisioned.client_der.clone();
+    let renew_url = winmdm_e2e::verify::renewal_server_url(&enrolled.provisioned);
+    let renew_path = url::Url::parse(&renew_url).unwrap().path().to_owned();
+
+    // Renew over mutual TLS with the current certificate.
+    let new_key = device.rekeyed();
+    let csr = new_key.csr(CsrSignature::Sha256, CsrSubject::Windows);
+    let p7 = device.renewal_pkcs7(&old_cert, &csr);
+    let msg = messages::renew_request(
+        "urn:uuid:t1",
+        &renew_url,
+        &p7,
+        winmdm_wire::ns::token::PKCS7_SECEXT,
+    );
+    let as_old = TlsClient::new(s.server.addr, &root, Some((&old_cert, device.pkcs8_der())));
+    let r = as_old
+        .send(
+            "POST",
+            &renew_path,
+            &[("content-type", "application/soap+xml; charset=utf-8")],
+            msg.into_bytes(),
+        )
+        .await
+        .unwrap();
+    let (new_cert, _, _) = winmdm_e2e::verify::renewal_doc(&winmdm_e2e::verify::soap_ok(&r));
+
+    let syncml = [("content-type", "application/vnd.syncml.dm+xml")];
+    let path = "/ManagementServer/MDM.svc?mode=Machine&Platform=WoA";
+    let session = |id: &str| {
+        let mut c = DmClient::new(id, &enrolled.management_url);
+        c.start_session();
+        c.message(|c| c.package1("user", "HW"), true).into_bytes()
+    };
+    let as_new = TlsClient::new(s.server.addr, &root, Some((&new_cert, new_key.pkcs8_der())));
+    let r = as_new
+        .send("POST", path, &syncml, session(&device.device_id))
+        .await
+        .unwrap();
+    assert_eq!(
+        Reply::parse(&r.body).header_status().data,
+        "200",
+        "the new certificate works"
+    );
+    let r = as_old
+        .send("POST", path, &syncml, session(&device.device_id))
+        .await
+        .unwrap();
+    assert_eq!(
+        Reply::parse(&r.body).header_status().data,
+        "200",
+        "the old one, during the grace period"
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    let r = as_old
+        .send("POST", path, &syncml, session(&device.device_id))
+        .await
+        .unwrap();
+    assert_eq!(
+        Reply::parse(&r.body).header_status().data,
+        "401",
+        "and not after it"
+    );
+    s.shutdown().await;
+}

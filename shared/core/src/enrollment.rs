@@ -37,7 +37,7 @@ use crate::model::{
     PreviousCertificate, normalize_upn,
 };
 use crate::password::verify_password;
-use crate::pkcs7::verify_signed_data;
+use crate::pkcs7::{Pkcs7Error, verify_signed_data};
 use crate::session::{CertificateSwitch, DevicePatch, ManagementUpdate, SessionWrite};
 use crate::store::{ConsumedToken, EnrollmentCommit, Store, StoreError};
 use crate::token::{TokenError, TokenSigner};
@@ -546,8 +546,14 @@ impl EnrollmentService {
         let tls = client_cert.ok_or(EnrollError::Authentication(
             "renewal without a client certificate",
         ))?;
-        let signed = verify_signed_data(p7)
-            .map_err(|e| EnrollError::Message(format!("renewal request: {e}")))?;
+        let signed = verify_signed_data(p7).map_err(|e| match e {
+            Pkcs7Error::BadSignature
+            | Pkcs7Error::DigestMismatch
+            | Pkcs7Error::SignerCertificateMissing => {
+                EnrollError::Authentication("the renewal's signature does not verify")
+            }
+            other => EnrollError::Message(format!("renewal request: {other}")),
+        })?;
         if signed.signer_der != tls {
             return Err(EnrollError::Authentication(
                 "the renewal is not signed by the presented certificate",

@@ -1,0 +1,445 @@
+//! Certificate lifecycle through the Lambda handler path (recorded API Gateway v2 events
+//! carrying the client certificate) with a clock the test moves: ROBO renewal, the grace
+//! period, expiry, forged renewals, blocking, re-enrollment and removal.
+
+use std::sync::Arc;
+
+use serde_json::json;
+use time::OffsetDateTime;
+use winmdm_core::clock::ManualClock;
+use winmdm_core::config::EnrollmentConfig;
+use winmdm_e2e::device::{CsrSignature, CsrSubject, Device};
+use winmdm_e2e::dm::{DmClient, Reply};
+use winmdm_e2e::inprocess::{self, pem};
+use winmdm_e2e::messages::{self, Credentials};
+use winmdm_e2e::{EnrolledDevice, HttpResponse, TEST_PASSWORD, TEST_UPN, verify};
+use winmdm_embedded::{LocalCa, RedbStore};
+use winmdm_http::AppState;
+use winmdm_http::state::AdminAuth;
+use winmdm_wire::ns;
+use winmdm_wire::syncml::ItemVerb;
+
+const MANAGE_FIXTURE: &str = include_str!("../fixtures/apigw-v2/manage-mtls.json");
+const ADMIN: (&str, &str) = ("authorization", "Bearer admin");
+
+struct World {
+    _dir: tempfile::TempDir,
+    state: AppState,
+    clock: Arc<ManualClock>,
+}
+
+async fn world() -> World {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = Arc::new(ManualClock::new(OffsetDateTime::now_utc()));
+    let mut config =
+        EnrollmentConfig::new("https://enterpriseenrollment.example.com".parse().unwrap());
+    config.management_base_url = "https://manage.example.com".parse().unwrap();
+    let state = AppState::new(
+        config,
+        Arc::new(RedbStore::open(&dir.path().join("s.redb")).unwrap()),
+        Arc::new(LocalCa::open_or_create(&dir.path().join("ca")).unwrap()),
+        clock.clone(),
+        vec![5; 32],
+        AdminAuth::Bearer("admin".into()),
+    )
+    .unwrap();
+    let r = admin(
+        &state,
+        "POST",
+        "/admin/v1/users",
+        json!({"upn": TEST_UPN, "password": TEST_PASSWORD}),
+    )
+    .await;
+    assert_eq!(r.status, 201);
+    World {
+        _dir: dir,
+        state,
+        clock,
+    }
+}
+
+async fn admin(
+    state: &AppState,
+    method: &str,
+    path: &str,
+    body: serde_json::Value,
+) -> HttpResponse {
+    let body = if body.is_null() {
+        String::new()
+    } else {
+        body.to_string()
+    };
+    inprocess::call(
+        state,
+        method,
+        path,
+        &[ADMIN, ("content-type", "application/json")],
+        body,
+    )
+    .await
+}
+
+async fn enroll(w: &World, device: &Device) -> HttpResponse {
+    let csr = device.csr(CsrSignature::Sha256, CsrSubject::Windows);
+    let ctx = messages::context_items(&device.device_id, &device.hw_dev_id, "Full");
+    let creds = Credentials::Password {
+        username: TEST_UPN.into(),
+        password: TEST_PASSWORD.into(),
+    };
+    let msg = messages::request_security_token("urn:uuid:l1", "https://e/x", &creds, &csr, &ctx);
+    inprocess::call(
+        &w.state,
+        "POST",
+        "/EnrollmentServer/Enrollment.svc",
+        &[("content-type", "application/soap+xml; charset=utf-8")],
+        msg,
+    )
+    .await
+}
+
+/// An API Gateway v2 event for the management host, as the mTLS domain forwards it.
+fn mtls_event(path: &str, content_type: &str, body: &str, cert: &[u8]) -> lambda_http::Request {
+    use base64::Engine as _;
+    let mut e: serde_json::Value = serde_json::from_str(MANAGE_FIXTURE).unwrap();
+    e["rawPath"] = path.into();
+    e["routeKey"] = format!("POST {path}").into();
+    e["requestContext"]["routeKey"] = format!("POST {path}").into();
+    e["requestContext"]["http"]["path"] = path.into();
+    e["headers"]["content-type"] = content_type.into();
+    e["body"] = base64::engine::general_purpose::STANDARD
+        .encode(body)
+        .into();
+    e["requestContext"]["authentication"]["clientCert"]["clientCertPem"] = pem(cert).into();
+    lambda_http::request::from_str(&e.to_string()).unwrap()
+}
+
+/// Package #1 from `device_id` presenting `cert`; returns the SyncHdr status.
+async fn manage_with(w: &World, device_id: &str, cert: &[u8]) -> String {
+    let mut c = DmClient::new(
+        device_id,
+        "https://manage.example.com/ManagementServer/MDM.svc",
+    );
+    c.start_session();
+    let body = c.message(|c| c.package1("user", "HW"), true);
+    let req = mtls_event(
+        "/ManagementServer/MDM.svc",
+        "application/vnd.syncml.dm+xml",
+        &body,
+        cert,
+    );
+    let r = inprocess::response(winmdm_http::manage::handle(&w.state, req).await);
+    Reply::parse(&r.body).header_status().data.clone()
+}
+
+/// A renewal signed with `signer`'s key over `signer_cert`, presented over TLS with `tls`.
+async fn renew(
+    w: &World,
+    new_key: &Device,
+    signer: &Device,
+    signer_cert: &[u8],
+    tls: &[u8],
+    value_type: &str,
+) -> HttpResponse {
+    let csr = new_key.csr(CsrSignature::Sha256, CsrSubject::Windows);
+    let p7 = signer.renewal_pkcs7(signer_cert, &csr);
+    let msg = messages::renew_request(
+        "urn:uuid:r1",
+        "https://manage.example.com/ManagementServer/Renew.svc",
+        &p7,
+        value_type,
+    );
+    let req = mtls_event(
+        "/ManagementServer/Renew.svc",
+        "application/soap+xml; charset=utf-8",
+        &msg,
+        tls,
+    );
+    inprocess::response(winmdm_http::renew::handle(&w.state, req).await)
+}
+
+#[tokio::test]
+async fn robo_renewal_grace_period_and_expiry() {
+    let w = world().await;
+    // `device` keeps the key the enrollment certified; the wrapper only reads the reply.
+    let device = Device::new();
+    let a = EnrolledDevice::from_response(device.rekeyed(), &enroll(&w, &device).await);
+    let old_cert = a.provisioned.client_der.clone();
+    assert_eq!(
+        verify::renewal_server_url(&a.provisioned),
+        "https://manage.example.com/ManagementServer/Renew.svc"
+    );
+
+    // The device renews with a new key, signing with the key of its current certificate.
+    let new_key = device.rekeyed();
+    let r = renew(
+        &w,
+        &new_key,
+        &device,
+        &old_cert,
+        &old_cert,
+        ns::token::PKCS7_SECEXT,
+    )
+    .await;
+    let (new_cert, store, url) = verify::renewal_doc(&verify::soap_ok(&r));
+    assert_eq!(store, "User");
+    assert_eq!(url, "https://manage.example.com/ManagementServer/Renew.svc");
+    verify::check_device_certificate(
+        &a.provisioned.root_der,
+        &new_cert,
+        &device.device_id,
+        &new_key.spki_der(),
+    );
+    let d = admin(
+        &w.state,
+        "GET",
+        &format!("/admin/v1/devices/{}", device.device_id),
+        serde_json::Value::Null,
+    )
+    .await
+    .json();
+    assert_eq!(
+        d["cert_thumbprint"],
+        verify::thumbprint(&new_cert).as_str(),
+        "switched to the new certificate"
+    );
+
+    // The new certificate manages the device; the old one still works during the grace
+    // period, then is refused.
+    assert_eq!(manage_with(&w, &device.device_id, &new_cert).await, "200");
+    assert_eq!(manage_with(&w, &device.device_id, &old_cert).await, "200");
+    w.clock.advance(time::Duration::hours(25));
+    assert_eq!(manage_with(&w, &device.device_id, &old_cert).await, "401");
+    assert_eq!(manage_with(&w, &device.device_id, &new_cert).await, "200");
+    // Renewing with the old certificate after the grace period: refused.
+    let r = renew(
+        &w,
+        &new_key.rekeyed(),
+        &device,
+        &old_cert,
+        &old_cert,
+        ns::token::PKCS7_SECEXT,
+    )
+    .await;
+    assert_eq!(verify::fault_subcode(&r), "s:Authentication");
+
+    // A second renewal, with the enrollment-namespace ValueType some servers use.
+    let newest_key = new_key.rekeyed();
+    let r = renew(
+        &w,
+        &newest_key,
+        &new_key,
+        &new_cert,
+        &new_cert,
+        ns::token::PKCS7_ENROLL,
+    )
+    .await;
+    let (newest, _, _) = verify::renewal_doc(&verify::soap_ok(&r));
+    assert_eq!(manage_with(&w, &device.device_id, &newest).await, "200");
+
+    // A year later the certificate has expired: management refused, renewal NotEligibleToRenew.
+    w.clock.advance(time::Duration::days(400));
+    assert_eq!(manage_with(&w, &device.device_id, &newest).await, "401");
+    let r = renew(
+        &w,
+        &newest_key.rekeyed(),
+        &newest_key,
+        &newest,
+        &newest,
+        ns::token::PKCS7_SECEXT,
+    )
+    .await;
+    assert_eq!(verify::fault_subcode(&r), "s:Authorization");
+    assert!(
+        r.text()
+            .contains("<ErrorType>NotEligibleToRenew</ErrorType>")
+    );
+}
+
+#[tokio::test]
+async fn forged_renewals_are_refused() {
+    let w = world().await;
+    let a_dev = Device::new();
+    let a = EnrolledDevice::from_response(a_dev.rekeyed(), &enroll(&w, &a_dev).await);
+    let b_dev = Device::new();
+    let b = EnrolledDevice::from_response(b_dev.rekeyed(), &enroll(&w, &b_dev).await);
+    let a_cert = &a.provisioned.client_der;
+    let b_cert = &b.provisioned.client_der;
+
+    // B's properly signed PKCS#7, sent over A's TLS session: signer is not the presenter.
+    let r = renew(
+        &w,
+        &b_dev.rekeyed(),
+        &b_dev,
+        b_cert,
+        a_cert,
+        ns::token::PKCS7_SECEXT,
+    )
+    .await;
+    assert_eq!(verify::fault_subcode(&r), "s:Authentication");
+    // A's certificate in the PKCS#7 but signed with B's key.
+    let r = renew(
+        &w,
+        &a_dev.rekeyed(),
+        &b_dev,
+        a_cert,
+        a_cert,
+        ns::token::PKCS7_SECEXT,
+    )
+    .await;
+    assert_eq!(verify::fault_subcode(&r), "s:Authentication");
+    // No client certificate at all.
+    let csr = a_dev
+        .rekeyed()
+        .csr(CsrSignature::Sha256, CsrSubject::Windows);
+    let msg = messages::renew_request(
+        "urn:uuid:x",
+        "https://m/r",
+        &a_dev.renewal_pkcs7(a_cert, &csr),
+        ns::token::PKCS7_SECEXT,
+    );
+    let r = inprocess::call(
+        &w.state,
+        "POST",
+        "/ManagementServer/Renew.svc",
+        &[("content-type", "application/soap+xml; charset=utf-8")],
+        msg,
+    )
+    .await;
+    assert_eq!(verify::fault_subcode(&r), "s:Authentication");
+    // Nothing changed for either device.
+    for (id, cert) in [(&a_dev.device_id, a_cert), (&b_dev.device_id, b_cert)] {
+        let d = admin(
+            &w.state,
+            "GET",
+            &format!("/admin/v1/devices/{id}"),
+            serde_json::Value::Null,
+        )
+        .await
+        .json();
+        assert_eq!(d["cert_thumbprint"], verify::thumbprint(cert).as_str());
+    }
+}
+
+#[tokio::test]
+async fn blocking_reenrollment_and_removal() {
+    let w = world().await;
+    let dev = Device::new();
+    let e = EnrolledDevice::from_response(dev.rekeyed(), &enroll(&w, &dev).await);
+    let cert = e.provisioned.client_der.clone();
+    let path = format!("/admin/v1/devices/{}", dev.device_id);
+
+    // Blocked: certificates refused, renewal refused, the hardware cannot enroll again.
+    let r = admin(
+        &w.state,
+        "POST",
+        &format!("{path}/block"),
+        serde_json::Value::Null,
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json()["status"], "blocked");
+    assert_eq!(manage_with(&w, &dev.device_id, &cert).await, "401");
+    let r = renew(
+        &w,
+        &dev.rekeyed(),
+        &dev,
+        &cert,
+        &cert,
+        ns::token::PKCS7_SECEXT,
+    )
+    .await;
+    assert_eq!(verify::fault_subcode(&r), "s:Authorization");
+    let again = Device::new().with_ids("OTHER-ID-SAME-HW", &dev.hw_dev_id);
+    assert_eq!(
+        verify::fault_subcode(&enroll(&w, &again).await),
+        "s:Authorization"
+    );
+    let r = admin(
+        &w.state,
+        "POST",
+        &format!("{path}/unblock"),
+        serde_json::Value::Null,
+    )
+    .await;
+    assert_eq!(r.json()["status"], "enrolled");
+    assert_eq!(manage_with(&w, &dev.device_id, &cert).await, "200");
+
+    // Re-enrollment replaces the certificate: the old one is refused from then on.
+    let re_key = dev.rekeyed();
+    let re = EnrolledDevice::from_response(re_key.rekeyed(), &enroll(&w, &re_key).await);
+    assert_ne!(
+        re.provisioned.client_thumbprint,
+        e.provisioned.client_thumbprint
+    );
+    assert_eq!(manage_with(&w, &dev.device_id, &cert).await, "401");
+    assert_eq!(
+        manage_with(&w, &dev.device_id, &re.provisioned.client_der).await,
+        "200"
+    );
+
+    // Removal: the DMClient Unenroll goes out; the device is removed when it acknowledges.
+    let r = admin(&w.state, "DELETE", &path, serde_json::Value::Null).await;
+    assert_eq!(r.status, 202, "{}", r.text());
+    assert_eq!(r.json()["status"], "removing");
+    let mut c = DmClient::new(
+        &dev.device_id,
+        "https://manage.example.com/ManagementServer/MDM.svc",
+    );
+    c.start_session();
+    let body = c.message(|c| c.package1("user", "HW"), true);
+    let req = mtls_event(
+        "/ManagementServer/MDM.svc",
+        "application/vnd.syncml.dm+xml",
+        &body,
+        &re.provisioned.client_der,
+    );
+    let reply =
+        Reply::parse(&inprocess::response(winmdm_http::manage::handle(&w.state, req).await).body);
+    let cmds = reply.item_commands();
+    assert_eq!(cmds.len(), 1);
+    assert_eq!(cmds[0].verb, ItemVerb::Exec);
+    assert!(
+        cmds[0].items[0]
+            .target
+            .as_deref()
+            .unwrap()
+            .ends_with("/Unenroll")
+    );
+    assert_eq!(
+        admin(&w.state, "GET", &path, serde_json::Value::Null)
+            .await
+            .json()["status"],
+        "enrolled"
+    );
+    let body = c.message(|c| c.answer(&reply, |_| 200, |_| String::new()), true);
+    let req = mtls_event(
+        "/ManagementServer/MDM.svc",
+        "application/vnd.syncml.dm+xml",
+        &body,
+        &re.provisioned.client_der,
+    );
+    winmdm_http::manage::handle(&w.state, req).await;
+    assert_eq!(
+        admin(&w.state, "GET", &path, serde_json::Value::Null)
+            .await
+            .json()["status"],
+        "removed"
+    );
+    assert_eq!(
+        manage_with(&w, &dev.device_id, &re.provisioned.client_der).await,
+        "401"
+    );
+
+    // With force, at once.
+    let other = Device::new();
+    verify::soap_ok(&enroll(&w, &other).await);
+    let r = admin(
+        &w.state,
+        "DELETE",
+        &format!("/admin/v1/devices/{}?force=true", other.device_id),
+        serde_json::Value::Null,
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json()["status"], "removed");
+}
