@@ -75,3 +75,41 @@ pub fn pem(der: &[u8]) -> String {
     out.push_str("-----END CERTIFICATE-----\n");
     out
 }
+
+/// The handlers on the embedded adapters in a temporary directory, configured as deployed
+/// (`enterpriseenrollment.example.com`, `manage.example.com`), with a clock the test moves.
+pub struct Harness {
+    pub state: AppState,
+    pub clock: std::sync::Arc<winmdm_core::clock::ManualClock>,
+    _dir: tempfile::TempDir,
+}
+
+impl Harness {
+    pub fn new(admin: winmdm_http::state::AdminAuth) -> Self {
+        use std::sync::Arc;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let clock = Arc::new(winmdm_core::clock::ManualClock::new(
+            time::OffsetDateTime::now_utc(),
+        ));
+        let mut config = winmdm_core::config::EnrollmentConfig::new(
+            "https://enterpriseenrollment.example.com"
+                .parse()
+                .expect("URL"),
+        );
+        config.management_base_url = "https://manage.example.com".parse().expect("URL");
+        let state = AppState::new(
+            config,
+            Arc::new(winmdm_embedded::RedbStore::open(&dir.path().join("s.redb")).expect("store")),
+            Arc::new(winmdm_embedded::LocalCa::open_or_create(&dir.path().join("ca")).expect("CA")),
+            clock.clone(),
+            vec![7; 32],
+            admin,
+        )
+        .expect("state");
+        Self {
+            state,
+            clock,
+            _dir: dir,
+        }
+    }
+}

@@ -72,6 +72,25 @@ pub fn parm<'a>(el: &'a Element, name: &str) -> Option<&'a str> {
         .and_then(|p| p.attr("value"))
 }
 
+/// The provisioning document an RSTRC carries, base64 in its BinarySecurityToken.
+pub fn token_document(env: &Element) -> Element {
+    let bst = env
+        .path(&[
+            (ns::SOAP, "Body"),
+            (ns::WST, "RequestSecurityTokenResponseCollection"),
+            (ns::WST, "RequestSecurityTokenResponse"),
+            (ns::WST, "RequestedSecurityToken"),
+            (ns::WSSE, "BinarySecurityToken"),
+        ])
+        .expect("RSTRC with a BinarySecurityToken");
+    assert_eq!(
+        bst.attr("ValueType"),
+        Some(ns::token::DEVICE_ENROLLMENT_PROVISION_DOC)
+    );
+    let xml_bytes = B64.decode(bst.text()).expect("base64 provisioning doc");
+    xml::parse(&xml_bytes).expect("provisioning doc XML")
+}
+
 /// What a provisioning document installs.
 pub struct Provisioned {
     pub doc: Element,
@@ -92,22 +111,7 @@ pub fn thumbprint(der: &[u8]) -> String {
 
 /// Extracts the provisioning doc from an RSTRC and finds its certificates.
 pub fn provisioning_doc(env: &Element) -> Provisioned {
-    let bst = env
-        .path(&[
-            (ns::SOAP, "Body"),
-            (ns::WST, "RequestSecurityTokenResponseCollection"),
-            (ns::WST, "RequestSecurityTokenResponse"),
-            (ns::WST, "RequestedSecurityToken"),
-            (ns::WSSE, "BinarySecurityToken"),
-        ])
-        .expect("RSTRC with a BinarySecurityToken");
-    assert_eq!(
-        bst.attr("ValueType"),
-        Some(ns::token::DEVICE_ENROLLMENT_PROVISION_DOC)
-    );
-    let text = bst.text();
-    let xml_bytes = B64.decode(&text).expect("base64 provisioning doc");
-    let doc = xml::parse(&xml_bytes).expect("provisioning doc XML");
+    let doc = token_document(env);
     assert_eq!(doc.name, "wap-provisioningdoc");
     assert_eq!(doc.attr("version"), Some("1.1"));
 
@@ -205,16 +209,7 @@ pub fn check_device_certificate(root_der: &[u8], client_der: &[u8], device_id: &
 /// The client certificate (DER) and its store (`User`/`System`) from a renewal RSTRC,
 /// and the renewal schedule's ServerURL.
 pub fn renewal_doc(env: &Element) -> (Vec<u8>, String, String) {
-    let bst = env
-        .path(&[
-            (ns::SOAP, "Body"),
-            (ns::WST, "RequestSecurityTokenResponseCollection"),
-            (ns::WST, "RequestSecurityTokenResponse"),
-            (ns::WST, "RequestedSecurityToken"),
-            (ns::WSSE, "BinarySecurityToken"),
-        ])
-        .expect("RSTRC with a BinarySecurityToken");
-    let doc = xml::parse(&B64.decode(bst.text()).expect("base64")).expect("renewal doc XML");
+    let doc = token_document(env);
     let my = doc
         .elements()
         .find_map(|cs| characteristic(cs, "My"))

@@ -2,19 +2,13 @@
 //! `tests/fixtures/apigw-v2/` is parsed by lambda_http, exactly as the runtime does, and
 //! handed to the handler that function's binary runs.
 
-use std::sync::Arc;
-
 use time::OffsetDateTime;
-use winmdm_core::clock::SystemClock;
-use winmdm_core::config::EnrollmentConfig;
 use winmdm_core::model::User;
 use winmdm_core::password::hash_password;
 use winmdm_e2e::HttpResponse;
 use winmdm_e2e::dm::Reply;
 use winmdm_e2e::inprocess::{self, pem};
 use winmdm_e2e::verify;
-use winmdm_embedded::{LocalCa, RedbStore};
-use winmdm_http::AppState;
 use winmdm_http::state::AdminAuth;
 
 fn event(name: &str) -> lambda_http::Request {
@@ -25,22 +19,10 @@ fn event(name: &str) -> lambda_http::Request {
 
 #[tokio::test]
 async fn every_fixture_through_its_function_handler() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut config =
-        EnrollmentConfig::new("https://enterpriseenrollment.example.com".parse().unwrap());
-    config.management_base_url = "https://manage.example.com".parse().unwrap();
-    let store = Arc::new(RedbStore::open(&dir.path().join("s.redb")).unwrap());
-    let state = AppState::new(
-        config,
-        store.clone(),
-        Arc::new(LocalCa::open_or_create(&dir.path().join("ca")).unwrap()),
-        Arc::new(SystemClock),
-        vec![3; 32],
-        // As deployed: the admin route is IAM-authorised by API Gateway.
-        AdminAuth::Gateway,
-    )
-    .unwrap();
-    use winmdm_core::store::Store as _;
+    // As deployed: the admin route is IAM-authorised by API Gateway.
+    let h = inprocess::Harness::new(AdminAuth::Gateway);
+    let state = &h.state;
+    let store = state.store.clone();
     store
         .create_user(&User {
             upn: "alice@example.com".into(),
@@ -51,10 +33,10 @@ async fn every_fixture_through_its_function_handler() {
         .unwrap();
     let call = |r: winmdm_http::respond::Response| -> HttpResponse { inprocess::response(r) };
 
-    let r = call(winmdm_http::discovery::handle(&state, event("discovery-get.json")).await);
+    let r = call(winmdm_http::discovery::handle(state, event("discovery-get.json")).await);
     assert_eq!(r.status, 200);
 
-    let r = call(winmdm_http::discovery::handle(&state, event("discovery-post.json")).await);
+    let r = call(winmdm_http::discovery::handle(state, event("discovery-post.json")).await);
     let env = verify::soap_ok(&r);
     assert!(
         r.text()
@@ -63,14 +45,14 @@ async fn every_fixture_through_its_function_handler() {
     assert!(r.text().contains("<AuthenticationServiceUrl>https://enterpriseenrollment.example.com/EnrollmentServer/Auth</AuthenticationServiceUrl>"));
     assert!(verify::relates_to(&env).is_some());
 
-    let r = call(winmdm_http::auth::handle(&state, event("auth-get.json")).await);
+    let r = call(winmdm_http::auth::handle(state, event("auth-get.json")).await);
     assert_eq!(r.status, 200);
     assert!(
         r.text().contains("value=\"alice@example.com\""),
         "login_hint from the query string"
     );
 
-    let r = call(winmdm_http::auth::handle(&state, event("auth-post.json")).await);
+    let r = call(winmdm_http::auth::handle(state, event("auth-post.json")).await);
     assert_eq!(r.status, 200, "{}", r.text());
     assert!(
         r.text()
@@ -78,7 +60,7 @@ async fn every_fixture_through_its_function_handler() {
     );
     assert!(r.text().contains("name=\"wresult\""));
 
-    let r = call(winmdm_http::policy::handle(&state, event("policy.json")).await);
+    let r = call(winmdm_http::policy::handle(state, event("policy.json")).await);
     assert!(
         verify::soap_ok(&r)
             .path(&[
@@ -88,10 +70,10 @@ async fn every_fixture_through_its_function_handler() {
             .is_some()
     );
 
-    let r = call(winmdm_http::enroll::handle(&state, event("enroll.json")).await);
+    let r = call(winmdm_http::enroll::handle(state, event("enroll.json")).await);
     let provisioned = verify::provisioning_doc(&verify::soap_ok(&r));
 
-    let r = call(winmdm_http::admin::handle(&state, event("admin-list-devices.json")).await);
+    let r = call(winmdm_http::admin::handle(state, event("admin-list-devices.json")).await);
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.json()["devices"][0]["id"], "FIXTURE0DEVICE0ID");
 
@@ -105,7 +87,7 @@ async fn every_fixture_through_its_function_handler() {
     json["requestContext"]["authentication"]["clientCert"]["clientCertPem"] =
         pem(&provisioned.client_der).into();
     let req = lambda_http::request::from_str(&json.to_string()).unwrap();
-    let r = call(winmdm_http::manage::handle(&state, req).await);
+    let r = call(winmdm_http::manage::handle(state, req).await);
     assert_eq!(r.status, 200);
     let reply = Reply::parse(&r.body);
     assert_eq!(reply.header_status().data, "200");
@@ -130,10 +112,10 @@ async fn every_fixture_through_its_function_handler() {
     }
     // The renewal fixture is a well-formed ROBO request, signed by a self-signed
     // certificate this server never issued: refused with a fault the device understands.
-    let r = call(winmdm_http::renew::handle(&state, event("renew-mtls.json")).await);
+    let r = call(winmdm_http::renew::handle(state, event("renew-mtls.json")).await);
     assert_eq!(verify::fault_subcode(&r), "s:Authentication");
 
     // As shipped (no real certificate), the fixture is refused without revealing why.
-    let r = call(winmdm_http::manage::handle(&state, event("manage-mtls.json")).await);
+    let r = call(winmdm_http::manage::handle(state, event("manage-mtls.json")).await);
     assert_eq!(Reply::parse(&r.body).header_status().data, "407");
 }

@@ -2,18 +2,12 @@
 //! carrying the client certificate) with a clock the test moves: ROBO renewal, the grace
 //! period, expiry, forged renewals, blocking, re-enrollment and removal.
 
-use std::sync::Arc;
-
 use serde_json::json;
-use time::OffsetDateTime;
-use winmdm_core::clock::ManualClock;
-use winmdm_core::config::EnrollmentConfig;
 use winmdm_e2e::device::{CsrSignature, CsrSubject, Device};
 use winmdm_e2e::dm::{DmClient, Reply};
 use winmdm_e2e::inprocess::{self, pem};
 use winmdm_e2e::messages::{self, Credentials};
 use winmdm_e2e::{EnrolledDevice, HttpResponse, TEST_PASSWORD, TEST_UPN, verify};
-use winmdm_embedded::{LocalCa, RedbStore};
 use winmdm_http::AppState;
 use winmdm_http::state::AdminAuth;
 use winmdm_wire::ns;
@@ -23,39 +17,27 @@ const MANAGE_FIXTURE: &str = include_str!("../fixtures/apigw-v2/manage-mtls.json
 const ADMIN: (&str, &str) = ("authorization", "Bearer admin");
 
 struct World {
-    _dir: tempfile::TempDir,
-    state: AppState,
-    clock: Arc<ManualClock>,
+    h: inprocess::Harness,
+}
+
+impl std::ops::Deref for World {
+    type Target = inprocess::Harness;
+    fn deref(&self) -> &inprocess::Harness {
+        &self.h
+    }
 }
 
 async fn world() -> World {
-    let dir = tempfile::tempdir().unwrap();
-    let clock = Arc::new(ManualClock::new(OffsetDateTime::now_utc()));
-    let mut config =
-        EnrollmentConfig::new("https://enterpriseenrollment.example.com".parse().unwrap());
-    config.management_base_url = "https://manage.example.com".parse().unwrap();
-    let state = AppState::new(
-        config,
-        Arc::new(RedbStore::open(&dir.path().join("s.redb")).unwrap()),
-        Arc::new(LocalCa::open_or_create(&dir.path().join("ca")).unwrap()),
-        clock.clone(),
-        vec![5; 32],
-        AdminAuth::Bearer("admin".into()),
-    )
-    .unwrap();
+    let h = inprocess::Harness::new(AdminAuth::Bearer("admin".into()));
     let r = admin(
-        &state,
+        &h.state,
         "POST",
         "/admin/v1/users",
         json!({"upn": TEST_UPN, "password": TEST_PASSWORD}),
     )
     .await;
     assert_eq!(r.status, 201);
-    World {
-        _dir: dir,
-        state,
-        clock,
-    }
+    World { h }
 }
 
 async fn admin(

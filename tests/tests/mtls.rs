@@ -1,19 +1,13 @@
 //! Device authentication by client certificate: through a recorded API Gateway HTTP API
 //! (v2) event, as the Lambda function receives it, and through `winmdm-local` serving TLS.
 
-use std::sync::Arc;
-
 use serde_json::json;
-use time::OffsetDateTime;
-use winmdm_core::clock::ManualClock;
-use winmdm_core::config::EnrollmentConfig;
 use winmdm_e2e::device::{CsrSignature, CsrSubject, Device};
 use winmdm_e2e::dm::{DmClient, Reply};
 use winmdm_e2e::inprocess::{self, apigw_v2_event, pem};
 use winmdm_e2e::messages::{self, Credentials};
 use winmdm_e2e::tls::TlsClient;
 use winmdm_e2e::{EnrolledDevice, TEST_PASSWORD, TEST_UPN, TestServer};
-use winmdm_embedded::{LocalCa, RedbStore};
 use winmdm_http::AppState;
 use winmdm_http::state::AdminAuth;
 use winmdm_wire::syncml::ItemVerb;
@@ -41,23 +35,11 @@ async fn lambda_manage(state: &AppState, body: &str, cert: Option<&[u8]>) -> Rep
 
 #[tokio::test]
 async fn recorded_apigw_v2_event_with_client_certificate() {
-    let dir = tempfile::tempdir().unwrap();
-    let clock = Arc::new(ManualClock::new(OffsetDateTime::now_utc()));
-    let mut config =
-        EnrollmentConfig::new("https://enterpriseenrollment.example.com".parse().unwrap());
-    config.management_base_url = "https://manage.example.com".parse().unwrap();
-    let state = AppState::new(
-        config,
-        Arc::new(RedbStore::open(&dir.path().join("s.redb")).unwrap()),
-        Arc::new(LocalCa::open_or_create(&dir.path().join("ca")).unwrap()),
-        clock.clone(),
-        vec![1; 32],
-        AdminAuth::Bearer("test-admin".into()),
-    )
-    .unwrap();
+    let h = inprocess::Harness::new(AdminAuth::Bearer("test-admin".into()));
+    let (state, clock) = (&h.state, h.clock.clone());
     let json_ct = ("content-type", "application/json");
     let r = inprocess::call(
-        &state,
+        state,
         "POST",
         "/admin/v1/users",
         &[ADMIN, json_ct],
@@ -73,7 +55,7 @@ async fn recorded_apigw_v2_event_with_client_certificate() {
             "https://enterpriseenrollment.example.com/EnrollmentServer/Enrollment.svc",
         );
         let resp = inprocess::call(
-            &state,
+            state,
             "POST",
             "/EnrollmentServer/Enrollment.svc",
             &[("content-type", "application/soap+xml; charset=utf-8")],
@@ -88,7 +70,7 @@ async fn recorded_apigw_v2_event_with_client_certificate() {
         "https://manage.example.com/ManagementServer/MDM.svc"
     );
     let r = inprocess::call(
-        &state,
+        state,
         "POST",
         &format!("/admin/v1/devices/{}/commands", a.id()),
         &[ADMIN, json_ct],
@@ -101,7 +83,7 @@ async fn recorded_apigw_v2_event_with_client_certificate() {
     let mut c = DmClient::new(a.id(), &a.management_url);
     c.start_session();
     let body = c.message(|c| c.package1("user", &a.device.hw_dev_id), true);
-    let reply = lambda_manage(&state, &body, Some(&a.provisioned.client_der)).await;
+    let reply = lambda_manage(state, &body, Some(&a.provisioned.client_der)).await;
     assert_eq!(reply.header_status().data, "200");
     let cmds = reply.item_commands();
     assert_eq!(cmds.len(), 1);
@@ -110,12 +92,12 @@ async fn recorded_apigw_v2_event_with_client_certificate() {
     // B's certificate for A's session: refused, nothing sent.
     c.start_session();
     let body = c.message(|c| c.package1("user", &a.device.hw_dev_id), true);
-    let reply = lambda_manage(&state, &body, Some(&b.provisioned.client_der)).await;
+    let reply = lambda_manage(state, &body, Some(&b.provisioned.client_der)).await;
     assert_eq!(reply.header_status().data, "401");
     assert_eq!(reply.msg.commands.len(), 1);
 
     // No certificate and no credentials: challenged.
-    let reply = lambda_manage(&state, &body, None).await;
+    let reply = lambda_manage(state, &body, None).await;
     assert_eq!(reply.header_status().data, "407");
 
     // A certificate from another CA with A's name: refused.
@@ -125,58 +107,87 @@ async fn recorded_apigw_v2_event_with_client_certificate() {
         .push(rcgen::DnType::CommonName, a.id());
     let key = rcgen::KeyPair::generate().unwrap();
     let forged = params.self_signed(&key).unwrap();
-    let reply = lambda_manage(&state, &body, Some(forged.der())).await;
+    let reply = lambda_manage(state, &body, Some(forged.der())).await;
     assert_eq!(reply.header_status().data, "401");
 
     // A year and a day later A's certificate has expired: refused.
     clock.advance(time::Duration::days(366));
     c.start_session();
     let body = c.message(|c| c.package1("user", &a.device.hw_dev_id), true);
-    let reply = lambda_manage(&state, &body, Some(&a.provisioned.client_der)).await;
+    let reply = lambda_manage(state, &body, Some(&a.provisioned.client_der)).await;
     assert_eq!(reply.header_status().data, "401");
 }
 
-#[tokio::test]
-async fn winmdm_local_over_tls_with_client_certificates() {
-    let dir = tempfile::tempdir().unwrap();
-    let server_cert =
-        rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()]).unwrap();
-    let cert_path = dir.path().join("server.pem");
-    let key_path = dir.path().join("server-key.pem");
-    std::fs::write(&cert_path, server_cert.cert.pem()).unwrap();
-    std::fs::write(&key_path, server_cert.signing_key.serialize_pem()).unwrap();
-    let s = TestServer::start_with(|o| {
-        o.tls_cert = Some(cert_path.clone());
-        o.tls_key = Some(key_path.clone());
-    })
-    .await;
-    assert_eq!(s.server.base_url.scheme(), "https");
-    let root = server_cert.cert.der().to_vec();
-    let anonymous = TlsClient::new(s.server.addr, &root, None);
-    let token = format!("Bearer {}", s.server.admin_token());
-    let admin = [
-        ("authorization", token.as_str()),
-        ("content-type", "application/json"),
-    ];
+/// `winmdm-local` serving HTTPS with a self-signed server certificate the test trusts,
+/// and the enrollment user created.
+struct TlsWorld {
+    s: TestServer,
+    root: Vec<u8>,
+    anonymous: TlsClient,
+    token: String,
+    _dir: tempfile::TempDir,
+}
 
-    // Enrollment works without a client certificate on the same host.
-    let r = anonymous
-        .send(
-            "POST",
-            "/admin/v1/users",
-            &admin,
-            json!({"upn": TEST_UPN, "password": TEST_PASSWORD})
-                .to_string()
-                .into_bytes(),
-        )
-        .await
-        .unwrap();
-    assert_eq!(r.status, 201);
-    let mut enrolled = Vec::new();
-    for _ in 0..2 {
-        let device = Device::new();
-        let msg = enroll_message(&device, "https://localhost/EnrollmentServer/Enrollment.svc");
-        let resp = anonymous
+impl TlsWorld {
+    async fn start(renewal_grace_seconds: Option<i64>) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let server_cert =
+            rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()])
+                .unwrap();
+        let cert_path = dir.path().join("server.pem");
+        let key_path = dir.path().join("server-key.pem");
+        std::fs::write(&cert_path, server_cert.cert.pem()).unwrap();
+        std::fs::write(&key_path, server_cert.signing_key.serialize_pem()).unwrap();
+        let s = TestServer::start_with(|o| {
+            o.tls_cert = Some(cert_path.clone());
+            o.tls_key = Some(key_path.clone());
+            if let Some(g) = renewal_grace_seconds {
+                o.renewal_grace_seconds = g;
+            }
+        })
+        .await;
+        assert_eq!(s.server.base_url.scheme(), "https");
+        let root = server_cert.cert.der().to_vec();
+        let anonymous = TlsClient::new(s.server.addr, &root, None);
+        let token = format!("Bearer {}", s.server.admin_token());
+        let w = Self {
+            s,
+            root,
+            anonymous,
+            token,
+            _dir: dir,
+        };
+        // The admin API and enrollment work without a client certificate on this host.
+        let r = w
+            .admin(
+                "POST",
+                "/admin/v1/users",
+                json!({"upn": TEST_UPN, "password": TEST_PASSWORD}),
+            )
+            .await;
+        assert_eq!(r.status, 201);
+        w
+    }
+
+    async fn admin(
+        &self,
+        method: &str,
+        path: &str,
+        body: serde_json::Value,
+    ) -> winmdm_e2e::HttpResponse {
+        let headers = [
+            ("authorization", self.token.as_str()),
+            ("content-type", "application/json"),
+        ];
+        self.anonymous
+            .send(method, path, &headers, body.to_string().into_bytes())
+            .await
+            .unwrap()
+    }
+
+    async fn enroll(&self, device: &Device) -> winmdm_e2e::HttpResponse {
+        let msg = enroll_message(device, "https://localhost/EnrollmentServer/Enrollment.svc");
+        self.anonymous
             .send(
                 "POST",
                 "/EnrollmentServer/Enrollment.svc",
@@ -184,29 +195,37 @@ async fn winmdm_local_over_tls_with_client_certificates() {
                 msg.into_bytes(),
             )
             .await
-            .unwrap();
+            .unwrap()
+    }
+}
+
+#[tokio::test]
+async fn winmdm_local_over_tls_with_client_certificates() {
+    let w = TlsWorld::start(None).await;
+    let root = &w.root;
+    let addr = w.s.server.addr;
+    let mut enrolled = Vec::new();
+    for _ in 0..2 {
+        let device = Device::new();
+        let resp = w.enroll(&device).await;
         enrolled.push(EnrolledDevice::from_response(device, &resp));
     }
     let (a, b) = (&enrolled[0], &enrolled[1]);
     assert!(a.management_url.starts_with("https://"));
-    let r = anonymous
-        .send(
+    let r = w
+        .admin(
             "POST",
             &format!("/admin/v1/devices/{}/commands", a.id()),
-            &admin,
-            json!({"verb": "Get", "target": "./DevDetail/SwV"})
-                .to_string()
-                .into_bytes(),
+            json!({"verb": "Get", "target": "./DevDetail/SwV"}),
         )
-        .await
-        .unwrap();
+        .await;
     assert_eq!(r.status, 202);
 
     let syncml = [("content-type", "application/vnd.syncml.dm+xml")];
     let path = "/ManagementServer/MDM.svc?mode=Machine&Platform=WoA";
     let as_a = TlsClient::new(
-        s.server.addr,
-        &root,
+        addr,
+        root,
         Some((&a.provisioned.client_der, a.device.pkcs8_der())),
     );
     let mut c = DmClient::new(a.id(), &a.management_url);
@@ -226,8 +245,8 @@ async fn winmdm_local_over_tls_with_client_certificates() {
 
     // B, holding its own key and certificate, claiming to be A: refused.
     let as_b = TlsClient::new(
-        s.server.addr,
-        &root,
+        addr,
+        root,
         Some((&b.provisioned.client_der, b.device.pkcs8_der())),
     );
     c.start_session();
@@ -245,63 +264,23 @@ async fn winmdm_local_over_tls_with_client_certificates() {
         .push(rcgen::DnType::CommonName, a.id());
     let key = rcgen::KeyPair::generate().unwrap();
     let forged = params.self_signed(&key).unwrap();
-    let as_forger = TlsClient::new(
-        s.server.addr,
-        &root,
-        Some((forged.der(), &key.serialize_der())),
-    );
+    let as_forger = TlsClient::new(addr, root, Some((forged.der(), &key.serialize_der())));
     assert!(
         as_forger
             .send("POST", path, &syncml, body.into_bytes())
             .await
             .is_err()
     );
-    s.shutdown().await;
+    w.s.shutdown().await;
 }
 
 #[tokio::test]
 async fn renewal_over_winmdm_local_tls_with_a_short_grace_period() {
-    let dir = tempfile::tempdir().unwrap();
-    let server_cert = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
-    let cert_path = dir.path().join("server.pem");
-    let key_path = dir.path().join("server-key.pem");
-    std::fs::write(&cert_path, server_cert.cert.pem()).unwrap();
-    std::fs::write(&key_path, server_cert.signing_key.serialize_pem()).unwrap();
-    let s = TestServer::start_with(|o| {
-        o.tls_cert = Some(cert_path.clone());
-        o.tls_key = Some(key_path.clone());
-        o.renewal_grace_seconds = 2;
-    })
-    .await;
-    let root = server_cert.cert.der().to_vec();
-    let anonymous = TlsClient::new(s.server.addr, &root, None);
-    let token = format!("Bearer {}", s.server.admin_token());
-    let r = anonymous
-        .send(
-            "POST",
-            "/admin/v1/users",
-            &[
-                ("authorization", token.as_str()),
-                ("content-type", "application/json"),
-            ],
-            json!({"upn": TEST_UPN, "password": TEST_PASSWORD})
-                .to_string()
-                .into_bytes(),
-        )
-        .await
-        .unwrap();
-    assert_eq!(r.status, 201);
+    let w = TlsWorld::start(Some(2)).await;
+    let root = &w.root;
+    let addr = w.s.server.addr;
     let device = Device::new();
-    let msg = enroll_message(&device, "https://localhost/EnrollmentServer/Enrollment.svc");
-    let resp = anonymous
-        .send(
-            "POST",
-            "/EnrollmentServer/Enrollment.svc",
-            &[("content-type", "application/soap+xml; charset=utf-8")],
-            msg.into_bytes(),
-        )
-        .await
-        .unwrap();
+    let resp = w.enroll(&device).await;
     let enrolled = EnrolledDevice::from_response(device.rekeyed(), &resp);
     let old_cert = enrolled.provisioned.client_der.clone();
     let renew_url = winmdm_e2e::verify::renewal_server_url(&enrolled.provisioned);
@@ -317,7 +296,7 @@ async fn renewal_over_winmdm_local_tls_with_a_short_grace_period() {
         &p7,
         winmdm_wire::ns::token::PKCS7_SECEXT,
     );
-    let as_old = TlsClient::new(s.server.addr, &root, Some((&old_cert, device.pkcs8_der())));
+    let as_old = TlsClient::new(addr, root, Some((&old_cert, device.pkcs8_der())));
     let r = as_old
         .send(
             "POST",
@@ -336,7 +315,7 @@ async fn renewal_over_winmdm_local_tls_with_a_short_grace_period() {
         c.start_session();
         c.message(|c| c.package1("user", "HW"), true).into_bytes()
     };
-    let as_new = TlsClient::new(s.server.addr, &root, Some((&new_cert, new_key.pkcs8_der())));
+    let as_new = TlsClient::new(addr, root, Some((&new_cert, new_key.pkcs8_der())));
     let r = as_new
         .send("POST", path, &syncml, session(&device.device_id))
         .await
@@ -365,5 +344,5 @@ async fn renewal_over_winmdm_local_tls_with_a_short_grace_period() {
         "401",
         "and not after it"
     );
-    s.shutdown().await;
+    w.s.shutdown().await;
 }
