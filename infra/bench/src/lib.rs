@@ -1,0 +1,147 @@
+//! Support for the benchmarks: a store in memory, so management messages are measured
+//! without storage latency ("handler time plus the store"), counting its calls.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use async_trait::async_trait;
+use winmdm_core::commands::QueuedCommand;
+use winmdm_core::model::{Device, Page, PageRequest, User};
+use winmdm_core::session::{ManagementSnapshot, ManagementUpdate, SessionState, SessionWrite};
+use winmdm_core::store::{EnrollmentCommit, Store, StoreError};
+
+/// Devices, sessions and commands in memory, with call counters (reads and writes).
+#[derive(Default)]
+pub struct MemStore {
+    devices: Mutex<HashMap<String, Device>>,
+    sessions: Mutex<HashMap<(String, String), SessionState>>,
+    commands: Mutex<Vec<QueuedCommand>>,
+    pub reads: AtomicUsize,
+    pub writes: AtomicUsize,
+}
+
+impl MemStore {
+    pub fn add_device(&self, d: Device) {
+        self.devices.lock().unwrap().insert(d.id.clone(), d);
+    }
+    pub fn add_command(&self, c: QueuedCommand) {
+        self.commands.lock().unwrap().push(c);
+    }
+    pub fn calls(&self) -> (usize, usize) {
+        (
+            self.reads.load(Ordering::Relaxed),
+            self.writes.load(Ordering::Relaxed),
+        )
+    }
+}
+
+fn unused() -> StoreError {
+    StoreError::Unavailable("not used by the management benchmarks".into())
+}
+
+#[async_trait]
+impl Store for MemStore {
+    async fn create_user(&self, _: &User) -> Result<(), StoreError> {
+        Err(unused())
+    }
+    async fn get_user(&self, _: &str) -> Result<Option<User>, StoreError> {
+        Err(unused())
+    }
+    async fn list_users(&self, _: &PageRequest) -> Result<Page<User>, StoreError> {
+        Err(unused())
+    }
+    async fn delete_user(&self, _: &str) -> Result<bool, StoreError> {
+        Err(unused())
+    }
+    async fn get_device(&self, id: &str) -> Result<Option<Device>, StoreError> {
+        self.reads.fetch_add(1, Ordering::Relaxed);
+        Ok(self.devices.lock().unwrap().get(id).cloned())
+    }
+    async fn get_device_by_hw_dev_id(&self, _: &str) -> Result<Option<Device>, StoreError> {
+        Err(unused())
+    }
+    async fn list_devices(&self, _: &PageRequest) -> Result<Page<Device>, StoreError> {
+        Err(unused())
+    }
+    async fn is_token_consumed(&self, _: &str) -> Result<bool, StoreError> {
+        Err(unused())
+    }
+    async fn commit_enrollment(&self, _: &EnrollmentCommit) -> Result<(), StoreError> {
+        Err(unused())
+    }
+    async fn load_management(
+        &self,
+        device_id: &str,
+        session_id: &str,
+    ) -> Result<Option<ManagementSnapshot>, StoreError> {
+        self.reads.fetch_add(1, Ordering::Relaxed);
+        let Some(device) = self.devices.lock().unwrap().get(device_id).cloned() else {
+            return Ok(None);
+        };
+        let session = self
+            .sessions
+            .lock()
+            .unwrap()
+            .get(&(device_id.to_owned(), session_id.to_owned()))
+            .cloned();
+        let open_commands = self
+            .commands
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|c| c.device_id == device_id && c.state.is_open())
+            .cloned()
+            .collect();
+        Ok(Some(ManagementSnapshot {
+            device,
+            session,
+            open_commands,
+        }))
+    }
+    async fn save_management(&self, u: &ManagementUpdate) -> Result<(), StoreError> {
+        self.writes.fetch_add(1, Ordering::Relaxed);
+        if let Some(d) = self.devices.lock().unwrap().get_mut(&u.device_id) {
+            u.device
+                .apply(d)
+                .map_err(|e| StoreError::Conflict(e.to_string()))?;
+        }
+        match &u.session {
+            SessionWrite::Keep => {}
+            SessionWrite::Put(s) => {
+                self.sessions.lock().unwrap().insert(
+                    (u.device_id.clone(), s.session_id.clone()),
+                    s.as_ref().clone(),
+                );
+            }
+            SessionWrite::Delete { session_id } => {
+                self.sessions
+                    .lock()
+                    .unwrap()
+                    .remove(&(u.device_id.clone(), session_id.clone()));
+            }
+        }
+        let mut cmds = self.commands.lock().unwrap();
+        for c in &u.commands {
+            if let Some(existing) = cmds.iter_mut().find(|x| x.id == c.id) {
+                *existing = c.clone();
+            }
+        }
+        Ok(())
+    }
+    async fn enqueue_command(&self, c: &QueuedCommand) -> Result<(), StoreError> {
+        self.writes.fetch_add(1, Ordering::Relaxed);
+        self.commands.lock().unwrap().push(c.clone());
+        Ok(())
+    }
+    async fn get_command(&self, _: &str, _: &str) -> Result<Option<QueuedCommand>, StoreError> {
+        Err(unused())
+    }
+    async fn list_commands(
+        &self,
+        _: &str,
+        _: &PageRequest,
+    ) -> Result<Page<QueuedCommand>, StoreError> {
+        Err(unused())
+    }
+}
