@@ -76,6 +76,47 @@ fn enrollment(c: &mut Criterion) {
         Arc::new(SystemClock),
         TokenSigner::new(vec![1; 32], Duration::minutes(10)).unwrap(),
     );
+    // Store and CA calls of one on-premise enrollment, counted.
+    {
+        let store = Arc::new(MemStore::default());
+        let counting = Arc::new(winmdm_bench::CountingCa {
+            inner: LocalCa::open_or_create(dir.path()).unwrap(),
+            issued: Default::default(),
+        });
+        let svc = EnrollmentService::new(
+            Arc::new(EnrollmentConfig::new(
+                "https://enterpriseenrollment.example.com".parse().unwrap(),
+            )),
+            store.clone(),
+            counting.clone(),
+            Arc::new(SystemClock),
+            TokenSigner::new(vec![1; 32], Duration::minutes(10)).unwrap(),
+        );
+        rt.block_on(store.create_user(&winmdm_core::model::User {
+            upn: "a@example.com".into(),
+            password_hash: winmdm_core::password::hash_password("password").unwrap(),
+            created_at: OffsetDateTime::now_utc(),
+        }))
+        .unwrap();
+        let before = store.calls();
+        let d = Device::new();
+        let csr = d.csr(CsrSignature::Sha256, CsrSubject::Windows);
+        let ctx = messages::context_items(&d.device_id, &d.hw_dev_id, "Full");
+        let creds = Credentials::Password {
+            username: "a@example.com".into(),
+            password: "password".into(),
+        };
+        let rst = messages::request_security_token("urn:uuid:c", "https://e/e", &creds, &csr, &ctx);
+        let reply = rt.block_on(svc.request_security_token(rst.as_bytes(), "t"));
+        assert!(reply.fault.is_none(), "{:?}", reply.fault);
+        let after = store.calls();
+        println!(
+            "store calls for one enrollment: {} read(s), {} write(s); CA: {} issue(s)",
+            after.0 - before.0,
+            after.1 - before.1,
+            counting.issued.load(std::sync::atomic::Ordering::Relaxed)
+        );
+    }
     let discover = messages::discover(
         "urn:uuid:1",
         "https://e/d",

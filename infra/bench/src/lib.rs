@@ -11,9 +11,35 @@ use winmdm_core::model::{Device, Page, PageRequest, User};
 use winmdm_core::session::{ManagementSnapshot, ManagementUpdate, SessionState, SessionWrite};
 use winmdm_core::store::{EnrollmentCommit, Store, StoreError};
 
+/// Counts the CA calls of the CA it wraps.
+pub struct CountingCa<C> {
+    pub inner: C,
+    pub issued: AtomicUsize,
+}
+
+#[async_trait]
+impl<C: winmdm_core::ca::CertificateAuthority> winmdm_core::ca::CertificateAuthority
+    for CountingCa<C>
+{
+    async fn chain(
+        &self,
+    ) -> Result<std::sync::Arc<winmdm_core::ca::CaChain>, winmdm_core::ca::CaError> {
+        self.inner.chain().await
+    }
+    async fn issue(
+        &self,
+        r: &winmdm_core::ca::IssueRequest<'_>,
+    ) -> Result<winmdm_core::ca::IssuedCertificate, winmdm_core::ca::CaError> {
+        self.issued.fetch_add(1, Ordering::Relaxed);
+        self.inner.issue(r).await
+    }
+}
+
 /// Devices, sessions and commands in memory, with call counters (reads and writes).
 #[derive(Default)]
 pub struct MemStore {
+    users: Mutex<HashMap<String, User>>,
+    tokens: Mutex<std::collections::HashSet<String>>,
     devices: Mutex<HashMap<String, Device>>,
     sessions: Mutex<HashMap<(String, String), SessionState>>,
     commands: Mutex<Vec<QueuedCommand>>,
@@ -37,16 +63,19 @@ impl MemStore {
 }
 
 fn unused() -> StoreError {
-    StoreError::Unavailable("not used by the management benchmarks".into())
+    StoreError::Unavailable("not used by the benchmarks".into())
 }
 
 #[async_trait]
 impl Store for MemStore {
-    async fn create_user(&self, _: &User) -> Result<(), StoreError> {
-        Err(unused())
+    async fn create_user(&self, u: &User) -> Result<(), StoreError> {
+        self.writes.fetch_add(1, Ordering::Relaxed);
+        self.users.lock().unwrap().insert(u.upn.clone(), u.clone());
+        Ok(())
     }
-    async fn get_user(&self, _: &str) -> Result<Option<User>, StoreError> {
-        Err(unused())
+    async fn get_user(&self, upn: &str) -> Result<Option<User>, StoreError> {
+        self.reads.fetch_add(1, Ordering::Relaxed);
+        Ok(self.users.lock().unwrap().get(upn).cloned())
     }
     async fn list_users(&self, _: &PageRequest) -> Result<Page<User>, StoreError> {
         Err(unused())
@@ -58,17 +87,39 @@ impl Store for MemStore {
         self.reads.fetch_add(1, Ordering::Relaxed);
         Ok(self.devices.lock().unwrap().get(id).cloned())
     }
-    async fn get_device_by_hw_dev_id(&self, _: &str) -> Result<Option<Device>, StoreError> {
-        Err(unused())
+    async fn get_device_by_hw_dev_id(&self, hw: &str) -> Result<Option<Device>, StoreError> {
+        self.reads.fetch_add(1, Ordering::Relaxed);
+        Ok(self
+            .devices
+            .lock()
+            .unwrap()
+            .values()
+            .find(|d| {
+                d.hw_dev_id
+                    .as_deref()
+                    .is_some_and(|h| h.eq_ignore_ascii_case(hw))
+            })
+            .cloned())
     }
     async fn list_devices(&self, _: &PageRequest) -> Result<Page<Device>, StoreError> {
         Err(unused())
     }
-    async fn is_token_consumed(&self, _: &str) -> Result<bool, StoreError> {
-        Err(unused())
+    async fn is_token_consumed(&self, id: &str) -> Result<bool, StoreError> {
+        self.reads.fetch_add(1, Ordering::Relaxed);
+        Ok(self.tokens.lock().unwrap().contains(id))
     }
-    async fn commit_enrollment(&self, _: &EnrollmentCommit) -> Result<(), StoreError> {
-        Err(unused())
+    async fn commit_enrollment(&self, c: &EnrollmentCommit) -> Result<(), StoreError> {
+        self.writes.fetch_add(1, Ordering::Relaxed);
+        if let Some(t) = &c.token
+            && !self.tokens.lock().unwrap().insert(t.id.clone())
+        {
+            return Err(StoreError::TokenReplayed);
+        }
+        self.devices
+            .lock()
+            .unwrap()
+            .insert(c.device.id.clone(), c.device.clone());
+        Ok(())
     }
     async fn load_management(
         &self,
