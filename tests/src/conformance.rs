@@ -385,3 +385,56 @@ pub async fn command_queue_and_management_state(store: Arc<dyn Store>) {
         Err(StoreError::NotFound(_))
     ));
 }
+
+/// A change made between a management message's read and its write is not lost.
+pub async fn write_after_concurrent_change_keeps_both(store: Arc<dyn Store>) {
+    use winmdm_core::model::DeviceStatus;
+    use winmdm_core::session::{DevicePatch, ManagementUpdate, SessionWrite};
+    store
+        .commit_enrollment(&EnrollmentCommit {
+            device: device("CC-DEV", Some("CC-HW")),
+            token: None,
+        })
+        .await
+        .unwrap();
+    // The message reads…
+    store
+        .load_management("CC-DEV", "1")
+        .await
+        .unwrap()
+        .expect("device");
+    // …an operator blocks the device meanwhile…
+    store
+        .save_management(&ManagementUpdate {
+            device_id: "CC-DEV".into(),
+            device: DevicePatch {
+                status: Some(DeviceStatus::Blocked),
+                ..DevicePatch::default()
+            },
+            session: SessionWrite::Keep,
+            commands: vec![],
+        })
+        .await
+        .unwrap();
+    // …and the message writes what it learned.
+    let seen = OffsetDateTime::now_utc().replace_nanosecond(0).unwrap();
+    store
+        .save_management(&ManagementUpdate {
+            device_id: "CC-DEV".into(),
+            device: DevicePatch {
+                last_seen_at: Some(seen),
+                ..DevicePatch::default()
+            },
+            session: SessionWrite::Keep,
+            commands: vec![],
+        })
+        .await
+        .unwrap();
+    let d = store.get_device("CC-DEV").await.unwrap().unwrap();
+    assert_eq!(
+        d.status,
+        DeviceStatus::Blocked,
+        "the operator's change survives"
+    );
+    assert_eq!(d.last_seen_at, Some(seen), "and so does the message's");
+}

@@ -41,3 +41,9 @@ async fn command_queue_and_management_state() {
     let (_d, s) = store();
     conformance::command_queue_and_management_state(s).await;
 }
+
+#[tokio::test]
+async fn write_after_concurrent_change_keeps_both() {
+    let (_d, s) = store();
+    conformance::write_after_concurrent_change_keeps_both(s).await;
+}

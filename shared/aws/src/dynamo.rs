@@ -30,6 +30,7 @@
 //! number; concurrent writers retry on a failed condition.
 
 use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
@@ -59,6 +60,10 @@ const MAX_ATTEMPTS: u32 = 12;
 pub struct DynamoStore {
     client: Client,
     table: String,
+    /// Device records (with their version) as `load_management` read them, taken by the
+    /// `save_management` of the same message, so a message costs one read: the write is
+    /// conditional on that version and re-reads only if someone changed the device since.
+    loaded: Arc<Mutex<HashMap<String, (i64, Device)>>>,
 }
 
 fn s(v: impl Into<String>) -> AttributeValue {
@@ -191,6 +196,7 @@ impl DynamoStore {
         Self {
             client,
             table: table.into(),
+            loaded: Arc::new(Mutex::new(HashMap::new())),
         }
     }
 
@@ -599,6 +605,20 @@ impl Store for DynamoStore {
         let Some(device) = device else {
             return Ok(None);
         };
+        let version = items
+            .iter()
+            .find(|i| str_attr(i, "SK") == Some("D"))
+            .and_then(|i| num_attr(i, "version"))
+            .unwrap_or(0);
+        {
+            let mut loaded = self.loaded.lock().expect("loaded-device cache");
+            // Entries live from a message's read to its write; messages that end without
+            // a write (refused devices) leave theirs behind, so keep the map bounded.
+            if loaded.len() >= 1024 {
+                loaded.clear();
+            }
+            loaded.insert(device_id.to_owned(), (version, device.clone()));
+        }
         // Commands this session sent that have since settled (their Results may follow).
         if let Some(s) = &session {
             for sent in &s.sent {
@@ -623,13 +643,27 @@ impl Store for DynamoStore {
     async fn save_management(&self, update: &ManagementUpdate) -> Result<(), StoreError> {
         let t = &self.table;
         let pk = dev_pk(&update.device_id);
+        // The record load_management read for this message, if any; a failed condition
+        // below means it changed since, and the next attempt reads it afresh.
+        let mut cached = self
+            .loaded
+            .lock()
+            .expect("loaded-device cache")
+            .remove(&update.device_id);
         for attempt in 0..MAX_ATTEMPTS {
-            let Some(current) = self.get(key(pk.clone(), "D")).await? else {
-                return Err(StoreError::NotFound(format!("device {}", update.device_id)));
+            let (version, mut device) = match cached.take() {
+                Some(c) => c,
+                None => {
+                    let Some(current) = self.get(key(pk.clone(), "D")).await? else {
+                        return Err(StoreError::NotFound(format!("device {}", update.device_id)));
+                    };
+                    (
+                        num_attr(&current, "version").unwrap_or(0),
+                        data::<Device>(&current)?,
+                    )
+                }
             };
-            let version = num_attr(&current, "version").unwrap_or(0);
             let mut items = Vec::new();
-            let mut device: Device = data(&current)?;
             let mut hw_added = None;
             if update.device.is_empty() {
                 items.push(
