@@ -1,6 +1,11 @@
 //! A moto server (the AWS emulator from PyPI) for tests: started on a free loopback port,
 //! stopped when dropped. `infra/test.sh` installs it into `.venv`; `WINMDM_MOTO_SERVER`
 //! points elsewhere.
+//!
+//! The server is run single-threaded. `moto_server` serves requests on threads, and moto's
+//! TransactWriteItems takes no lock, so two concurrent transactions can interleave — which
+//! DynamoDB, whose transactions are serializable, never allows. Serving one request at a
+//! time restores that guarantee while the code under test still sends concurrently.
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -11,6 +16,16 @@ use aws_sdk_acmpca::types::{
     Asn1Subject, CertificateAuthorityConfiguration, CertificateAuthorityType, KeyAlgorithm,
     SigningAlgorithm, Validity, ValidityPeriodType,
 };
+
+/// moto's own server entry point, with `threaded=False`.
+const SERIAL_MOTO: &str = r#"
+import sys
+from werkzeug.serving import run_simple
+from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
+from moto.server import MotoRequestHandler
+run_simple(sys.argv[1], int(sys.argv[2]), DomainDispatcherApplication(create_backend_app),
+           threaded=False, request_handler=MotoRequestHandler)
+"#;
 
 pub struct Moto {
     child: Child,
@@ -38,8 +53,9 @@ impl Moto {
             .local_addr()
             .unwrap()
             .port();
-        let child = Command::new(moto_binary())
-            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+        let python = moto_binary().with_file_name("python");
+        let child = Command::new(python)
+            .args(["-c", SERIAL_MOTO, "127.0.0.1", &port.to_string()])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
