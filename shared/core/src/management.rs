@@ -468,7 +468,7 @@ impl ManagementService {
                 }
                 Command::Status(s) => run.settle_status(&mut session, s, now),
                 Command::Results(r) => {
-                    if self.take_results(&mut run, &mut session, &hdr.msg_id, r, now) {
+                    if self.take_results(&mut run, &mut session, &hdr.msg_id, r) {
                         awaiting_chunks = true;
                     }
                 }
@@ -555,7 +555,6 @@ impl ManagementService {
         session: &mut SessionState,
         client_msg_id: &str,
         r: &syncml::Results,
-        _now: OffsetDateTime,
     ) -> bool {
         let command_id = session
             .sent

@@ -84,7 +84,7 @@ fn children(content: &[u8]) -> Result<Vec<Tlv<'_>>, Pkcs7Error> {
 fn oid_string(content: &[u8]) -> String {
     let mut arcs: Vec<u64> = Vec::new();
     let mut acc = 0u64;
-    for (i, b) in content.iter().enumerate() {
+    for b in content {
         acc = (acc << 7) | u64::from(b & 0x7f);
         if b & 0x80 == 0 {
             if arcs.is_empty() {
@@ -96,7 +96,6 @@ fn oid_string(content: &[u8]) -> String {
             }
             acc = 0;
         }
-        let _ = i;
     }
     arcs.iter()
         .map(u64::to_string)
