@@ -62,13 +62,13 @@ pub fn relates_to(env: &Element) -> Option<String> {
 /// A `characteristic` child by its `type`.
 pub fn characteristic<'a>(el: &'a Element, ty: &str) -> Option<&'a Element> {
     el.elements()
-        .find(|c| c.name == "characteristic" && c.attr("type") == Some(ty))
+        .find(|c| &*c.name == "characteristic" && c.attr("type") == Some(ty))
 }
 
 /// A `parm` child's value by name.
 pub fn parm<'a>(el: &'a Element, name: &str) -> Option<&'a str> {
     el.elements()
-        .find(|c| c.name == "parm" && c.attr("name") == Some(name))
+        .find(|c| &*c.name == "parm" && c.attr("name") == Some(name))
         .and_then(|p| p.attr("value"))
 }
 
@@ -112,7 +112,7 @@ pub fn thumbprint(der: &[u8]) -> String {
 /// Extracts the provisioning doc from an RSTRC and finds its certificates.
 pub fn provisioning_doc(env: &Element) -> Provisioned {
     let doc = token_document(env);
-    assert_eq!(doc.name, "wap-provisioningdoc");
+    assert_eq!(&*doc.name, "wap-provisioningdoc");
     assert_eq!(doc.attr("version"), Some("1.1"));
 
     let stores: Vec<&Element> = doc

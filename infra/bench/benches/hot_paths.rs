@@ -307,6 +307,9 @@ fn management(c: &mut Criterion) {
         },
         true,
     );
+    c.bench_function("syncml: parse a message with 20 Results", |b| {
+        b.iter(|| winmdm_wire::syncml::SyncMl::parse(twenty.as_bytes()).unwrap())
+    });
     let setup = || {
         let m = managed(&rt, ca.clone(), &device, &cert);
         let mut session = SessionState::new(
@@ -359,9 +362,12 @@ fn management(c: &mut Criterion) {
     c.bench_function("syncml: message with 20 Results (mTLS)", |b| {
         b.iter_batched(
             setup,
+            // The fixture is returned, so tearing it down is not timed.
             |m| {
-                rt.block_on(m.service.handle(twenty.as_bytes(), Some(&m.cert)))
-                    .unwrap()
+                let reply = rt
+                    .block_on(m.service.handle(twenty.as_bytes(), Some(&m.cert)))
+                    .unwrap();
+                (m, reply)
             },
             BatchSize::SmallInput,
         )

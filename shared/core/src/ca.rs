@@ -49,10 +49,12 @@ impl IssuedCertificate {
 
 /// Uppercase hex SHA-1 of a DER certificate: the CertificateStore CSP's node name.
 pub fn thumbprint(der: &[u8]) -> String {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
     let digest = Sha1::digest(der);
     let mut s = String::with_capacity(40);
     for b in digest {
-        s.push_str(&format!("{b:02X}"));
+        s.push(HEX[usize::from(b >> 4)] as char);
+        s.push(HEX[usize::from(b & 0xf)] as char);
     }
     s
 }

@@ -556,16 +556,13 @@ impl ManagementService {
         client_msg_id: &str,
         r: &syncml::Results,
     ) -> bool {
+        // Without MsgRef, the Results answer a command of any message of the session.
+        let msg_ref = r.msg_ref.as_deref().map(|m| m.trim().parse::<u32>().ok());
         let command_id = session
             .sent
             .iter()
             .rev()
-            .find(|s| {
-                s.cmd_id == r.cmd_ref
-                    && r.msg_ref
-                        .as_deref()
-                        .is_none_or(|m| m == s.msg_id.to_string())
-            })
+            .find(|s| s.cmd_id == r.cmd_ref && msg_ref.is_none_or(|m| m == Some(s.msg_id)))
             .map(|s| s.command_id.clone());
         let mut pending = false;
         let mut code = None;
@@ -673,12 +670,7 @@ impl ManagementService {
             .max_msg_size
             .unwrap_or(self.config.default_max_msg_size) as usize;
         // Room for the header, Final and what is already in the message.
-        let used: usize = 600
-            + run
-                .out
-                .iter()
-                .map(|c| syncml::command_xml(c).len())
-                .sum::<usize>();
+        let used = 600 + syncml::commands_len(&run.out);
         let mut budget = max.saturating_sub(used);
         let session_key = session.key();
 
@@ -879,10 +871,11 @@ impl Run {
             return;
         }
         // The entry stays for the session's life: Results may follow the Status.
+        let msg_ref = s.msg_ref.trim().parse::<u32>().ok();
         let Some(entry) = session
             .sent
             .iter()
-            .find(|e| e.cmd_id == s.cmd_ref && e.msg_id.to_string() == s.msg_ref)
+            .find(|e| e.cmd_id == s.cmd_ref && Some(e.msg_id) == msg_ref)
             .cloned()
         else {
             return;

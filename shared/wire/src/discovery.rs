@@ -104,7 +104,7 @@ impl DiscoverRequest {
     pub fn from_envelope(env: &Envelope) -> Result<Self, DiscoverError> {
         let body = &env.body;
         if !body.is(ns::DISCOVERY, "Discover") {
-            return Err(DiscoverError::WrongOperation(body.name.clone()));
+            return Err(DiscoverError::WrongOperation(body.name.to_string()));
         }
         let req = body
             .child(ns::DISCOVERY, "request")

@@ -100,7 +100,7 @@ impl Envelope {
     pub fn parse(bytes: &[u8]) -> Result<Self, EnvelopeError> {
         let root = xml::parse(bytes)?;
         if !root.is(ns::SOAP, "Envelope") {
-            return Err(EnvelopeError::NotAnEnvelope(root.name));
+            return Err(EnvelopeError::NotAnEnvelope(root.name.to_string()));
         }
         let header = root.child(ns::SOAP, "Header");
         let text_of = |local: &str| {

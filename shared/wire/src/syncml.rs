@@ -317,7 +317,7 @@ fn parse_item(el: &Element, input: &[u8]) -> Item {
     let original_error = data_el.and_then(|d| {
         d.attrs
             .iter()
-            .find(|a| a.name == "originalerror")
+            .find(|a| &*a.name == "originalerror")
             .map(|a| a.value.clone())
     });
     Item {
@@ -332,7 +332,7 @@ fn parse_item(el: &Element, input: &[u8]) -> Item {
 
 fn items(el: &Element, input: &[u8]) -> Vec<Item> {
     el.elements()
-        .filter(|e| e.name == "Item")
+        .filter(|e| &*e.name == "Item")
         .map(|e| parse_item(e, input))
         .collect()
 }
@@ -341,13 +341,13 @@ fn parse_command(el: &Element, input: &[u8]) -> Result<Command, RejectedCommand>
     let cmd_id = child_text(el, "CmdID").unwrap_or_default();
     let reject = |reason: &str| RejectedCommand {
         cmd_id: cmd_id.clone(),
-        name: el.name.clone(),
+        name: el.name.to_string(),
         reason: reason.into(),
     };
     if cmd_id.is_empty() || cmd_id == "0" {
         return Err(reject("CmdID is missing or 0"));
     }
-    let cmd = match el.name.as_str() {
+    let cmd = match &*el.name {
         "Alert" => Command::Alert(Alert {
             cmd_id,
             data: child_text(el, "Data").unwrap_or_default(),
@@ -372,7 +372,7 @@ fn parse_command(el: &Element, input: &[u8]) -> Result<Command, RejectedCommand>
             items: items(el, input),
         }),
         "Atomic" | "Sequence" => {
-            let kind = if el.name == "Atomic" {
+            let kind = if &*el.name == "Atomic" {
                 ContainerKind::Atomic
             } else {
                 ContainerKind::Sequence
@@ -425,7 +425,7 @@ fn is_command(name: &str) -> bool {
 impl SyncMl {
     pub fn parse(input: &[u8]) -> Result<Parsed, SyncMlError> {
         let root = xml::parse(input)?;
-        if root.name != "SyncML" || !is_syncml_ns(root.ns.as_deref()) {
+        if &*root.name != "SyncML" || !is_syncml_ns(root.ns.as_deref()) {
             return Err(SyncMlError::NotSyncMl);
         }
         let h = child(&root, "SyncHdr").ok_or(SyncMlError::Header("SyncHdr"))?;
@@ -453,7 +453,7 @@ impl SyncMl {
         let mut commands = Vec::new();
         let mut rejected = Vec::new();
         for el in body.elements() {
-            if el.name == "Final" {
+            if &*el.name == "Final" {
                 continue;
             }
             match parse_command(el, input) {
@@ -487,6 +487,15 @@ impl SyncMl {
         w.end();
         w.finish()
     }
+}
+
+/// The length of these commands as XML, to measure them against a message size limit.
+pub fn commands_len(commands: &[Command]) -> usize {
+    let mut w = XmlWriter::with_capacity(commands.len() * 256);
+    for c in commands {
+        write_command(&mut w, c);
+    }
+    w.finish().len()
 }
 
 /// One command as XML, e.g. to measure it against a message size limit.

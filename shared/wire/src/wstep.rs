@@ -68,7 +68,7 @@ impl RequestSecurityToken {
     pub fn from_envelope(env: &Envelope) -> Result<Self, RstError> {
         let body = &env.body;
         if !body.is(ns::WST, "RequestSecurityToken") {
-            return Err(RstError::WrongOperation(body.name.clone()));
+            return Err(RstError::WrongOperation(body.name.to_string()));
         }
         let token_type = body
             .child(ns::WST, "TokenType")

@@ -26,7 +26,7 @@ pub enum GetPoliciesError {
 impl GetPoliciesRequest {
     pub fn from_envelope(env: &Envelope) -> Result<Self, GetPoliciesError> {
         if !env.body.is(ns::XCEP, "GetPolicies") {
-            return Err(GetPoliciesError::WrongOperation(env.body.name.clone()));
+            return Err(GetPoliciesError::WrongOperation(env.body.name.to_string()));
         }
         let client = env
             .body
@@ -165,7 +165,7 @@ mod tests {
         let resp = doc
             .path(&[(ns::SOAP, "Body"), (ns::XCEP, "GetPoliciesResponse")])
             .unwrap();
-        let order: Vec<_> = resp.elements().map(|e| e.name.as_str()).collect();
+        let order: Vec<_> = resp.elements().map(|e| &*e.name).collect();
         assert_eq!(order, ["response", "cAs", "oIDs"]);
         let attrs = resp
             .path(&[
@@ -175,7 +175,7 @@ mod tests {
                 (ns::XCEP, "attributes"),
             ])
             .unwrap();
-        let names: Vec<_> = attrs.elements().map(|e| e.name.as_str()).collect();
+        let names: Vec<_> = attrs.elements().map(|e| &*e.name).collect();
         assert_eq!(
             names,
             [

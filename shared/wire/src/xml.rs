@@ -9,6 +9,7 @@
 //! resolved, and depth and element count are bounded.
 
 use std::fmt::Write as _;
+use std::sync::Arc;
 
 use quick_xml::events::{BytesStart, Event};
 use quick_xml::name::ResolveResult;
@@ -35,13 +36,19 @@ pub enum XmlError {
     Empty,
 }
 
-/// One element: its namespace URI (if bound), local name, attributes and children.
+/// One element: its namespace URI (if bound), local name, attributes, child elements and
+/// character data. None of our vocabularies has mixed content, so the text directly inside
+/// an element is kept as one string rather than interleaved with the children.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Element {
-    pub ns: Option<String>,
-    pub name: String,
+    /// Shared between the elements of one document: a message names a handful of
+    /// namespaces across hundreds of elements.
+    pub ns: Option<Arc<str>>,
+    pub name: Arc<str>,
     pub attrs: Vec<Attr>,
-    pub children: Vec<Node>,
+    children: Vec<Element>,
+    /// Character data directly inside this element, entity-resolved, CDATA included.
+    text: String,
     /// Byte range of the element's content (between its start and end tags) in the parsed
     /// input, so a payload such as an XML blob inside SyncML `Data` can be taken verbatim.
     pub inner: std::ops::Range<usize>,
@@ -49,16 +56,9 @@ pub struct Element {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Attr {
-    pub ns: Option<String>,
-    pub name: String,
+    pub ns: Option<Arc<str>>,
+    pub name: Arc<str>,
     pub value: String,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Node {
-    Element(Element),
-    /// Character data, entity-resolved; CDATA sections arrive here too.
-    Text(String),
 }
 
 /// Namespace matching that tolerates the trailing-slash variants seen between the specs and
@@ -73,15 +73,12 @@ pub fn ns_eq(actual: Option<&str>, wanted: &str) -> bool {
 impl Element {
     /// Whether this element is `{ns}local`.
     pub fn is(&self, ns: &str, local: &str) -> bool {
-        self.name == local && ns_eq(self.ns.as_deref(), ns)
+        &*self.name == local && ns_eq(self.ns.as_deref(), ns)
     }
 
     /// Child elements, skipping text.
     pub fn elements(&self) -> impl Iterator<Item = &Element> {
-        self.children.iter().filter_map(|n| match n {
-            Node::Element(e) => Some(e),
-            Node::Text(_) => None,
-        })
+        self.children.iter()
     }
 
     /// First child `{ns}local`.
@@ -101,7 +98,7 @@ impl Element {
     /// First child with this local name in any namespace or none: for vocabularies whose
     /// namespace handling differs between client versions.
     pub fn child_local(&self, local: &str) -> Option<&Element> {
-        self.elements().find(|e| e.name == local)
+        self.elements().find(|e| &*e.name == local)
     }
 
     /// Follows a path of `{ns}local` steps.
@@ -113,19 +110,13 @@ impl Element {
 
     /// All text directly inside this element, concatenated, untrimmed.
     pub fn raw_text(&self) -> String {
-        let mut out = String::new();
-        for n in &self.children {
-            if let Node::Text(t) = n {
-                out.push_str(t);
-            }
-        }
-        out
+        self.text.clone()
     }
 
     /// Text content with surrounding whitespace removed: spec examples wrap values in
     /// newlines and indentation.
     pub fn text(&self) -> String {
-        self.raw_text().trim().to_owned()
+        self.text.trim().to_owned()
     }
 
     /// Attribute by local name, in no namespace or any namespace (clients vary in whether
@@ -133,15 +124,15 @@ impl Element {
     pub fn attr(&self, local: &str) -> Option<&str> {
         self.attrs
             .iter()
-            .find(|a| a.name == local && a.ns.is_none())
-            .or_else(|| self.attrs.iter().find(|a| a.name == local))
+            .find(|a| &*a.name == local && a.ns.is_none())
+            .or_else(|| self.attrs.iter().find(|a| &*a.name == local))
             .map(|a| a.value.as_str())
     }
 
     /// Whether the element is `xsi:nil="true"`.
     pub fn is_nil(&self) -> bool {
         self.attrs.iter().any(|a| {
-            a.name == "nil"
+            &*a.name == "nil"
                 && a.ns.as_deref() == Some(XSI_NS)
                 && matches!(a.value.trim(), "true" | "1")
         })
@@ -161,10 +152,11 @@ pub fn parse(input: &[u8]) -> Result<Element, XmlError> {
     let mut stack: Vec<Element> = Vec::new();
     let mut root: Option<Element> = None;
     let mut count = 0usize;
-    let mut buf = Vec::new();
+    let mut names = Interner::new();
     loop {
+        // Events borrow from the input: nothing is copied until it becomes part of the tree.
         let event = reader
-            .read_event_into(&mut buf)
+            .read_event()
             .map_err(|e| XmlError::Syntax(e.to_string()))?;
         match event {
             Event::Start(start) => {
@@ -178,7 +170,7 @@ pub fn parse(input: &[u8]) -> Result<Element, XmlError> {
                 if root.is_some() && stack.is_empty() {
                     return Err(XmlError::Syntax("more than one root element".into()));
                 }
-                let mut el = start_element(&reader, &start)?;
+                let mut el = start_element(&reader, &start, &mut names)?;
                 let pos = reader.buffer_position() as usize;
                 el.inner = pos..pos;
                 stack.push(el);
@@ -188,15 +180,16 @@ pub fn parse(input: &[u8]) -> Result<Element, XmlError> {
                     .pop()
                     .ok_or_else(|| XmlError::Syntax("unbalanced end tag".into()))?;
                 let end = reader.buffer_position() as usize;
-                // Content ends where this end tag starts.
-                let content_end = input[..end]
-                    .windows(2)
-                    .rposition(|w| w == b"</")
-                    .unwrap_or(end)
-                    .max(done.inner.start);
+                // Content ends where this end tag starts: at the last `<` before its end
+                // (an end tag holds no other `<`).
+                let start = done.inner.start.min(end);
+                let content_end = input[start..end]
+                    .iter()
+                    .rposition(|&b| b == b'<')
+                    .map_or(end, |i| start + i);
                 done.inner.end = content_end;
                 match stack.last_mut() {
-                    Some(parent) => parent.children.push(Node::Element(done)),
+                    Some(parent) => parent.children.push(done),
                     None => root = Some(done),
                 }
             }
@@ -227,7 +220,6 @@ pub fn parse(input: &[u8]) -> Result<Element, XmlError> {
             Event::Decl(_) | Event::Comment(_) | Event::PI(_) => {}
             Event::Empty(_) => unreachable!("expand_empty_elements is on"),
         }
-        buf.clear();
     }
     if !stack.is_empty() {
         return Err(XmlError::Syntax("unexpected end of document".into()));
@@ -238,12 +230,7 @@ pub fn parse(input: &[u8]) -> Result<Element, XmlError> {
 fn push_text(stack: &mut [Element], s: &str) -> Result<(), XmlError> {
     match stack.last_mut() {
         Some(el) => {
-            // Merge adjacent text so `a&amp;b` is one node.
-            if let Some(Node::Text(prev)) = el.children.last_mut() {
-                prev.push_str(s);
-            } else {
-                el.children.push(Node::Text(s.to_owned()));
-            }
+            el.text.push_str(s);
             Ok(())
         }
         None if s.trim().is_empty() => Ok(()),
@@ -262,10 +249,14 @@ fn predefined_entity(name: &str) -> Option<&'static str> {
     })
 }
 
-fn start_element(reader: &NsReader<&[u8]>, start: &BytesStart<'_>) -> Result<Element, XmlError> {
+fn start_element(
+    reader: &NsReader<&[u8]>,
+    start: &BytesStart<'_>,
+    names: &mut Interner,
+) -> Result<Element, XmlError> {
     let (ns, _) = reader.resolve_element(start.name());
-    let name = String::from_utf8_lossy(start.local_name().as_ref()).into_owned();
-    let ns = bound_ns(ns);
+    let name = names.intern(start.local_name().as_ref())?;
+    let ns = names.namespace(ns)?;
     let mut attrs = Vec::new();
     for a in start.attributes() {
         let a = a.map_err(|e| XmlError::Syntax(e.to_string()))?;
@@ -281,8 +272,8 @@ fn start_element(reader: &NsReader<&[u8]>, start: &BytesStart<'_>) -> Result<Ele
             other => XmlError::Syntax(other.to_string()),
         })?;
         attrs.push(Attr {
-            ns: bound_ns(ans),
-            name: String::from_utf8_lossy(local.as_ref()).into_owned(),
+            ns: names.namespace(ans)?,
+            name: names.intern(local.as_ref())?,
             value: value.into_owned(),
         });
     }
@@ -291,14 +282,53 @@ fn start_element(reader: &NsReader<&[u8]>, start: &BytesStart<'_>) -> Result<Ele
         name,
         attrs,
         children: Vec::new(),
+        text: String::new(),
         inner: 0..0,
     })
 }
 
-fn bound_ns(r: ResolveResult<'_>) -> Option<String> {
-    match r {
-        ResolveResult::Bound(ns) => Some(String::from_utf8_lossy(ns.as_ref()).into_owned()),
-        _ => None,
+fn utf8(bytes: &[u8]) -> Result<&str, XmlError> {
+    std::str::from_utf8(bytes).map_err(|e| XmlError::Syntax(e.to_string()))
+}
+
+/// Element names, attribute names and namespace URIs repeat across a document's elements
+/// (a SyncML message is hundreds of `CmdID`, `Item`, `LocURI`…), so each distinct one is
+/// allocated once. The table is direct-mapped and fixed in size: a lookup is one hash and
+/// one comparison whatever the input, and a collision merely allocates again.
+struct Interner {
+    slots: Vec<Option<Arc<str>>>,
+}
+
+const INTERNER_SLOTS: usize = 128;
+
+impl Interner {
+    fn new() -> Self {
+        Self {
+            slots: vec![None; INTERNER_SLOTS],
+        }
+    }
+
+    fn intern(&mut self, bytes: &[u8]) -> Result<Arc<str>, XmlError> {
+        // FNV-1a: names are short, and this needs no resistance to chosen collisions.
+        let hash = bytes.iter().fold(0xcbf2_9ce4_8422_2325_u64, |h, &b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+        });
+        let slot = &mut self.slots[(hash % INTERNER_SLOTS as u64) as usize];
+        if let Some(known) = slot
+            && known.as_bytes() == bytes
+        {
+            return Ok(known.clone());
+        }
+        let new: Arc<str> = Arc::from(utf8(bytes)?);
+        *slot = Some(new.clone());
+        Ok(new)
+    }
+
+    fn namespace(&mut self, r: ResolveResult<'_>) -> Result<Option<Arc<str>>, XmlError> {
+        match r {
+            ResolveResult::Bound(ns) => self.intern(ns.as_ref()).map(Some),
+            _ => Ok(None),
+        }
     }
 }
 
