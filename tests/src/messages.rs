@@ -188,3 +188,27 @@ pub fn renew_request(message_id: &str, to: &str, pkcs7_der: &[u8], value_type: &
     );
     envelope(ns::action::RST, message_id, to, "", &body)
 }
+
+/// The login form a user submits on the federated AuthenticationServiceUrl page.
+pub fn sign_in_form(appru: &str, upn: &str, password: &str) -> String {
+    url::form_urlencoded::Serializer::new(String::new())
+        .append_pair("appru", appru)
+        .append_pair("upn", upn)
+        .append_pair("password", password)
+        .finish()
+}
+
+/// Pulls the form action and the hidden `wresult` out of the auto-post page the login
+/// page answers with, as the Windows enrollment web view does.
+pub fn autopost_fields(html: &str) -> (String, String) {
+    let attr = |after: &str, name: &str| {
+        let start = html
+            .find(after)
+            .unwrap_or_else(|| panic!("{after} in {html}"));
+        let rest = &html[start..];
+        let v = rest.find(&format!("{name}=\"")).unwrap() + name.len() + 2;
+        let end = rest[v..].find('"').unwrap();
+        rest[v..v + end].replace("&amp;", "&")
+    };
+    (attr("<form", "action"), attr("name=\"wresult\"", "value"))
+}

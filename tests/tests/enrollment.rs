@@ -330,20 +330,6 @@ async fn onpremise_device_enrolls_and_is_recorded() {
     s.shutdown().await;
 }
 
-/// Pulls the hidden `wresult` and the form action out of the auto-post page.
-fn autopost_fields(html: &str) -> (String, String) {
-    let attr = |after: &str, name: &str| {
-        let start = html
-            .find(after)
-            .unwrap_or_else(|| panic!("{after} in {html}"));
-        let rest = &html[start..];
-        let v = rest.find(&format!("{name}=\"")).unwrap() + name.len() + 2;
-        let end = rest[v..].find('"').unwrap();
-        rest[v..v + end].replace("&amp;", "&")
-    };
-    (attr("<form", "action"), attr("name=\"wresult\"", "value"))
-}
-
 async fn federated_sign_in(s: &TestServer, appru: &str) -> String {
     let page = s
         .http
@@ -366,11 +352,7 @@ async fn federated_sign_in(s: &TestServer, appru: &str) -> String {
         html.contains(&format!("value=\"{UPN}\"")),
         "login_hint prefilled"
     );
-    let form: String = url::form_urlencoded::Serializer::new(String::new())
-        .append_pair("appru", appru)
-        .append_pair("upn", UPN)
-        .append_pair("password", PASSWORD)
-        .finish();
+    let form = messages::sign_in_form(appru, UPN, PASSWORD);
     let done = s
         .http
         .send(
@@ -381,7 +363,7 @@ async fn federated_sign_in(s: &TestServer, appru: &str) -> String {
         )
         .await;
     assert_eq!(done.status, 200, "{}", done.text());
-    let (action, token) = autopost_fields(&done.text());
+    let (action, token) = messages::autopost_fields(&done.text());
     assert_eq!(action, appru, "posts back to appru exactly");
     assert!(!token.is_empty());
     token

@@ -2,6 +2,10 @@
 //! Configuration comes from the environment (see `winmdm_http::state::AppState::from_env`);
 //! state is built once per cold start and the handler is `winmdm_http::auth::handle`.
 
+// See the workspace Cargo.toml for why.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
     winmdm_http::run_lambda(winmdm_http::auth::handle).await

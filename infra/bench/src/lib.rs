@@ -41,6 +41,8 @@ pub struct MemStore {
     users: Mutex<HashMap<String, User>>,
     tokens: Mutex<std::collections::HashSet<String>>,
     devices: Mutex<HashMap<String, Device>>,
+    /// Lower-case HWDevID → device id, as the DynamoDB store keeps a lookup item.
+    hw_index: Mutex<HashMap<String, String>>,
     sessions: Mutex<HashMap<(String, String), SessionState>>,
     commands: Mutex<Vec<QueuedCommand>>,
     pub reads: AtomicUsize,
@@ -49,6 +51,12 @@ pub struct MemStore {
 
 impl MemStore {
     pub fn add_device(&self, d: Device) {
+        if let Some(hw) = &d.hw_dev_id {
+            self.hw_index
+                .lock()
+                .unwrap()
+                .insert(hw.to_ascii_lowercase(), d.id.clone());
+        }
         self.devices.lock().unwrap().insert(d.id.clone(), d);
     }
     pub fn add_command(&self, c: QueuedCommand) {
@@ -89,17 +97,13 @@ impl Store for MemStore {
     }
     async fn get_device_by_hw_dev_id(&self, hw: &str) -> Result<Option<Device>, StoreError> {
         self.reads.fetch_add(1, Ordering::Relaxed);
-        Ok(self
-            .devices
+        let id = self
+            .hw_index
             .lock()
             .unwrap()
-            .values()
-            .find(|d| {
-                d.hw_dev_id
-                    .as_deref()
-                    .is_some_and(|h| h.eq_ignore_ascii_case(hw))
-            })
-            .cloned())
+            .get(&hw.to_ascii_lowercase())
+            .cloned();
+        Ok(id.and_then(|id| self.devices.lock().unwrap().get(&id).cloned()))
     }
     async fn list_devices(&self, _: &PageRequest) -> Result<Page<Device>, StoreError> {
         Err(unused())
@@ -115,10 +119,7 @@ impl Store for MemStore {
         {
             return Err(StoreError::TokenReplayed);
         }
-        self.devices
-            .lock()
-            .unwrap()
-            .insert(c.device.id.clone(), c.device.clone());
+        self.add_device(c.device.clone());
         Ok(())
     }
     async fn load_management(
@@ -194,5 +195,27 @@ impl Store for MemStore {
         _: &PageRequest,
     ) -> Result<Page<QueuedCommand>, StoreError> {
         Err(unused())
+    }
+}
+
+/// A CA that answers every request with one certificate issued beforehand, so an
+/// enrollment can be timed without the CA ("handler time plus the CA").
+pub struct PresignedCa {
+    pub chain: std::sync::Arc<winmdm_core::ca::CaChain>,
+    pub certificate: winmdm_core::ca::IssuedCertificate,
+}
+
+#[async_trait]
+impl winmdm_core::ca::CertificateAuthority for PresignedCa {
+    async fn chain(
+        &self,
+    ) -> Result<std::sync::Arc<winmdm_core::ca::CaChain>, winmdm_core::ca::CaError> {
+        Ok(self.chain.clone())
+    }
+    async fn issue(
+        &self,
+        _: &winmdm_core::ca::IssueRequest<'_>,
+    ) -> Result<winmdm_core::ca::IssuedCertificate, winmdm_core::ca::CaError> {
+        Ok(self.certificate.clone())
     }
 }

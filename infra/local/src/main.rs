@@ -2,6 +2,10 @@
 
 use clap::Parser;
 
+// The allocator the Lambda functions ship with.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     winmdm_http::logging::init();

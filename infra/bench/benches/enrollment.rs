@@ -1,34 +1,34 @@
-//! Criterion benchmarks of the hot paths: discovery, XCEP and WSTEP parsing and writing,
-//! CSR verification and signing with the local CA, provisioning-doc building, and SyncML
-//! messages through the management service (store in memory). `cargo bench -p winmdm-bench`.
+//! Criterion benchmarks of the enrollment functions' hot paths: discovery, XCEP and WSTEP
+//! parsing and writing, CSR verification, signing with the local CA, provisioning-doc
+//! building and whole enrollments. `cargo bench -p winmdm-bench --bench enrollment`.
+//!
+//! Each function's benchmarks run in their own process, as each Lambda function does, so
+//! one's allocations do not shape another's heap.
 
 use std::sync::Arc;
 
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
 use time::{Duration, OffsetDateTime};
 use winmdm_bench::MemStore;
-use winmdm_core::ca::{CertificateAuthority, IssueRequest, thumbprint};
+use winmdm_core::ca::{CertificateAuthority, IssueRequest};
 use winmdm_core::clock::SystemClock;
-use winmdm_core::commands::{
-    CommandSpec, CommandState, ItemSpec, QueuedCommand, SentIn, Verb, VerbSpec,
-};
 use winmdm_core::config::EnrollmentConfig;
 use winmdm_core::csr::verify_csr;
 use winmdm_core::enrollment::EnrollmentService;
-use winmdm_core::management::{ManagementConfig, ManagementService};
-use winmdm_core::session::{SentCommand, SentKind, SessionState};
 use winmdm_core::token::TokenSigner;
 use winmdm_e2e::device::{CsrSignature, CsrSubject, Device};
-use winmdm_e2e::dm::DmClient;
 use winmdm_e2e::messages::{self, Credentials};
 use winmdm_embedded::LocalCa;
 use winmdm_wire::provisioning::{
     ClientCertStore, DigestCredential, PollSchedule, ProviderId, ProvisioningDoc, StoreCertificate,
 };
 use winmdm_wire::soap::Envelope;
-use winmdm_wire::syncml::{Command, Item, Meta, Results, Status};
 use winmdm_wire::wstep::{RequestSecurityToken, RequestSecurityTokenResponse};
 use winmdm_wire::xcep::{GetPoliciesRequest, GetPoliciesResponse};
+
+// The allocator the Lambda functions ship with.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 const SERVER: &str = "https://manage.example.com/ManagementServer/MDM.svc";
 
@@ -200,181 +200,88 @@ fn enrollment(c: &mut Criterion) {
     });
 }
 
-/// An enrolled device (certificate from the local CA) in a fresh in-memory store.
-struct Managed {
-    store: Arc<MemStore>,
-    service: ManagementService,
-    cert: Vec<u8>,
-    device_id: String,
-}
-
-fn managed(
-    rt: &tokio::runtime::Runtime,
-    ca: Arc<LocalCa>,
-    device: &Device,
-    cert: &[u8],
-) -> Managed {
-    let _ = rt;
-    let store = Arc::new(MemStore::default());
-    let mut record = winmdm_e2e::conformance::device(&device.device_id, Some(&device.hw_dev_id));
-    record.cert.thumbprint = thumbprint(cert);
-    store.add_device(record);
-    let service = ManagementService::new(
-        ManagementConfig::new(SERVER.into()),
-        store.clone(),
-        ca,
-        Arc::new(SystemClock),
-    );
-    Managed {
-        store,
-        service,
-        cert: cert.to_vec(),
-        device_id: device.device_id.clone(),
-    }
-}
-
-fn management(c: &mut Criterion) {
+/// Whole enrollments (WSTEP RequestSecurityToken through the enrollment service: envelope,
+/// credential check, CSR check, store reads, provisioning doc, commit), with the CA
+/// replaced by one that answers instantly, so the figure is handler time without the CA.
+fn enrollment_end_to_end(c: &mut Criterion) {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let ca = Arc::new(LocalCa::open_or_create(dir.path()).unwrap());
+    let local = LocalCa::open_or_create(dir.path()).unwrap();
     let device = Device::new();
-    let csr = verify_csr(&device.csr(CsrSignature::Sha256, CsrSubject::Windows), 2048).unwrap();
+    let csr_der = device.csr(CsrSignature::Sha256, CsrSubject::Windows);
     let now = OffsetDateTime::now_utc();
-    let cert = rt
-        .block_on(ca.issue(&IssueRequest {
-            csr: &csr,
+    let certificate = rt
+        .block_on(local.issue(&IssueRequest {
+            csr: &verify_csr(&csr_der, 2048).unwrap(),
             common_name: &device.device_id,
-            not_before: now - Duration::hours(1),
+            not_before: now,
             not_after: now + Duration::days(365),
             idempotency_token: "t",
         }))
-        .unwrap()
-        .der;
-
-    let mut client = DmClient::new(&device.device_id, SERVER);
-    client.start_session();
-    let package1 = client.message(|c| c.package1("user", &device.hw_dev_id), true);
-    let m = managed(&rt, ca.clone(), &device, &cert);
-    rt.block_on(m.service.handle(package1.as_bytes(), Some(&m.cert)))
         .unwrap();
-    let (reads, writes) = m.store.calls();
-    println!("store calls for one management message: {reads} read(s), {writes} write(s)");
-    c.bench_function("syncml: first package (mTLS, nothing queued)", |b| {
-        b.to_async(&rt).iter(|| async {
-            m.service
-                .handle(package1.as_bytes(), Some(&m.cert))
-                .await
-                .unwrap()
-        })
+    let ca = Arc::new(winmdm_bench::PresignedCa {
+        chain: rt.block_on(local.chain()).unwrap(),
+        certificate,
     });
-
-    // A message answering 20 Gets: 20 Statuses and 20 Results, in a session that sent them.
-    let mut client = DmClient::new(&device.device_id, SERVER);
-    client.session_id = 7;
-    client.msg_id = 1;
-    let twenty = client.message(
-        |c| {
-            let mut out = Vec::new();
-            for i in 0..20 {
-                out.push(Command::Status(Status {
-                    cmd_id: c.cmd_id(),
-                    msg_ref: "1".into(),
-                    cmd_ref: (i + 1).to_string(),
-                    cmd: "Get".into(),
-                    target_ref: None,
-                    source_ref: None,
-                    chal: None,
-                    data: "200".into(),
-                    items: vec![],
-                }));
-                out.push(Command::Results(Results {
-                    cmd_id: c.cmd_id(),
-                    msg_ref: Some("1".into()),
-                    cmd_ref: (i + 1).to_string(),
-                    meta: None,
-                    items: vec![Item {
-                        source: Some(format!("./DevDetail/Ext/Microsoft/Node{i}")),
-                        meta: Some(Meta {
-                            format: Some("chr".into()),
-                            ..Meta::default()
-                        }),
-                        data: Some("10.0.26100.2314".into()),
-                        ..Item::default()
-                    }],
-                }));
-            }
-            out
-        },
-        true,
+    let key = vec![7; 32];
+    let store = Arc::new(MemStore::default());
+    rt.block_on(store.create_user(&winmdm_core::model::User {
+        upn: "a@example.com".into(),
+        password_hash: winmdm_core::password::hash_password("password").unwrap(),
+        created_at: OffsetDateTime::now_utc(),
+    }))
+    .unwrap();
+    let service = EnrollmentService::new(
+        Arc::new(EnrollmentConfig::new(
+            "https://enterpriseenrollment.example.com".parse().unwrap(),
+        )),
+        store,
+        ca,
+        Arc::new(SystemClock),
+        TokenSigner::new(key.clone(), Duration::minutes(15)).unwrap(),
     );
-    c.bench_function("syncml: parse a message with 20 Results", |b| {
-        b.iter(|| winmdm_wire::syncml::SyncMl::parse(twenty.as_bytes()).unwrap())
-    });
-    let setup = || {
-        let m = managed(&rt, ca.clone(), &device, &cert);
-        let mut session = SessionState::new(
-            &m.device_id,
-            "7",
-            OffsetDateTime::now_utc() + Duration::minutes(30),
-        );
-        session.server_msg_id = 1;
-        for i in 0..20 {
-            let mut cmd = QueuedCommand::new(
-                &m.device_id,
-                None,
-                CommandSpec::Single(VerbSpec {
-                    verb: Verb::Get,
-                    items: vec![ItemSpec {
-                        target: format!("./DevDetail/Ext/Microsoft/Node{i}"),
-                        format: None,
-                        type_: None,
-                        data: None,
-                    }],
-                }),
-                OffsetDateTime::now_utc(),
-            );
-            cmd.id = format!("{i:04}");
-            cmd.state = CommandState::Sent;
-            cmd.sent_in = Some(SentIn {
-                session_id: session.key(),
-                msg_id: 1,
-            });
-            session.sent.push(SentCommand {
-                msg_id: 1,
-                cmd_id: (i + 1).to_string(),
-                command_id: cmd.id.clone(),
-                kind: SentKind::Whole,
-            });
-            m.store.add_command(cmd);
-        }
-        rt.block_on(
-            m.store
-                .save_management(&winmdm_core::session::ManagementUpdate {
-                    device_id: m.device_id.clone(),
-                    device: Default::default(),
-                    session: winmdm_core::session::SessionWrite::Put(Box::new(session)),
-                    commands: vec![],
-                }),
-        )
-        .unwrap();
-        m
+    let signer = TokenSigner::new(key, Duration::minutes(15)).unwrap();
+    // Each enrollment is a new device (ids from a counter) with a fresh single-use token.
+    let counter = std::sync::atomic::AtomicU64::new(0);
+    let request = |creds: &Credentials| {
+        let n = counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let ctx = messages::context_items(&format!("DEV{n:012}"), &format!("HW{n:030}"), "Full");
+        messages::request_security_token("urn:uuid:e", "https://e/e", creds, &csr_der, &ctx)
     };
-    c.bench_function("syncml: message with 20 Results (mTLS)", |b| {
+    let enroll = |rst: String| {
+        let reply = rt.block_on(service.request_security_token(rst.as_bytes(), "t"));
+        assert!(reply.fault.is_none(), "{:?}", reply.fault);
+        reply
+    };
+    c.bench_function("enrollment: federated, end to end without the CA", |b| {
         b.iter_batched(
-            setup,
-            // The fixture is returned, so tearing it down is not timed.
-            |m| {
-                let reply = rt
-                    .block_on(m.service.handle(twenty.as_bytes(), Some(&m.cert)))
-                    .unwrap();
-                (m, reply)
+            || {
+                request(&Credentials::Federated {
+                    token: signer.issue("a@example.com", OffsetDateTime::now_utc()),
+                })
             },
+            enroll,
             BatchSize::SmallInput,
         )
     });
+    let mut slow = c.benchmark_group("enrollment: on-premise");
+    slow.sample_size(10);
+    slow.bench_function("end to end without the CA (argon2id)", |b| {
+        b.iter_batched(
+            || {
+                request(&Credentials::Password {
+                    username: "a@example.com".into(),
+                    password: "password".into(),
+                })
+            },
+            enroll,
+            BatchSize::SmallInput,
+        )
+    });
+    slow.finish();
 }
 
 use winmdm_core::store::Store as _;
 
-criterion_group!(benches, enrollment, management);
+criterion_group!(benches, enrollment, enrollment_end_to_end);
 criterion_main!(benches);
