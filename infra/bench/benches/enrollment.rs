@@ -235,7 +235,7 @@ fn enrollment_end_to_end(c: &mut Criterion) {
         Arc::new(EnrollmentConfig::new(
             "https://enterpriseenrollment.example.com".parse().unwrap(),
         )),
-        store,
+        store.clone(),
         ca,
         Arc::new(SystemClock),
         TokenSigner::new(key.clone(), Duration::minutes(15)).unwrap(),
@@ -253,6 +253,18 @@ fn enrollment_end_to_end(c: &mut Criterion) {
         assert!(reply.fault.is_none(), "{:?}", reply.fault);
         reply
     };
+    {
+        let before = store.calls();
+        enroll(request(&Credentials::Federated {
+            token: signer.issue("a@example.com", OffsetDateTime::now_utc()),
+        }));
+        let after = store.calls();
+        println!(
+            "store calls for one federated enrollment: {} read(s), {} write(s)",
+            after.0 - before.0,
+            after.1 - before.1
+        );
+    }
     c.bench_function("enrollment: federated, end to end without the CA", |b| {
         b.iter_batched(
             || {

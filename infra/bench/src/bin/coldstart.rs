@@ -103,6 +103,13 @@ async fn runtime_api(
     Ok(ok(404, String::new()))
 }
 
+/// VmHWM (peak resident set) of a running process, from /proc.
+fn peak_rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;
@@ -153,9 +160,9 @@ async fn main() {
     });
 
     println!(
-        "| function | binary | init p50 | init p95 | first response p50 | first response p95 |"
+        "| function | binary | init p50 | init p95 | init max | first response p50 | first response p95 | peak RSS |"
     );
-    println!("|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|");
     for (function, fixture) in FUNCTIONS {
         let bin = dir.join(function).join("bootstrap");
         let Ok(meta) = std::fs::metadata(&bin) else {
@@ -166,6 +173,7 @@ async fn main() {
         let data = tempfile::tempdir().unwrap();
         let mut inits = Vec::new();
         let mut firsts = Vec::new();
+        let mut peak_kib = 0u64;
         // Run 0 is untimed: it creates the embedded store and local CA (an RSA key), which
         // a deployment on DynamoDB and ACM PCA never does.
         for run in 0..=runs {
@@ -196,6 +204,10 @@ async fn main() {
             let finished = tokio::time::timeout(Duration::from_secs(30), emu.done.notified())
                 .await
                 .is_ok();
+            // Peak memory of a process that has initialised and served one request.
+            if let Some(kib) = child.id().and_then(peak_rss_kib) {
+                peak_kib = peak_kib.max(kib);
+            }
             let _ = child.kill().await;
             let seen = std::mem::take(&mut *emu.seen.lock().unwrap());
             if let Some(e) = seen.error {
@@ -215,12 +227,14 @@ async fn main() {
         inits.sort_by(f64::total_cmp);
         firsts.sort_by(f64::total_cmp);
         println!(
-            "| {function} | {:.1} MB | {:.1} ms | {:.1} ms | {:.1} ms | {:.1} ms |",
+            "| {function} | {:.1} MB | {:.1} ms | {:.1} ms | {:.1} ms | {:.1} ms | {:.1} ms | {:.1} MiB |",
             meta.len() as f64 / 1_000_000.0,
             percentile(&inits, 0.5),
             percentile(&inits, 0.95),
+            percentile(&inits, 1.0),
             percentile(&firsts, 0.5),
             percentile(&firsts, 0.95),
+            peak_kib as f64 / 1024.0,
         );
     }
 }
