@@ -476,6 +476,46 @@ mod tests {
     }
 
     #[test]
+    fn interns_repeated_names_and_namespaces() {
+        let root = parse(br#"<a xmlns="urn:x"><b>1</b><b>2</b><c xmlns="urn:y"/></a>"#).unwrap();
+        let bs: Vec<_> = root.children_named("urn:x", "b").collect();
+        assert_eq!(bs.len(), 2);
+        assert!(Arc::ptr_eq(&bs[0].name, &bs[1].name));
+        assert!(Arc::ptr_eq(
+            bs[0].ns.as_ref().unwrap(),
+            root.ns.as_ref().unwrap()
+        ));
+        assert!(root.child("urn:y", "c").is_some());
+    }
+
+    #[test]
+    fn more_distinct_names_than_interner_slots_still_parse() {
+        let mut doc = String::from("<r>");
+        for i in 0..(INTERNER_SLOTS * 3) {
+            doc.push_str(&format!("<n{i} xmlns=\"urn:{i}\">{i}</n{i}>"));
+        }
+        doc.push_str("</r>");
+        let root = parse(doc.as_bytes()).unwrap();
+        for (i, el) in root.elements().enumerate() {
+            assert_eq!(&*el.name, format!("n{i}"));
+            assert_eq!(el.ns.as_deref(), Some(format!("urn:{i}").as_str()));
+            assert_eq!(el.text(), i.to_string());
+        }
+    }
+
+    #[test]
+    fn text_around_child_elements_is_kept_in_order() {
+        let root = parse(b"<a> x <b>in</b> y&amp;z </a>").unwrap();
+        assert_eq!(root.raw_text(), " x  y&z ");
+        assert_eq!(root.child_local("b").unwrap().text(), "in");
+    }
+
+    #[test]
+    fn refuses_names_that_are_not_utf8() {
+        assert!(matches!(parse(b"<a\xff/>"), Err(XmlError::Syntax(_))));
+    }
+
+    #[test]
     fn bounds_depth() {
         let deep = "<a>".repeat(MAX_DEPTH + 1) + &"</a>".repeat(MAX_DEPTH + 1);
         assert_eq!(parse(deep.as_bytes()), Err(XmlError::TooDeep));
