@@ -17,6 +17,7 @@ use winmdm_core::csr::verify_csr;
 use winmdm_core::enrollment::EnrollmentService;
 use winmdm_core::token::TokenSigner;
 use winmdm_e2e::device::{CsrSignature, CsrSubject, Device};
+use winmdm_e2e::inprocess::apigw_v2_event;
 use winmdm_e2e::messages::{self, Credentials};
 use winmdm_embedded::LocalCa;
 use winmdm_wire::provisioning::{
@@ -293,7 +294,84 @@ fn enrollment_end_to_end(c: &mut Criterion) {
     slow.finish();
 }
 
+/// Discovery and policy requests as the functions receive them: an API Gateway v2 event
+/// through the function's handler (routing, body limit, SOAP, JSON log lines written to a
+/// sink), so the figure is the function's handler time.
+fn handlers(c: &mut Criterion) {
+    winmdm_http::logging::init_with_writer(std::io::sink);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(MemStore::default());
+    let key = vec![9; 32];
+    let state = winmdm_http::AppState::new(
+        EnrollmentConfig::new("https://enterpriseenrollment.example.com".parse().unwrap()),
+        store.clone(),
+        Arc::new(LocalCa::open_or_create(dir.path()).unwrap()),
+        Arc::new(SystemClock),
+        key.clone(),
+        winmdm_http::state::AdminAuth::Gateway,
+    )
+    .unwrap();
+    rt.block_on(store.create_user(&winmdm_core::model::User {
+        upn: "a@example.com".into(),
+        password_hash: winmdm_core::password::hash_password("password").unwrap(),
+        created_at: OffsetDateTime::now_utc(),
+    }))
+    .unwrap();
+    let fixture = |name: &str| {
+        std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../../tests/fixtures/apigw-v2")
+                .join(name),
+        )
+        .unwrap()
+    };
+    let ok = |resp: winmdm_http::respond::Response| {
+        assert_eq!(resp.status(), 200);
+        resp
+    };
+
+    let event = fixture("discovery-post.json");
+    let discover = messages::discover(
+        "urn:uuid:1",
+        "https://enterpriseenrollment.example.com/EnrollmentServer/Discovery.svc",
+        "a@example.com",
+        "6.0",
+        &["OnPremise", "Federated"],
+        winmdm_wire::ns::DISCOVERY,
+    );
+    c.bench_function("discovery function: API Gateway event to response", |b| {
+        b.iter_batched(
+            || apigw_v2_event(&event, &discover, None),
+            |req| ok(rt.block_on(winmdm_http::discovery::handle(&state, req))),
+            BatchSize::SmallInput,
+        )
+    });
+
+    // A federated token is checked, not spent, by the policy request.
+    let signer = TokenSigner::new(key, Duration::minutes(15)).unwrap();
+    let creds = Credentials::Federated {
+        token: signer.issue("a@example.com", OffsetDateTime::now_utc()),
+    };
+    let event = fixture("policy.json");
+    let policy = messages::get_policies(
+        "urn:uuid:2",
+        "https://enterpriseenrollment.example.com/EnrollmentServer/Policy.svc",
+        &creds,
+    );
+    c.bench_function(
+        "policy function: API Gateway event to response (federated token)",
+        |b| {
+            b.iter_batched(
+                || apigw_v2_event(&event, &policy, None),
+                |req| ok(rt.block_on(winmdm_http::policy::handle(&state, req))),
+                BatchSize::SmallInput,
+            )
+        },
+    );
+}
+
 use winmdm_core::store::Store as _;
 
-criterion_group!(benches, enrollment, enrollment_end_to_end);
+criterion_group!(benches, enrollment, enrollment_end_to_end, handlers);
 criterion_main!(benches);

@@ -93,6 +93,42 @@ fn management(c: &mut Criterion) {
         })
     });
 
+    // The same message as the manage function receives it: an API Gateway v2 event with
+    // the client certificate from the mTLS handshake, through the function's handler
+    // (routing, body limit, JSON log lines written to a sink).
+    winmdm_http::logging::init_with_writer(std::io::sink);
+    let state = winmdm_http::AppState::new(
+        winmdm_core::config::EnrollmentConfig::new(
+            "https://enterpriseenrollment.example.com".parse().unwrap(),
+        ),
+        m.store.clone(),
+        ca.clone(),
+        Arc::new(SystemClock),
+        vec![9; 32],
+        winmdm_http::state::AdminAuth::Gateway,
+    )
+    .unwrap();
+    let event = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../tests/fixtures/apigw-v2/manage-mtls.json"),
+    )
+    .unwrap();
+    let cert_pem = winmdm_e2e::inprocess::pem(&cert);
+    c.bench_function(
+        "manage function: API Gateway event to response (first package, mTLS)",
+        |b| {
+            b.iter_batched(
+                || winmdm_e2e::inprocess::apigw_v2_event(&event, &package1, Some(&cert_pem)),
+                |req| {
+                    let resp = rt.block_on(winmdm_http::manage::handle(&state, req));
+                    assert_eq!(resp.status(), 200);
+                    resp
+                },
+                BatchSize::SmallInput,
+            )
+        },
+    );
+
     // A message answering 20 Gets: 20 Statuses and 20 Results, in a session that sent them.
     let mut client = DmClient::new(&device.device_id, SERVER);
     client.session_id = 7;

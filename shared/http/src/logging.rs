@@ -4,10 +4,20 @@
 
 use tracing_subscriber::EnvFilter;
 
-/// Installs the JSON subscriber; `RUST_LOG` overrides the default `info` level.
+/// Installs the JSON subscriber on stdout; `RUST_LOG` overrides the default `info` level.
 pub fn init() {
+    init_with_writer(std::io::stdout);
+}
+
+/// The same subscriber writing elsewhere: the benchmarks time handlers with their logging
+/// but send the lines to a sink.
+pub fn init_with_writer<W>(writer: W)
+where
+    W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
+{
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let _ = tracing_subscriber::fmt()
+        .with_writer(writer)
         .json()
         .with_env_filter(filter)
         .with_current_span(true)
