@@ -77,6 +77,18 @@ impl TestServer {
         self.url("/EnrollmentServer/Auth")
     }
 
+    /// Submits the federated login form, as the Windows enrollment web view does.
+    pub async fn submit_sign_in(&self, appru: &str, upn: &str, password: &str) -> HttpResponse {
+        self.http
+            .send(
+                "POST",
+                &self.auth_url(),
+                &[("content-type", "application/x-www-form-urlencoded")],
+                messages::sign_in_form(appru, upn, password).into_bytes(),
+            )
+            .await
+    }
+
     /// Calls the admin API with the generated bearer token.
     pub async fn admin(
         &self,

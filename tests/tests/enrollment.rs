@@ -352,16 +352,7 @@ async fn federated_sign_in(s: &TestServer, appru: &str) -> String {
         html.contains(&format!("value=\"{UPN}\"")),
         "login_hint prefilled"
     );
-    let form = messages::sign_in_form(appru, UPN, PASSWORD);
-    let done = s
-        .http
-        .send(
-            "POST",
-            &s.auth_url(),
-            &[("content-type", "application/x-www-form-urlencoded")],
-            form.into_bytes(),
-        )
-        .await;
+    let done = s.submit_sign_in(appru, UPN, PASSWORD).await;
     assert_eq!(done.status, 200, "{}", done.text());
     let (action, token) = messages::autopost_fields(&done.text());
     assert_eq!(action, appru, "posts back to appru exactly");
@@ -442,15 +433,8 @@ async fn login_page_refuses_foreign_appru_escapes_input_and_rejects_bad_password
     assert!(!r.text().contains("<script>alert"));
     assert!(r.text().contains("&lt;script&gt;"));
 
-    let form = "appru=ms-app%3A%2F%2Fx&upn=alice%40example.com&password=wrong";
     let r = s
-        .http
-        .send(
-            "POST",
-            &s.auth_url(),
-            &[("content-type", "application/x-www-form-urlencoded")],
-            form.as_bytes().to_vec(),
-        )
+        .submit_sign_in("ms-app://x", "alice@example.com", "wrong")
         .await;
     assert_eq!(r.status, 401);
     assert!(!r.text().contains("wresult"));

@@ -217,8 +217,10 @@ async fn ca_outage_is_an_enrollment_server_fault_and_writes_nothing() {
 #[tokio::test]
 async fn an_expired_sign_in_token_is_refused() {
     let h = harness().await;
-    let form = format!(
-        "appru=ms-app%3A%2F%2Fwindows.immersivecontrolpanel&upn={UPN}&password=correct+horse+battery"
+    let form = messages::sign_in_form(
+        "ms-app://windows.immersivecontrolpanel",
+        UPN,
+        "correct horse battery",
     );
     let page = call(
         &h.state,
@@ -230,8 +232,7 @@ async fn an_expired_sign_in_token_is_refused() {
     .await;
     assert_eq!(page.status, 200);
     let html = page.text();
-    let start = html.find("name=\"wresult\" value=\"").unwrap() + 22;
-    let token = html[start..start + html[start..].find('"').unwrap()].to_owned();
+    let (_, token) = messages::autopost_fields(&html);
 
     h.clock.advance(time::Duration::minutes(16));
     let d = EmulatedDevice::new();

@@ -64,19 +64,48 @@ fn provisioning_doc() -> ProvisioningDoc {
     }
 }
 
+const UPN: &str = "a@example.com";
+const PASSWORD: &str = "password";
+
+/// The enrollment service over `store` and `ca`, signing federated tokens with `key`.
+fn enrollment_service(
+    store: Arc<MemStore>,
+    ca: Arc<dyn CertificateAuthority>,
+    key: Vec<u8>,
+) -> EnrollmentService {
+    EnrollmentService::new(
+        Arc::new(EnrollmentConfig::new(
+            "https://enterpriseenrollment.example.com".parse().unwrap(),
+        )),
+        store,
+        ca,
+        Arc::new(SystemClock),
+        TokenSigner::new(key, Duration::minutes(15)).unwrap(),
+    )
+}
+
+/// Adds the user every benchmark enrolls as.
+fn add_user(rt: &tokio::runtime::Runtime, store: &MemStore) {
+    rt.block_on(store.create_user(&winmdm_core::model::User {
+        upn: UPN.into(),
+        password_hash: winmdm_core::password::hash_password(PASSWORD).unwrap(),
+        created_at: OffsetDateTime::now_utc(),
+    }))
+    .unwrap();
+}
+
+fn password_credentials() -> Credentials {
+    Credentials::Password {
+        username: UPN.into(),
+        password: PASSWORD.into(),
+    }
+}
+
 fn enrollment(c: &mut Criterion) {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let ca = Arc::new(LocalCa::open_or_create(dir.path()).unwrap());
-    let service = EnrollmentService::new(
-        Arc::new(EnrollmentConfig::new(
-            "https://enterpriseenrollment.example.com".parse().unwrap(),
-        )),
-        Arc::new(MemStore::default()),
-        ca.clone(),
-        Arc::new(SystemClock),
-        TokenSigner::new(vec![1; 32], Duration::minutes(10)).unwrap(),
-    );
+    let service = enrollment_service(Arc::new(MemStore::default()), ca.clone(), vec![1; 32]);
     // Store and CA calls of one on-premise enrollment, counted.
     {
         let store = Arc::new(MemStore::default());
@@ -84,30 +113,19 @@ fn enrollment(c: &mut Criterion) {
             inner: LocalCa::open_or_create(dir.path()).unwrap(),
             issued: Default::default(),
         });
-        let svc = EnrollmentService::new(
-            Arc::new(EnrollmentConfig::new(
-                "https://enterpriseenrollment.example.com".parse().unwrap(),
-            )),
-            store.clone(),
-            counting.clone(),
-            Arc::new(SystemClock),
-            TokenSigner::new(vec![1; 32], Duration::minutes(10)).unwrap(),
-        );
-        rt.block_on(store.create_user(&winmdm_core::model::User {
-            upn: "a@example.com".into(),
-            password_hash: winmdm_core::password::hash_password("password").unwrap(),
-            created_at: OffsetDateTime::now_utc(),
-        }))
-        .unwrap();
+        let svc = enrollment_service(store.clone(), counting.clone(), vec![1; 32]);
+        add_user(&rt, &store);
         let before = store.calls();
         let d = Device::new();
         let csr = d.csr(CsrSignature::Sha256, CsrSubject::Windows);
         let ctx = messages::context_items(&d.device_id, &d.hw_dev_id, "Full");
-        let creds = Credentials::Password {
-            username: "a@example.com".into(),
-            password: "password".into(),
-        };
-        let rst = messages::request_security_token("urn:uuid:c", "https://e/e", &creds, &csr, &ctx);
+        let rst = messages::request_security_token(
+            "urn:uuid:c",
+            "https://e/e",
+            &password_credentials(),
+            &csr,
+            &ctx,
+        );
         let reply = rt.block_on(svc.request_security_token(rst.as_bytes(), "t"));
         assert!(reply.fault.is_none(), "{:?}", reply.fault);
         let after = store.calls();
@@ -121,7 +139,7 @@ fn enrollment(c: &mut Criterion) {
     let discover = messages::discover(
         "urn:uuid:1",
         "https://e/d",
-        "a@example.com",
+        UPN,
         "6.0",
         &["OnPremise", "Federated"],
         winmdm_wire::ns::DISCOVERY,
@@ -130,10 +148,7 @@ fn enrollment(c: &mut Criterion) {
         b.iter(|| service.discover(discover.as_bytes(), "t"))
     });
 
-    let creds = Credentials::Password {
-        username: "a@example.com".into(),
-        password: "password".into(),
-    };
+    let creds = password_credentials();
     let policy = messages::get_policies("urn:uuid:2", "https://e/p", &creds);
     let response = GetPoliciesResponse {
         common_name: "winmdm".into(),
@@ -226,21 +241,8 @@ fn enrollment_end_to_end(c: &mut Criterion) {
     });
     let key = vec![7; 32];
     let store = Arc::new(MemStore::default());
-    rt.block_on(store.create_user(&winmdm_core::model::User {
-        upn: "a@example.com".into(),
-        password_hash: winmdm_core::password::hash_password("password").unwrap(),
-        created_at: OffsetDateTime::now_utc(),
-    }))
-    .unwrap();
-    let service = EnrollmentService::new(
-        Arc::new(EnrollmentConfig::new(
-            "https://enterpriseenrollment.example.com".parse().unwrap(),
-        )),
-        store.clone(),
-        ca,
-        Arc::new(SystemClock),
-        TokenSigner::new(key.clone(), Duration::minutes(15)).unwrap(),
-    );
+    add_user(&rt, &store);
+    let service = enrollment_service(store.clone(), ca, key.clone());
     let signer = TokenSigner::new(key, Duration::minutes(15)).unwrap();
     // Each enrollment is a new device (ids from a counter) with a fresh single-use token.
     let counter = std::sync::atomic::AtomicU64::new(0);
@@ -257,7 +259,7 @@ fn enrollment_end_to_end(c: &mut Criterion) {
     {
         let before = store.calls();
         enroll(request(&Credentials::Federated {
-            token: signer.issue("a@example.com", OffsetDateTime::now_utc()),
+            token: signer.issue(UPN, OffsetDateTime::now_utc()),
         }));
         let after = store.calls();
         println!(
@@ -270,7 +272,7 @@ fn enrollment_end_to_end(c: &mut Criterion) {
         b.iter_batched(
             || {
                 request(&Credentials::Federated {
-                    token: signer.issue("a@example.com", OffsetDateTime::now_utc()),
+                    token: signer.issue(UPN, OffsetDateTime::now_utc()),
                 })
             },
             enroll,
@@ -281,12 +283,7 @@ fn enrollment_end_to_end(c: &mut Criterion) {
     slow.sample_size(10);
     slow.bench_function("end to end without the CA (argon2id)", |b| {
         b.iter_batched(
-            || {
-                request(&Credentials::Password {
-                    username: "a@example.com".into(),
-                    password: "password".into(),
-                })
-            },
+            || request(&password_credentials()),
             enroll,
             BatchSize::SmallInput,
         )
@@ -312,12 +309,7 @@ fn handlers(c: &mut Criterion) {
         winmdm_http::state::AdminAuth::Gateway,
     )
     .unwrap();
-    rt.block_on(store.create_user(&winmdm_core::model::User {
-        upn: "a@example.com".into(),
-        password_hash: winmdm_core::password::hash_password("password").unwrap(),
-        created_at: OffsetDateTime::now_utc(),
-    }))
-    .unwrap();
+    add_user(&rt, &store);
     let fixture = |name: &str| {
         std::fs::read_to_string(
             std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -335,7 +327,7 @@ fn handlers(c: &mut Criterion) {
     let discover = messages::discover(
         "urn:uuid:1",
         "https://enterpriseenrollment.example.com/EnrollmentServer/Discovery.svc",
-        "a@example.com",
+        UPN,
         "6.0",
         &["OnPremise", "Federated"],
         winmdm_wire::ns::DISCOVERY,
@@ -351,7 +343,7 @@ fn handlers(c: &mut Criterion) {
     // A federated token is checked, not spent, by the policy request.
     let signer = TokenSigner::new(key, Duration::minutes(15)).unwrap();
     let creds = Credentials::Federated {
-        token: signer.issue("a@example.com", OffsetDateTime::now_utc()),
+        token: signer.issue(UPN, OffsetDateTime::now_utc()),
     };
     let event = fixture("policy.json");
     let policy = messages::get_policies(

@@ -33,13 +33,7 @@ struct Managed {
     device_id: String,
 }
 
-fn managed(
-    rt: &tokio::runtime::Runtime,
-    ca: Arc<LocalCa>,
-    device: &Device,
-    cert: &[u8],
-) -> Managed {
-    let _ = rt;
+fn managed(ca: Arc<LocalCa>, device: &Device, cert: &[u8]) -> Managed {
     let store = Arc::new(MemStore::default());
     let mut record = winmdm_e2e::conformance::device(&device.device_id, Some(&device.hw_dev_id));
     record.cert.thumbprint = thumbprint(cert);
@@ -79,7 +73,7 @@ fn management(c: &mut Criterion) {
     let mut client = DmClient::new(&device.device_id, SERVER);
     client.start_session();
     let package1 = client.message(|c| c.package1("user", &device.hw_dev_id), true);
-    let m = managed(&rt, ca.clone(), &device, &cert);
+    let m = managed(ca.clone(), &device, &cert);
     rt.block_on(m.service.handle(package1.as_bytes(), Some(&m.cert)))
         .unwrap();
     let (reads, writes) = m.store.calls();
@@ -172,7 +166,7 @@ fn management(c: &mut Criterion) {
         b.iter(|| winmdm_wire::syncml::SyncMl::parse(twenty.as_bytes()).unwrap())
     });
     let setup = || {
-        let m = managed(&rt, ca.clone(), &device, &cert);
+        let m = managed(ca.clone(), &device, &cert);
         let mut session = SessionState::new(
             &m.device_id,
             "7",

@@ -63,17 +63,8 @@ async fn main() {
             tasks.push(tokio::spawn(async move {
                 let _permit = gate.acquire().await.unwrap();
                 let appru = "ms-app://windows.immersivecontrolpanel";
-                let form = messages::sign_in_form(appru, TEST_UPN, TEST_PASSWORD);
                 let t = Instant::now();
-                let page = s
-                    .http
-                    .send(
-                        "POST",
-                        &s.auth_url(),
-                        &[("content-type", "application/x-www-form-urlencoded")],
-                        form.into_bytes(),
-                    )
-                    .await;
+                let page = s.submit_sign_in(appru, TEST_UPN, TEST_PASSWORD).await;
                 let took = t.elapsed();
                 assert_eq!(page.status, 200, "{}", page.text());
                 let (_, token) = messages::autopost_fields(&page.text());
