@@ -31,6 +31,7 @@ pub fn device(id: &str, hw: Option<&str>) -> Device {
             server_digest_key: "k2".into(),
             client_nonce: "bm9uY2U=".into(),
             client_nonce_expires_at: Some(now + Duration::days(1)),
+            ..Default::default()
         },
         enrolled_at: now,
         last_seen_at: None,
@@ -357,9 +358,7 @@ pub async fn command_queue_and_management_state(store: Arc<dyn Store>) {
         .save_management(&ManagementUpdate {
             device_id: "Q-DEV".into(),
             device: DevicePatch::default(),
-            session: SessionWrite::Delete {
-                session_id: "1".into(),
-            },
+            session: SessionWrite::Delete { slot: "1".into() },
             commands: vec![],
         })
         .await

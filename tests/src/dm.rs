@@ -31,7 +31,20 @@ impl DigestCredentials {
     }
 }
 
+/// How the client handles credentials, nonces and sessions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientMode {
+    /// Windows: `Cred` on every message, a 200's `NextNonce` from the next session on, a
+    /// new SessionID per session, a Status for every command.
+    Windows,
+    /// A strict OMA-DM 1.2 client (the reference toolkit's): `Cred` until the server
+    /// answers 212, a `NextNonce` on its very next message, the same SessionID (1) for
+    /// every session, and no Status for an Atomic.
+    Strict,
+}
+
 pub struct DmClient {
+    pub mode: ClientMode,
     pub device_id: String,
     pub server_url: String,
     pub session_id: u32,
@@ -43,6 +56,8 @@ pub struct DmClient {
     next_cmd: u32,
     /// A NextNonce received in this session, used from the next session on.
     pending_nonce: Option<String>,
+    /// Strict mode: the server answered 212 in this session.
+    session_authenticated: bool,
 }
 
 /// A parsed server reply.
@@ -113,6 +128,7 @@ impl Reply {
 impl DmClient {
     pub fn new(device_id: &str, server_url: &str) -> Self {
         Self {
+            mode: ClientMode::Windows,
             device_id: device_id.into(),
             server_url: server_url.into(),
             session_id: 0,
@@ -122,13 +138,24 @@ impl DmClient {
             max_msg_size: None,
             next_cmd: 1,
             pending_nonce: None,
+            session_authenticated: false,
         }
+    }
+
+    /// The same client behaving as `mode`.
+    pub fn with_mode(mut self, mode: ClientMode) -> Self {
+        self.mode = mode;
+        self
     }
 
     /// Starts a new session: a new SessionID (hex, as newer Windows sends) and MsgID 1.
     pub fn start_session(&mut self) {
-        self.session_id += 1;
+        self.session_id = match self.mode {
+            ClientMode::Windows => self.session_id + 1,
+            ClientMode::Strict => 1,
+        };
         self.msg_id = 0;
+        self.session_authenticated = false;
         if let (Some(n), Some(d)) = (self.pending_nonce.take(), self.digest.as_mut()) {
             d.nonce_b64 = n;
         }
@@ -149,7 +176,7 @@ impl DmClient {
         self.msg_id += 1;
         self.next_cmd = 1;
         let commands = build(self);
-        let cred = match (&self.digest, self.send_cred) {
+        let cred = match (&self.digest, self.send_cred && !self.session_authenticated) {
             (Some(d), true) => Some(Cred {
                 meta: Meta {
                     format: Some("b64".into()),
@@ -250,7 +277,10 @@ impl DmClient {
         let mut out = Vec::new();
         for c in reply.commands() {
             let code = code_for(c);
-            out.push(self.status_for(reply, c.cmd_id(), c.name(), code));
+            let atomic = matches!(c, Command::Container(_));
+            if !(atomic && self.mode == ClientMode::Strict) {
+                out.push(self.status_for(reply, c.cmd_id(), c.name(), code));
+            }
             if let Command::Container(ct) = c {
                 for inner in &ct.commands {
                     out.push(self.status_for(reply, inner.cmd_id(), inner.name(), code));
@@ -289,19 +319,31 @@ impl DmClient {
         out
     }
 
-    /// Remembers the NextNonce a reply's SyncHdr status offers: after a 407 it is used
-    /// at once (the retry is a new session), after a 200 from the next session on.
+    /// Takes the NextNonce a reply's SyncHdr status offers. Windows uses a 401/407's at
+    /// once (the retry is a new session) and a 200's from the next session on; a strict
+    /// client uses any of them on its very next message, and stops sending `Cred` after a
+    /// 212.
     pub fn take_next_nonce(&mut self, reply: &Reply) {
         let hs = reply.header_status();
+        if self.mode == ClientMode::Strict && hs.data == "212" {
+            self.session_authenticated = true;
+        }
         if let Some(n) = hs.chal.as_ref().and_then(|c| c.next_nonce.clone()) {
-            if hs.data == "407" {
+            let now = self.mode == ClientMode::Strict || hs.data == "407" || hs.data == "401";
+            if now {
                 if let Some(d) = self.digest.as_mut() {
                     d.nonce_b64 = n;
                 }
+                self.pending_nonce = None;
             } else {
                 self.pending_nonce = Some(n);
             }
         }
+    }
+
+    /// Forgets a NextNonce received in this session, as if its reply was lost.
+    pub fn lose_next_nonce(&mut self) {
+        self.pending_nonce = None;
     }
 
     /// The nonce the next session will use.

@@ -162,15 +162,15 @@ impl Store for MemStore {
             SessionWrite::Keep => {}
             SessionWrite::Put(s) => {
                 self.sessions.lock().unwrap().insert(
-                    (u.device_id.clone(), s.session_id.clone()),
+                    (u.device_id.clone(), s.slot.clone()),
                     s.as_ref().clone(),
                 );
             }
-            SessionWrite::Delete { session_id } => {
+            SessionWrite::Delete { slot } => {
                 self.sessions
                     .lock()
                     .unwrap()
-                    .remove(&(u.device_id.clone(), session_id.clone()));
+                    .remove(&(u.device_id.clone(), slot.clone()));
             }
         }
         let mut cmds = self.commands.lock().unwrap();

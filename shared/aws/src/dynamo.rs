@@ -468,6 +468,11 @@ async fn backoff(attempt: u32) {
 
 #[async_trait]
 impl Store for DynamoStore {
+    /// DynamoDB items are at most 400 KB.
+    fn max_record_bytes(&self) -> Option<usize> {
+        Some(400 * 1024)
+    }
+
     async fn create_user(&self, user: &User) -> Result<(), StoreError> {
         let mut item = record(user_pk(&user.upn), "USER".into(), user)?;
         item.insert("GSI1PK".into(), s("USERS"));
@@ -704,21 +709,12 @@ impl Store for DynamoStore {
             match &update.session {
                 SessionWrite::Keep => {}
                 SessionWrite::Put(state) => {
-                    let mut item = record(
-                        pk.clone(),
-                        format!("S#{}", state.session_id),
-                        state.as_ref(),
-                    )?;
+                    let mut item = record(pk.clone(), format!("S#{}", state.slot), state.as_ref())?;
                     item.insert("expires".into(), n(state.expires_at.unix_timestamp()));
                     items.push(put(item, None, &[], t)?);
                 }
-                SessionWrite::Delete { session_id } => {
-                    items.push(delete(
-                        key(pk.clone(), format!("S#{session_id}")),
-                        None,
-                        &[],
-                        t,
-                    )?);
+                SessionWrite::Delete { slot } => {
+                    items.push(delete(key(pk.clone(), format!("S#{slot}")), None, &[], t)?);
                 }
             }
             for c in &update.commands {

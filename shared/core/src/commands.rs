@@ -122,6 +122,10 @@ pub struct QueuedCommand {
     pub sent_in: Option<SentIn>,
     /// Times sent; a 418 on Add is retried once as Replace.
     pub attempts: u32,
+    /// Why the command failed when no device status says it (e.g. "no status from
+    /// device").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
     #[serde(with = "time::serde::rfc3339")]
@@ -148,6 +152,7 @@ impl QueuedCommand {
             results: Vec::new(),
             sent_in: None,
             attempts: 0,
+            reason: None,
             created_at: now,
             updated_at: now,
         }

@@ -474,6 +474,7 @@ impl EnrollmentService {
                 server_name,
                 client_nonce: client_nonce.clone(),
                 client_nonce_expires_at: Some(now + INITIAL_NONCE_TTL),
+                ..DmCredentials::default()
             },
             enrolled_at: now,
             last_seen_at: None,

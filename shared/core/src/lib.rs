@@ -8,6 +8,7 @@ pub mod commands;
 pub mod config;
 pub mod csr;
 pub mod digest;
+pub mod dm_auth;
 pub mod enrollment;
 pub mod federated;
 pub mod management;

@@ -4,9 +4,6 @@
 
 use std::sync::Arc;
 
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD as B64;
-use subtle::ConstantTimeEq;
 use time::{Duration, OffsetDateTime};
 use tracing::{info, warn};
 use winmdm_wire::syncml::{
@@ -19,7 +16,7 @@ use crate::clock::Clock;
 use crate::commands::{
     CommandResult, CommandSpec, CommandState, ItemSpec, QueuedCommand, SentIn, Verb, VerbSpec,
 };
-use crate::digest::digest_response;
+use crate::dm_auth::{self, NonceKind};
 use crate::enrollment::random_nonce_b64;
 use crate::model::{Device, DeviceStatus, DmDeviceInfo};
 use crate::session::{
@@ -37,8 +34,18 @@ pub struct ManagementConfig {
     pub session_ttl: Duration,
     /// How long a NextNonce stays usable.
     pub nonce_ttl: Duration,
-    /// Largest object reassembled from chunks.
+    /// Largest object reassembled from chunks, and largest Results data kept per command.
     pub max_incoming_object: usize,
+    /// Largest total of chunk data buffered by one session (one device: a device has one
+    /// live session).
+    pub max_session_buffer: usize,
+    /// Objects being reassembled at once in a session.
+    pub max_open_objects: usize,
+    /// Times a command is sent without the device ever answering it with a Status before
+    /// it fails with "no status from device".
+    pub max_delivery_attempts: u32,
+    /// Commands sent in one session; the rest wait for the next session.
+    pub max_commands_per_session: usize,
 }
 
 impl ManagementConfig {
@@ -49,7 +56,24 @@ impl ManagementConfig {
             session_ttl: Duration::minutes(30),
             nonce_ttl: Duration::days(7),
             max_incoming_object: 4 * 1024 * 1024,
+            max_session_buffer: 8 * 1024 * 1024,
+            max_open_objects: 4,
+            max_delivery_attempts: 3,
+            max_commands_per_session: 500,
         }
+    }
+
+    /// Lowers the buffering limits to what a store can hold in one record (DynamoDB items
+    /// are at most 400 KB): a large object then gets a 413 instead of breaking every later
+    /// session of the device with a failed write.
+    pub fn fit_store(mut self, max_record_bytes: Option<usize>) -> Self {
+        if let Some(max) = max_record_bytes {
+            // Room for the rest of the record (session or command) beside the data.
+            let room = max.saturating_sub(64 * 1024);
+            self.max_incoming_object = self.max_incoming_object.min(room);
+            self.max_session_buffer = self.max_session_buffer.min(room);
+        }
+        self
     }
 }
 
@@ -80,19 +104,20 @@ pub enum ManageError {
 /// How the device proved who it is.
 enum Trust {
     Certificate,
-    /// Digest: the nonce used, and whether this message starts the session's use of it.
+    /// A `syncml:auth-md5` digest over this nonce.
     Digest {
+        kind: NonceKind,
         nonce: String,
-        first: bool,
     },
 }
 
 enum AuthOutcome {
     Trusted(Trust),
-    /// 407: credentials needed; the nonce to use (already stored for known devices).
-    Challenge,
-    /// 401.
-    Denied,
+    /// 407 (no credentials) or 401 (wrong ones), with the challenge nonce to use.
+    Refused {
+        code: u16,
+        nonce: String,
+    },
 }
 
 pub struct ManagementService {
@@ -100,12 +125,19 @@ pub struct ManagementService {
     store: Arc<dyn Store>,
     ca: Arc<dyn CertificateAuthority>,
     clock: Arc<dyn Clock>,
+    /// Keys the challenge nonces of unknown devices, so they look like known ones'.
+    unknown_device_key: [u8; 32],
 }
 
 const AUTH_MD5: &str = "syncml:auth-md5";
 const LOGIN_STATUS: &str = "com.microsoft/MDM/LoginStatus";
 const REQUEST_PENDING: &str = "com.microsoft.mdm.requestpending";
 const USER_UNENROLLMENT: &str = "com.microsoft:mdm.unenrollment.userrequest";
+/// The store slot of a device's session: a device runs one session at a time, so its
+/// session state is bounded by one session's limits, and a new session replaces the last.
+pub const SESSION_SLOT: &str = "dm";
+/// Why a command failed when the device never answered it.
+pub const NO_STATUS_REASON: &str = "no status from device";
 
 impl ManagementService {
     pub fn new(
@@ -114,11 +146,15 @@ impl ManagementService {
         ca: Arc<dyn CertificateAuthority>,
         clock: Arc<dyn Clock>,
     ) -> Self {
+        let mut unknown_device_key = [0u8; 32];
+        rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut unknown_device_key);
+        let config = config.fit_store(store.max_record_bytes());
         Self {
             config,
             store,
             ca,
             clock,
+            unknown_device_key,
         }
     }
 
@@ -137,22 +173,31 @@ impl ManagementService {
         let msg = parsed.message;
         let now = self.clock.now();
         let device_id = msg.hdr.source.loc_uri.clone();
+        let new_session = starts_new_session(&msg);
 
-        let snapshot = match self
-            .store
-            .load_management(&device_id, &msg.hdr.session_id)
-            .await
-        {
+        let mut snapshot = match self.store.load_management(&device_id, SESSION_SLOT).await {
             Ok(s) => s,
             Err(e) => return Ok(self.storage_failure(&msg.hdr, &e)),
         };
+        if let Some(s) = snapshot.as_mut() {
+            // The stored session is this one only if the SessionID matches and this message
+            // does not start a new session (Windows' SessionID counter wraps, and some
+            // clients always use 1): a new session never inherits an old one's nonces.
+            let same = s
+                .session
+                .as_ref()
+                .is_some_and(|st| st.session_id == msg.hdr.session_id && !new_session);
+            if !same {
+                s.session = None;
+            }
+        }
         // The CA's certificate is needed only to check a client certificate.
         let issuer = match client_cert {
             Some(_) => match self.ca.chain().await {
                 Ok(chain) => Some(chain),
                 Err(e) => {
                     warn!(error = %e, "CA certificate unavailable");
-                    return Ok(self.header_only(&msg.hdr, 1, 500, None));
+                    return Ok(self.header_only(&msg.hdr, 500));
                 }
             },
             None => None,
@@ -165,10 +210,11 @@ impl ManagementService {
                     .process(msg, parsed.rejected, snapshot, trust, now)
                     .await)
             }
-            AuthOutcome::Challenge => Ok(self.challenge(&msg.hdr, snapshot.as_ref(), now).await),
-            AuthOutcome::Denied => {
-                warn!(claimed_device = %device_id, "management request denied");
-                Ok(self.header_only(&msg.hdr, 1, 401, None))
+            AuthOutcome::Refused { code, nonce } => {
+                if code == 401 {
+                    warn!(claimed_device = %device_id, "management request denied");
+                }
+                Ok(self.refuse(&msg, code, nonce))
             }
         }
     }
@@ -183,6 +229,23 @@ impl ManagementService {
         let device = snapshot
             .map(|s| &s.device)
             .filter(|d| d.status == DeviceStatus::Enrolled);
+        let session = snapshot.and_then(|s| s.session.as_ref());
+        let digest_session = session.and_then(|s| s.digest.as_ref());
+        // The nonce a refusal offers. In a live digest session, its offered nonce (usable
+        // from the next message on); otherwise this period's challenge. Computing it costs
+        // the same for known and unknown devices, and writes nothing.
+        let refuse = |code: u16| AuthOutcome::Refused {
+            code,
+            nonce: match (device, digest_session) {
+                (Some(_), Some(ds)) => ds.offered_nonce.clone(),
+                (Some(d), None) => dm_auth::device_challenge(d, now),
+                (None, _) => dm_auth::challenge_nonce(
+                    &self.unknown_device_key,
+                    &hdr.source.loc_uri,
+                    dm_auth::challenge_period(now),
+                ),
+            },
+        };
         if let Some((der, issuer)) = cert {
             if let Some(d) = device
                 && certificate_is_current(der, issuer, d, &hdr.source.loc_uri, now)
@@ -190,42 +253,51 @@ impl ManagementService {
                 return AuthOutcome::Trusted(Trust::Certificate);
             }
             if hdr.cred.is_none() {
-                return AuthOutcome::Denied;
+                return refuse(401);
             }
         }
         let Some(cred) = &hdr.cred else {
-            return AuthOutcome::Challenge;
+            return refuse(407);
         };
         let Some(device) = device else {
-            return AuthOutcome::Denied;
+            return refuse(401);
         };
         if cred.meta.type_.as_deref().map(str::trim) != Some(AUTH_MD5) {
-            return AuthOutcome::Denied;
+            return refuse(401);
         }
-        let session_nonce = snapshot
-            .and_then(|s| s.session.as_ref())
-            .and_then(|s| s.session_nonce.clone());
-        let (nonce, first) = match session_nonce {
-            Some(n) => (n, false),
-            None => {
-                let creds = &device.dm_credentials;
-                let expired = creds.client_nonce_expires_at.is_none_or(|e| e <= now);
-                if creds.client_nonce.is_empty() || expired {
-                    return AuthOutcome::Challenge;
-                }
-                (creds.client_nonce.clone(), true)
-            }
-        };
-        let Ok(nonce_bytes) = B64.decode(&nonce) else {
-            return AuthOutcome::Challenge;
-        };
-        let expected = digest_response(&device.dm_credentials.client_digest_key, &nonce_bytes);
-        if bool::from(expected.as_bytes().ct_eq(cred.data.trim().as_bytes())) {
-            AuthOutcome::Trusted(Trust::Digest { nonce, first })
-        } else {
-            AuthOutcome::Denied
+        // A message of a digest session must come after the last one: a recorded message
+        // cannot be played into the session again.
+        if let (Some(s), Some(_)) = (session, digest_session)
+            && parse_msg_id(&hdr.msg_id).is_none_or(|m| m <= s.client_msg_id)
+        {
+            return refuse(401);
+        }
+        let accepted = dm_auth::accepted_nonces(device, digest_session, now);
+        match dm_auth::check_digest(
+            &device.dm_credentials.client_digest_key,
+            &cred.data,
+            &accepted,
+        ) {
+            Some((kind, nonce)) => AuthOutcome::Trusted(Trust::Digest { kind, nonce }),
+            None => refuse(401),
         }
     }
+}
+
+/// A message starts a new session when it is the first message (MsgID 1) and opens the
+/// session with Alert 1201 (client-initiated) or 1200 (server-initiated).
+fn starts_new_session(msg: &SyncMl) -> bool {
+    parse_msg_id(&msg.hdr.msg_id) == Some(1) && opens_session(msg)
+}
+
+fn opens_session(msg: &SyncMl) -> bool {
+    msg.commands.iter().any(|c| {
+        matches!(c, Command::Alert(a) if a.data == syncml::alert::CLIENT_INITIATED || a.data == syncml::alert::SERVER_INITIATED)
+    })
+}
+
+fn parse_msg_id(id: &str) -> Option<u32> {
+    id.trim().parse::<u32>().ok().filter(|m| *m > 0)
 }
 
 /// The client certificate chains to our CA, is within its validity, is the device's
@@ -247,38 +319,43 @@ fn certificate_is_current(
 }
 
 impl ManagementService {
-    /// 407 with a fresh nonce. For a known device the nonce is stored so its next try can
-    /// use it; an unknown device gets a nonce too, so the reply does not reveal whether
-    /// the device exists.
-    async fn challenge(
-        &self,
-        hdr: &SyncHdr,
-        snapshot: Option<&ManagementSnapshot>,
-        now: OffsetDateTime,
-    ) -> ManageReply {
-        let nonce = random_nonce_b64();
-        if let Some(s) = snapshot
-            && s.device.status == DeviceStatus::Enrolled
-        {
-            let update = ManagementUpdate {
-                device_id: s.device.id.clone(),
-                device: DevicePatch {
-                    client_nonce: Some((nonce.clone(), now + self.config.nonce_ttl)),
-                    ..DevicePatch::default()
-                },
-                session: SessionWrite::Keep,
-                commands: Vec::new(),
-            };
-            if let Err(e) = self.store.save_management(&update).await {
-                return self.storage_failure(hdr, &e);
+    /// 401/407 with a challenge, and a 407 for each command that was not executed (every
+    /// one but Statuses, which are never answered), so the client knows to send them again
+    /// with credentials (SyncML RepPro: commands of an unauthenticated message are not
+    /// processed). Writes nothing.
+    fn refuse(&self, msg: &SyncMl, code: u16, nonce: String) -> ManageReply {
+        let hdr = &msg.hdr;
+        let mut next = 1u32;
+        let mut id = || {
+            let i = next;
+            next += 1;
+            i.to_string()
+        };
+        let mut commands = vec![header_status(hdr, &id(), code, Some(challenge_meta(nonce)))];
+        for c in &msg.commands {
+            if !matches!(c, Command::Status(_)) {
+                commands.push(status(&id(), &hdr.msg_id, c.cmd_id(), c.name(), 407));
             }
         }
-        self.header_only(hdr, 1, 407, Some(challenge_meta(nonce)))
+        let reply = SyncMl {
+            hdr: self.reply_header(hdr, reply_msg_id(hdr, None)),
+            commands,
+            final_: true,
+        };
+        ManageReply {
+            xml: reply.to_xml(),
+            device_id: None,
+            header_status: code,
+            commands_sent: 0,
+            commands_succeeded: 0,
+            commands_failed: 0,
+            session_started: false,
+        }
     }
 
     fn storage_failure(&self, hdr: &SyncHdr, e: &StoreError) -> ManageReply {
         warn!(error = %e, "management storage failure");
-        self.header_only(hdr, 1, 500, None)
+        self.header_only(hdr, 500)
     }
 
     fn reply_header(&self, hdr: &SyncHdr, msg_id: u32) -> SyncHdr {
@@ -297,16 +374,10 @@ impl ManagementService {
         }
     }
 
-    fn header_only(
-        &self,
-        hdr: &SyncHdr,
-        msg_id: u32,
-        code: u16,
-        chal: Option<Meta>,
-    ) -> ManageReply {
+    fn header_only(&self, hdr: &SyncHdr, code: u16) -> ManageReply {
         let reply = SyncMl {
-            hdr: self.reply_header(hdr, msg_id),
-            commands: vec![header_status(hdr, "1", code, chal)],
+            hdr: self.reply_header(hdr, reply_msg_id(hdr, None)),
+            commands: vec![header_status(hdr, "1", code, None)],
             final_: true,
         };
         ManageReply {
@@ -334,32 +405,40 @@ impl ManagementService {
             open_commands,
         } = snapshot;
         let hdr = &msg.hdr;
-        let starts_session = msg.commands.iter().any(|c| {
-            matches!(c, Command::Alert(a) if a.data == syncml::alert::CLIENT_INITIATED || a.data == syncml::alert::SERVER_INITIATED)
+        let starts_session = opens_session(&msg);
+        // `handle` dropped the stored state unless it is this session's.
+        let mut session = session.unwrap_or_else(|| {
+            SessionState::new(&device.id, &hdr.session_id, now + self.config.session_ttl)
         });
-        let mut session = match session {
-            // A new session reusing an old SessionID starts afresh.
-            Some(s) if !(starts_session && s.server_msg_id > 0) => s,
-            _ => SessionState::new(&device.id, &hdr.session_id, now + self.config.session_ttl),
-        };
         session.expires_at = now + self.config.session_ttl;
         if let Some(m) = hdr.meta.as_ref().and_then(|m| m.max_msg_size) {
             session.max_msg_size = Some(m);
         }
-        session.server_msg_id += 1;
-        let msg_id = session.server_msg_id;
+        let msg_id = reply_msg_id(hdr, Some(session.server_msg_id));
+        session.server_msg_id = msg_id;
+        if let Some(m) = parse_msg_id(&hdr.msg_id) {
+            session.client_msg_id = m;
+        }
 
         let mut patch = DevicePatch {
             last_seen_at: Some(now),
             ..DevicePatch::default()
         };
         let mut chal = None;
-        if let Trust::Digest { nonce, first: true } = &trust {
-            // The nonce now belongs to this session; the next session gets a fresh one.
-            session.session_nonce = Some(nonce.clone());
-            let next = random_nonce_b64();
-            patch.client_nonce = Some((next.clone(), now + self.config.nonce_ttl));
-            chal = Some(challenge_meta(next));
+        if let Trust::Digest { kind, nonce } = &trust {
+            let mut digest = session.digest.take();
+            patch.nonces = dm_auth::after_digest_auth(
+                *kind,
+                nonce,
+                &mut digest,
+                random_nonce_b64,
+                now + self.config.nonce_ttl,
+            );
+            // Every reply of a digest session offers the session's NextNonce.
+            chal = digest
+                .as_ref()
+                .map(|d| challenge_meta(d.offered_nonce.clone()));
+            session.digest = digest;
         }
 
         let mut run = Run {
@@ -500,7 +579,7 @@ impl ManagementService {
                 items: Vec::new(),
             }));
         } else if enrolled && !abort && !request_pending {
-            (sent, more_remaining) = self.send_commands(&mut run, &mut session, msg_id);
+            (sent, more_remaining) = self.send_commands(&mut run, &mut session, msg_id, now);
         }
         let final_ = !awaiting_chunks && !more_remaining && session.outgoing.is_none();
 
@@ -514,11 +593,14 @@ impl ManagementService {
         let update = ManagementUpdate {
             device_id: device.id.clone(),
             device: patch,
-            session: if abort {
+            // A session that was aborted or that this reply ends is forgotten: nothing of
+            // it (nonces, buffers) outlives it.
+            session: if abort || (final_ && sent == 0 && !request_pending) {
                 SessionWrite::Delete {
-                    session_id: hdr.session_id.clone(),
+                    slot: SESSION_SLOT.into(),
                 }
             } else {
+                session.slot = SESSION_SLOT.into();
                 SessionWrite::Put(Box::new(session))
             },
             commands: changed,
@@ -567,6 +649,15 @@ impl ManagementService {
         let mut pending = false;
         let mut code = None;
         let mut results = Vec::new();
+        let mut results_bytes = command_id
+            .as_deref()
+            .and_then(|id| run.commands.iter().find(|c| c.id == id))
+            .map_or(0, |c| {
+                c.results
+                    .iter()
+                    .map(|r| r.data.as_ref().map_or(0, String::len))
+                    .sum()
+            });
         for item in &r.items {
             let uri = item.uri().to_owned();
             let meta = item.meta.clone().or_else(|| r.meta.clone());
@@ -595,6 +686,13 @@ impl ManagementService {
             } else {
                 item.data.clone()
             };
+            // A command's results are stored with it: keep them within a record.
+            let size = data.as_ref().map_or(0, String::len);
+            if results_bytes + size > self.config.max_incoming_object {
+                code = Some(413);
+                continue;
+            }
+            results_bytes += size;
             results.push(CommandResult {
                 target: uri,
                 format: meta.as_ref().and_then(|m| m.format.clone()),
@@ -629,9 +727,15 @@ impl ManagementService {
             .incoming
             .iter()
             .position(|c| c.cmd == cmd && c.uri == uri && c.cmd_ref.as_deref() == cmd_ref);
+        let max_open = self.config.max_open_objects;
         let idx = match pos {
             Some(i) => i,
             None => {
+                let open = session.incoming.iter().filter(|c| !c.refused).count();
+                if session.incoming.len() >= max_open * 4 {
+                    // Even refusals are no longer tracked: refuse without remembering.
+                    return Chunked::TooLarge;
+                }
                 session.incoming.push(IncomingChunk {
                     cmd: cmd.into(),
                     cmd_ref: cmd_ref.map(Into::into),
@@ -640,20 +744,33 @@ impl ManagementService {
                     format: item.meta.as_ref().and_then(|m| m.format.clone()),
                     type_: item.meta.as_ref().and_then(|m| m.type_.clone()),
                     data: String::new(),
+                    refused: open >= max_open,
                 });
                 session.incoming.len() - 1
             }
         };
-        let chunk = &mut session.incoming[idx];
-        chunk.data.push_str(item.data.as_deref().unwrap_or(""));
-        if chunk.data.len() > self.config.max_incoming_object {
-            session.incoming.remove(idx);
-            return Chunked::TooLarge;
+        let piece = item.data.as_deref().unwrap_or("");
+        if !session.incoming[idx].refused {
+            let buffered: usize = session.incoming.iter().map(|c| c.data.len()).sum();
+            let chunk = &mut session.incoming[idx];
+            if chunk.data.len() + piece.len() > self.config.max_incoming_object
+                || buffered + piece.len() > self.config.max_session_buffer
+            {
+                // Refused: its later chunks get 413 too, until its last one.
+                chunk.refused = true;
+                chunk.data = String::new();
+            } else {
+                chunk.data.push_str(piece);
+            }
         }
-        if item.more_data {
-            Chunked::Pending
-        } else {
-            Chunked::Complete(session.incoming.remove(idx))
+        match (item.more_data, session.incoming[idx].refused) {
+            (true, false) => Chunked::Pending,
+            (true, true) => Chunked::TooLarge,
+            (false, false) => Chunked::Complete(session.incoming.remove(idx)),
+            (false, true) => {
+                session.incoming.remove(idx);
+                Chunked::TooLarge
+            }
         }
     }
 
@@ -665,6 +782,7 @@ impl ManagementService {
         run: &mut Run,
         session: &mut SessionState,
         msg_id: u32,
+        now: OffsetDateTime,
     ) -> (usize, bool) {
         let max = session
             .max_msg_size
@@ -702,6 +820,23 @@ impl ManagementService {
             if !cmd.state.is_open() || awaiting_here {
                 continue;
             }
+            if cmd.attempts >= self.config.max_delivery_attempts && session.outgoing.is_none() {
+                // Sent that often and never answered (a Status lost, or a client that never
+                // answers this kind of command): stop sending it, so its inner commands do
+                // not run again in every session.
+                let c = &mut run.commands[i];
+                c.state = CommandState::Failed;
+                c.reason = Some(NO_STATUS_REASON.into());
+                c.updated_at = now;
+                let id = c.id.clone();
+                run.touch(&id);
+                run.failed += 1;
+                continue;
+            }
+            if session.sent.len() >= self.config.max_commands_per_session {
+                return (sent, false);
+            }
+            let cmd = &run.commands[i];
             if cmd.spec.targets_user() && session.login_status.as_deref() != Some("user") {
                 continue;
             }
@@ -712,7 +847,7 @@ impl ManagementService {
                 budget -= size;
                 run.out.push(syncml_cmd);
                 session.sent.extend(sent_entries);
-                run.mark_sent(i, &session_key, msg_id);
+                run.mark_sent(i, &session_key, msg_id, true);
                 sent += 1;
                 continue;
             }
@@ -783,7 +918,7 @@ impl ManagementService {
                 in_flight: end - offset,
             })
         };
-        run.mark_sent(index, &session_key, msg_id);
+        run.mark_sent(index, &session_key, msg_id, offset == 0);
     }
 }
 
@@ -825,14 +960,17 @@ impl Run {
         self.commands.iter_mut().find(|c| c.id == id)
     }
 
-    fn mark_sent(&mut self, index: usize, session_key: &str, msg_id: u32) {
+    /// Marks a command sent; `new_attempt` is false for the later chunks of a large object.
+    fn mark_sent(&mut self, index: usize, session_key: &str, msg_id: u32, new_attempt: bool) {
         let c = &mut self.commands[index];
         c.state = CommandState::Sent;
         c.sent_in = Some(SentIn {
             session_id: session_key.to_owned(),
             msg_id,
         });
-        c.attempts += 1;
+        if new_attempt {
+            c.attempts += 1;
+        }
         let id = c.id.clone();
         self.touch(&id);
     }
@@ -946,6 +1084,13 @@ impl Run {
             }
         }
     }
+}
+
+/// Our MsgID for the reply to a message: the client's MsgID (the two sides alternate, so
+/// both count up together and restart with each session; a header-only reply needs no
+/// stored counter), else one past our last.
+fn reply_msg_id(hdr: &SyncHdr, last: Option<u32>) -> u32 {
+    parse_msg_id(&hdr.msg_id).unwrap_or(last.unwrap_or(0) + 1)
 }
 
 fn header_status(hdr: &SyncHdr, cmd_id: &str, code: u16, chal: Option<Meta>) -> Command {

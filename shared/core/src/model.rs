@@ -85,10 +85,17 @@ pub struct DmDeviceInfo {
     pub language: Option<String>,
 }
 
-/// The OMA-DM digest credentials of one device, kept only as `b64(md5(name:secret))`: all
-/// a server needs to check (or produce) `syncml:auth-md5` digests, and useless to replay
-/// as the secret itself.
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// The OMA-DM digest credentials of one device, kept only as `b64(md5(name:secret))`.
+///
+/// ⚠ The digest key is a credential: it is all anyone needs to compute valid
+/// `syncml:auth-md5` digests for this device (the secret itself is never needed), so it is
+/// protected like a password hash (file modes 0600 locally, the table's IAM on AWS) and
+/// never logged.
+///
+/// Nonces follow `crate::dm_auth`: the device may start a session with its current nonce
+/// or with the next one we offered; the current one stays valid until the device has
+/// authenticated with the next one, so a lost reply never locks it out.
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DmCredentials {
     /// `AAUTHLEVEL=APPSRV`: the device authenticating to us.
     pub client_name: String,
@@ -96,12 +103,25 @@ pub struct DmCredentials {
     /// `AAUTHLEVEL=CLIENT`: us authenticating to the device.
     pub server_name: String,
     pub server_digest_key: String,
-    /// The nonce (base64) the device must use in its next digest-authenticated session:
-    /// first the provisioning doc's `AAUTHDATA`, then each session's `NextNonce`.
+    /// The nonce (base64) the device is known to hold: first the provisioning doc's
+    /// `AAUTHDATA`, then each `NextNonce` the device has used.
     #[serde(default)]
     pub client_nonce: String,
     #[serde(with = "time::serde::rfc3339::option", default)]
     pub client_nonce_expires_at: Option<OffsetDateTime>,
+    /// The `NextNonce` offered in the device's latest session, not yet used by it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_next_nonce: Option<String>,
+    #[serde(
+        with = "time::serde::rfc3339::option",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub client_next_nonce_expires_at: Option<OffsetDateTime>,
+    /// The latest challenge period whose nonce started a session: each challenge nonce
+    /// starts at most one session, so a captured digest over it cannot start another.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub challenge_spent_period: Option<i64>,
 }
 
 impl std::fmt::Debug for DmCredentials {

@@ -38,6 +38,9 @@ pub struct IncomingChunk {
     #[serde(rename = "type")]
     pub type_: Option<String>,
     pub data: String,
+    /// Over a buffering limit: its chunks are answered 413 and not kept.
+    #[serde(default)]
+    pub refused: bool,
 }
 
 /// A large command being sent to the device in chunks.
@@ -53,16 +56,27 @@ pub struct OutgoingChunk {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SessionState {
     pub device_id: String,
+    /// The key the store keeps this state under (with the device id): the management
+    /// service uses one slot per device, whatever the SessionID.
+    #[serde(default)]
+    pub slot: String,
+    /// The SyncHdr SessionID.
     pub session_id: String,
     /// Random per session instance: tells this session from a later one that reuses the
     /// SessionID, so commands sent in an earlier one are sent again.
     pub instance: String,
     /// The MsgID of our last reply.
     pub server_msg_id: u32,
+    /// The MsgID of the device's last message: a later message must carry a higher one,
+    /// so a recorded message cannot be played again within the session.
+    #[serde(default)]
+    pub client_msg_id: u32,
     /// `user`, `others` or `none` from the 1224 LoginStatus alert.
     pub login_status: Option<String>,
-    /// The nonce this session's digest was checked against; valid for the whole session.
-    pub session_nonce: Option<String>,
+    /// Set when the session was authenticated with a digest rather than a certificate:
+    /// its later messages must carry `Cred` too (see `crate::dm_auth`).
+    #[serde(default)]
+    pub digest: Option<DigestSession>,
     pub max_msg_size: Option<u64>,
     pub sent: Vec<SentCommand>,
     pub incoming: Vec<IncomingChunk>,
@@ -72,14 +86,27 @@ pub struct SessionState {
 }
 
 impl SessionState {
+    /// A session stored under its own SessionID.
     pub fn new(device_id: &str, session_id: &str, expires_at: OffsetDateTime) -> Self {
+        Self::in_slot(device_id, session_id, session_id, expires_at)
+    }
+
+    /// A session stored under `slot`.
+    pub fn in_slot(
+        device_id: &str,
+        session_id: &str,
+        slot: &str,
+        expires_at: OffsetDateTime,
+    ) -> Self {
         Self {
             device_id: device_id.to_owned(),
+            slot: slot.to_owned(),
             session_id: session_id.to_owned(),
             instance: uuid::Uuid::new_v4().simple().to_string(),
             server_msg_id: 0,
+            client_msg_id: 0,
             login_status: None,
-            session_nonce: None,
+            digest: None,
             max_msg_size: None,
             sent: Vec::new(),
             incoming: Vec::new(),
@@ -92,6 +119,17 @@ impl SessionState {
     pub fn key(&self) -> String {
         format!("{}/{}", self.session_id, self.instance)
     }
+}
+
+/// The nonces of a digest-authenticated session.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DigestSession {
+    /// The nonce the device last authenticated with in this session (Windows keeps using
+    /// the session's first nonce for every message).
+    pub auth_nonce: String,
+    /// The `NextNonce` offered in this session's replies: a strict OMA-DM client uses it on
+    /// its very next message, Windows from the next session on.
+    pub offered_nonce: String,
 }
 
 /// Everything one management message needs, read in one go.
@@ -113,8 +151,20 @@ pub struct DevicePatch {
     /// The HWDevID the device reported, recorded if the device had none.
     pub hw_dev_id: Option<String>,
     pub status: Option<DeviceStatus>,
-    pub client_nonce: Option<(String, OffsetDateTime)>,
+    pub nonces: Option<NonceUpdate>,
     pub certificate: Option<CertificateSwitch>,
+}
+
+/// New digest nonces for a device (see `crate::dm_auth`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NonceUpdate {
+    /// The nonce the device now holds, when it authenticated with a newer one.
+    pub current: Option<String>,
+    /// The `NextNonce` offered to it.
+    pub next: Option<String>,
+    pub expires_at: OffsetDateTime,
+    /// A challenge period whose nonce was just spent.
+    pub challenge_spent_period: Option<i64>,
 }
 
 /// A renewal's switch to a new certificate, applied only if the device's current
@@ -159,9 +209,23 @@ impl DevicePatch {
         if let Some(s) = self.status {
             d.status = s;
         }
-        if let Some((n, exp)) = &self.client_nonce {
-            d.dm_credentials.client_nonce = n.clone();
-            d.dm_credentials.client_nonce_expires_at = Some(*exp);
+        if let Some(n) = &self.nonces {
+            let c = &mut d.dm_credentials;
+            if let Some(current) = &n.current {
+                c.client_nonce = current.clone();
+                c.client_nonce_expires_at = Some(n.expires_at);
+            }
+            if let Some(next) = &n.next {
+                c.client_next_nonce = Some(next.clone());
+                c.client_next_nonce_expires_at = Some(n.expires_at);
+            } else if n.current.is_some() {
+                // The offered nonce was the one just used.
+                c.client_next_nonce = None;
+                c.client_next_nonce_expires_at = None;
+            }
+            if let Some(p) = n.challenge_spent_period {
+                c.challenge_spent_period = Some(c.challenge_spent_period.map_or(p, |q| q.max(p)));
+            }
         }
         Ok(())
     }
@@ -171,9 +235,9 @@ impl DevicePatch {
 pub enum SessionWrite {
     Keep,
     Put(Box<SessionState>),
-    /// The session ended: forget its state.
+    /// The session ended: forget the state in this slot.
     Delete {
-        session_id: String,
+        slot: String,
     },
 }
 

@@ -39,6 +39,12 @@ pub struct EnrollmentCommit {
 
 #[async_trait]
 pub trait Store: Send + Sync {
+    /// The largest record (a session state, a command with its results) the store can
+    /// hold, if it has a limit: the management service keeps what it buffers below it.
+    fn max_record_bytes(&self) -> Option<usize> {
+        None
+    }
+
     /// Adds a user; `Conflict` if the UPN exists.
     async fn create_user(&self, user: &User) -> Result<(), StoreError>;
     async fn get_user(&self, upn: &str) -> Result<Option<User>, StoreError>;
@@ -64,12 +70,13 @@ pub trait Store: Send + Sync {
     /// `Conflict`, and nothing is written.
     async fn commit_enrollment(&self, commit: &EnrollmentCommit) -> Result<(), StoreError>;
 
-    /// Reads what a management message needs: the device, the session's state and the
-    /// device's open commands (oldest first). `None` if the device is unknown.
+    /// Reads what a management message needs: the device, the session state stored in
+    /// `slot` (see [`SessionState::slot`](crate::session::SessionState)) unless expired, and
+    /// the device's open commands (oldest first). `None` if the device is unknown.
     async fn load_management(
         &self,
         device_id: &str,
-        session_id: &str,
+        slot: &str,
     ) -> Result<Option<ManagementSnapshot>, StoreError>;
 
     /// Writes a management message's changes atomically: the device patch, the session

@@ -438,14 +438,14 @@ impl Store for RedbStore {
                     SessionWrite::Put(state) => {
                         sessions
                             .insert(
-                                row_key(&update.device_id, &state.session_id).as_str(),
+                                row_key(&update.device_id, &state.slot).as_str(),
                                 encode(state)?.as_slice(),
                             )
                             .map_err(unavailable)?;
                     }
-                    SessionWrite::Delete { session_id } => {
+                    SessionWrite::Delete { slot } => {
                         sessions
-                            .remove(row_key(&update.device_id, session_id).as_str())
+                            .remove(row_key(&update.device_id, slot).as_str())
                             .map_err(unavailable)?;
                     }
                 }

@@ -267,6 +267,7 @@ pub fn command_json(c: &QueuedCommand) -> Value {
         "status": c.status,
         "results": c.results,
         "attempts": c.attempts,
+        "reason": c.reason,
         "created_at": rfc3339(c.created_at),
         "updated_at": rfc3339(c.updated_at),
     })
