@@ -22,6 +22,7 @@ pub fn device(id: &str, hw: Option<&str>) -> Device {
             serial: "01ab".into(),
             thumbprint: "AB".repeat(20),
             not_after: now + Duration::days(365),
+            spki_sha256: None,
         },
         os: OsInfo::default(),
         dm_credentials: DmCredentials {

@@ -132,8 +132,9 @@ impl TestServer {
         self.url("/ManagementServer/MDM.svc")
     }
 
-    /// Enrolls a fresh emulated device (on-premise credentials; the user is created if
-    /// needed) and returns what it was provisioned with.
+    /// Enrolls a fresh emulated device on a federated server (the default: it signs in on
+    /// the login page and presents the token; the user is created if needed) and returns
+    /// what it was provisioned with.
     pub async fn enroll_device(&self) -> EnrolledDevice {
         let _ = self
             .admin(
@@ -145,10 +146,16 @@ impl TestServer {
         let device = device::Device::new();
         let csr = device.csr(device::CsrSignature::Sha256, device::CsrSubject::Windows);
         let ctx = messages::context_items(&device.device_id, &device.hw_dev_id, "Full");
-        let creds = messages::Credentials::Password {
-            username: TEST_UPN.into(),
-            password: TEST_PASSWORD.into(),
-        };
+        let page = self
+            .submit_sign_in(
+                "ms-app://windows.immersivecontrolpanel",
+                TEST_UPN,
+                TEST_PASSWORD,
+            )
+            .await;
+        assert_eq!(page.status, 200, "sign-in: {}", page.text());
+        let (_, token) = messages::autopost_fields(&page.text());
+        let creds = messages::Credentials::Federated { token };
         let msg =
             messages::request_security_token("urn:uuid:e1", &self.enroll_url(), &creds, &csr, &ctx);
         let resp = self.http.soap(&self.enroll_url(), &msg).await;

@@ -22,6 +22,7 @@ async fn enroll_and_manage_on_dynamodb_and_acm_pca() {
     let ca_arn = moto.root_ca().await;
     let endpoint = moto.endpoint.clone();
     let s = TestServer::start_with(|o| {
+        o.auth_policy = winmdm_core::config::PreferredAuth::OnPremise;
         o.table = Some("winmdm-e2e".into());
         o.dynamodb_endpoint = Some(endpoint.clone());
         o.create_table = true;

@@ -7,6 +7,7 @@ use serde_json::json;
 use winmdm_e2e::dm::{ClientMode, DmClient, Reply};
 use winmdm_e2e::moto::Moto;
 use winmdm_e2e::{EnrolledDevice, TestServer};
+use winmdm_wire::syncml::{Command, Item, ItemCommand, ItemVerb, Meta, Results};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Backend {
@@ -325,4 +326,135 @@ async fn a_recorded_message_is_not_accepted_again_in_its_session() {
     assert_eq!(command(&s, dev.id(), &id).await["state"], "succeeded");
     assert!(second.ends_session());
     s.shutdown().await;
+}
+
+/// A chunked Results item answering `get` (CmdID `get_ref` in server message `msg_ref`).
+fn results_chunk(
+    c: &mut DmClient,
+    msg_ref: &str,
+    get_ref: &str,
+    data: String,
+    more: bool,
+) -> Command {
+    Command::Results(Results {
+        cmd_id: c.cmd_id(),
+        msg_ref: Some(msg_ref.into()),
+        cmd_ref: get_ref.into(),
+        meta: None,
+        items: vec![Item {
+            source: Some("./Vendor/MSFT/Big".into()),
+            meta: Some(Meta {
+                format: Some("chr".into()),
+                ..Meta::default()
+            }),
+            data: Some(data),
+            more_data: more,
+            ..Item::default()
+        }],
+    })
+}
+
+/// What a device may make the server buffer is bounded: objects open at once, and the
+/// size of an object — on DynamoDB below its 400 KB item limit, so a large object gets a
+/// 413 instead of breaking every later session of the device.
+async fn reassembly_is_bounded(backend: Backend) {
+    let (s, _moto) = server(backend).await;
+    let dev = s.enroll_device().await;
+    let mut c = client(&dev, ClientMode::Windows);
+
+    // Six objects opened at once: four are buffered (213), the rest refused (413).
+    c.start_session();
+    let xml = c.message(|c| c.package1("user", "HW"), true);
+    exchange(&s, &mut c, &xml).await;
+    let xml = c.message(
+        |c| {
+            (0..6)
+                .map(|i| {
+                    Command::Item(ItemCommand {
+                        verb: ItemVerb::Replace,
+                        cmd_id: c.cmd_id(),
+                        meta: None,
+                        items: vec![Item {
+                            source: Some(format!("./Vendor/MSFT/Obj{i}")),
+                            data: Some("x".repeat(100)),
+                            more_data: true,
+                            ..Item::default()
+                        }],
+                    })
+                })
+                .collect()
+        },
+        false,
+    );
+    let reply = exchange(&s, &mut c, &xml).await;
+    let codes: Vec<&str> = reply
+        .statuses()
+        .iter()
+        .filter(|st| st.cmd == "Replace")
+        .map(|st| st.data.as_str())
+        .collect();
+    assert_eq!(codes, ["213", "213", "213", "213", "413", "413"]);
+
+    // A 600 KB result in three chunks.
+    let id = queue(
+        &s,
+        dev.id(),
+        json!({"verb": "Get", "target": "./Vendor/MSFT/Big"}),
+    )
+    .await;
+    c.start_session();
+    let xml = c.message(|c| c.package1("user", "HW"), true);
+    let reply = exchange(&s, &mut c, &xml).await;
+    let get_ref = reply.item_commands()[0].cmd_id.clone();
+    let msg_ref = reply.msg.hdr.msg_id.clone();
+    let chunk = "y".repeat(200 * 1024);
+    let mut codes = Vec::new();
+    for i in 0..3 {
+        let last = i == 2;
+        let first = i == 0;
+        let prev_get = get_ref.clone();
+        let xml = c.message(
+            |c| {
+                let mut out = Vec::new();
+                if first {
+                    out.push(c.status_for(&reply, &prev_get, "Get", 200));
+                }
+                out.push(results_chunk(c, &msg_ref, &prev_get, chunk.clone(), !last));
+                out
+            },
+            last,
+        );
+        let r = exchange(&s, &mut c, &xml).await;
+        assert_eq!(r.header_status().data, "200");
+        codes.push(
+            r.statuses()
+                .iter()
+                .find(|st| st.cmd == "Results")
+                .map(|st| st.data.clone()),
+        );
+    }
+    let cmd = command(&s, dev.id(), &id).await;
+    assert_eq!(cmd["state"], "succeeded", "its Status settled it");
+    // Past what a command can store (and on DynamoDB what an item can hold): 413 for
+    // the rest of the object, and a result that says so.
+    assert_eq!(
+        codes,
+        [Some("213".into()), Some("413".into()), Some("413".into())]
+    );
+    let data = cmd["results"][0]["data"].as_str().unwrap_or_default();
+    assert!(data.contains("larger than"), "{data}");
+    assert_eq!(cmd["results"].as_array().unwrap().len(), 1);
+    // The device's sessions go on.
+    settles_a_command(&s, &dev, &mut c).await;
+    s.shutdown().await;
+}
+
+#[tokio::test]
+async fn reassembly_is_bounded_embedded() {
+    reassembly_is_bounded(Backend::Embedded).await;
+}
+
+#[tokio::test]
+async fn reassembly_is_bounded_dynamodb() {
+    reassembly_is_bounded(Backend::Dynamo).await;
 }

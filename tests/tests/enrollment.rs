@@ -95,38 +95,31 @@ async fn discovery_answers_get_and_negotiates_every_version() {
             assert_eq!(text("AuthenticationServiceUrl"), Some(s.auth_url()));
         }
     }
-    // A device that offers only OnPremise gets OnPremise, without an auth URL.
-    let msg = messages::discover(
-        "urn:uuid:1",
-        &s.discovery_url(),
-        UPN,
-        "4.0",
-        &["OnPremise"],
-        ns::DISCOVERY,
-    );
-    let r = discover_result(&s.http.soap(&s.discovery_url(), &msg).await);
-    assert_eq!(
-        r.child(ns::DISCOVERY, "AuthPolicy").unwrap().text(),
-        "OnPremise"
-    );
-    assert!(r.child(ns::DISCOVERY, "AuthenticationServiceUrl").is_none());
-    // One that offers only Certificate gets a fault.
-    let msg = messages::discover(
-        "urn:uuid:2",
-        &s.discovery_url(),
-        UPN,
-        "4.0",
-        &["Certificate"],
-        ns::DISCOVERY,
-    );
-    let resp = s.http.soap(&s.discovery_url(), &msg).await;
-    assert_eq!(verify::fault_subcode(&resp), "s:EnrollmentServer");
-    assert!(resp.text().contains("<ErrorType>NotSupported</ErrorType>"));
+    // A device that offers only OnPremise, or only Certificate, gets a fault: a federated
+    // server takes no UsernameToken, so it never answers OnPremise.
+    for offered in ["OnPremise", "Certificate"] {
+        let msg = messages::discover(
+            "urn:uuid:2",
+            &s.discovery_url(),
+            UPN,
+            "4.0",
+            &[offered],
+            ns::DISCOVERY,
+        );
+        let resp = s.http.soap(&s.discovery_url(), &msg).await;
+        assert_eq!(
+            verify::fault_subcode(&resp),
+            "s:EnrollmentServer",
+            "{offered}"
+        );
+        assert!(resp.text().contains("<ErrorType>NotSupported</ErrorType>"));
+        assert!(resp.text().contains("this server accepts Federated"));
+    }
     s.shutdown().await;
 }
 
 #[tokio::test]
-async fn onpremise_configuration_prefers_onpremise_and_falls_back_to_federated() {
+async fn onpremise_configuration_answers_only_onpremise_and_has_no_login_page() {
     let s = TestServer::start_with(|o| o.auth_policy = PreferredAuth::OnPremise).await;
     let both = messages::discover(
         "urn:uuid:1",
@@ -150,12 +143,16 @@ async fn onpremise_configuration_prefers_onpremise_and_falls_back_to_federated()
         &["Federated"],
         ns::DISCOVERY,
     );
-    let r = discover_result(&s.http.soap(&s.discovery_url(), &fed).await);
-    assert_eq!(
-        r.child(ns::DISCOVERY, "AuthPolicy").unwrap().text(),
-        "Federated"
-    );
-    assert!(r.child(ns::DISCOVERY, "AuthenticationServiceUrl").is_some());
+    let resp = s.http.soap(&s.discovery_url(), &fed).await;
+    assert_eq!(verify::fault_subcode(&resp), "s:EnrollmentServer");
+    assert!(resp.text().contains("<ErrorType>NotSupported</ErrorType>"));
+    // Passwords are taken only in the SOAP requests: no login page to guess on.
+    s.create_user(UPN, PASSWORD).await;
+    let r = s
+        .submit_sign_in("ms-app://windows.immersivecontrolpanel", UPN, PASSWORD)
+        .await;
+    assert_eq!(r.status, 404);
+    assert!(!r.text().contains("wresult"));
     s.shutdown().await;
 }
 
@@ -586,8 +583,10 @@ async fn data_and_ca_survive_a_restart() {
     s.create_user(UPN, PASSWORD).await;
     let d = Device::new();
     let csr = d.csr(CsrSignature::Sha256, CsrSubject::Windows);
+    let token = federated_sign_in(&s, "ms-app://windows.immersivecontrolpanel").await;
+    let creds = Credentials::Federated { token };
     let first = verify::provisioning_doc(&verify::soap_ok(
-        &enroll(&s, &d, &password_creds(), &csr, "Full").await,
+        &enroll(&s, &d, &creds, &csr, "Full").await,
     ));
     let token = s.server.admin_token();
     s.shutdown().await;
@@ -605,8 +604,10 @@ async fn data_and_ca_survive_a_restart() {
     assert_eq!(r.status, 409, "user kept");
     let d2 = Device::new();
     let csr = d2.csr(CsrSignature::Sha256, CsrSubject::Windows);
+    let token = federated_sign_in(&s, "ms-app://windows.immersivecontrolpanel").await;
+    let creds = Credentials::Federated { token };
     let second = verify::provisioning_doc(&verify::soap_ok(
-        &enroll(&s, &d2, &password_creds(), &csr, "Full").await,
+        &enroll(&s, &d2, &creds, &csr, "Full").await,
     ));
     assert_eq!(
         first.root_thumbprint, second.root_thumbprint,

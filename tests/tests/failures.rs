@@ -48,6 +48,9 @@ impl Store for FlakyStore {
     async fn get_device_by_hw_dev_id(&self, hw: &str) -> Result<Option<Device>, StoreError> {
         self.inner.get_device_by_hw_dev_id(hw).await
     }
+    async fn user_has_blocked_device(&self, upn: &str) -> Result<bool, StoreError> {
+        self.inner.user_has_blocked_device(upn).await
+    }
     async fn list_devices(&self, page: &PageRequest) -> Result<Page<Device>, StoreError> {
         self.inner.list_devices(page).await
     }
@@ -119,6 +122,10 @@ const UPN: &str = "alice@example.com";
 const PASSWORD: &str = "correct horse battery";
 
 async fn harness() -> Harness {
+    harness_with(PreferredAuth::OnPremise).await
+}
+
+async fn harness_with(auth_policy: PreferredAuth) -> Harness {
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(FlakyStore {
         inner: RedbStore::open(&dir.path().join("s.redb")).unwrap(),
@@ -131,7 +138,7 @@ async fn harness() -> Harness {
     let clock = Arc::new(ManualClock::new(OffsetDateTime::now_utc()));
     let mut config =
         EnrollmentConfig::new("https://enterpriseenrollment.example.com".parse().unwrap());
-    config.auth_policy = PreferredAuth::OnPremise;
+    config.auth_policy = auth_policy;
     let state = AppState::new(
         config,
         store.clone(),
@@ -216,7 +223,7 @@ async fn ca_outage_is_an_enrollment_server_fault_and_writes_nothing() {
 
 #[tokio::test]
 async fn an_expired_sign_in_token_is_refused() {
-    let h = harness().await;
+    let h = harness_with(PreferredAuth::Federated).await;
     let form = messages::sign_in_form(
         "ms-app://windows.immersivecontrolpanel",
         UPN,

@@ -17,6 +17,29 @@ fn event(name: &str) -> lambda_http::Request {
     lambda_http::request::from_str(&json).unwrap_or_else(|e| panic!("{name} parses: {e}"))
 }
 
+/// A SOAP fixture recorded with on-premise credentials, carrying instead the federated
+/// token from the login page (the server is federated, and takes only that).
+fn event_with_token(name: &str, wresult: &str) -> lambda_http::Request {
+    use base64::Engine as _;
+    use base64::engine::general_purpose::STANDARD as B64;
+    let path = format!("{}/fixtures/apigw-v2/{name}", env!("CARGO_MANIFEST_DIR"));
+    let mut json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let body = String::from_utf8(B64.decode(json["body"].as_str().unwrap()).unwrap()).unwrap();
+    let start = body.find("<wsse:UsernameToken").expect("UsernameToken");
+    let end = body.find("</wsse:UsernameToken>").unwrap() + "</wsse:UsernameToken>".len();
+    let token = format!(
+        r#"<wsse:BinarySecurityToken ValueType="{}" EncodingType="{}">{}</wsse:BinarySecurityToken>"#,
+        winmdm_wire::ns::token::DEVICE_ENROLLMENT_USER_TOKEN,
+        winmdm_wire::ns::token::BASE64_BINARY,
+        B64.encode(wresult)
+    );
+    let body = format!("{}{token}{}", &body[..start], &body[end..]);
+    json["body"] = B64.encode(&body).into();
+    json["headers"]["content-length"] = body.len().to_string().into();
+    lambda_http::request::from_str(&json.to_string()).unwrap()
+}
+
 #[tokio::test]
 async fn every_fixture_through_its_function_handler() {
     // As deployed: the admin route is IAM-authorised by API Gateway.
@@ -59,8 +82,14 @@ async fn every_fixture_through_its_function_handler() {
             .contains("action=\"ms-app://windows.immersivecontrolpanel\"")
     );
     assert!(r.text().contains("name=\"wresult\""));
+    let (_, wresult) = winmdm_e2e::messages::autopost_fields(&r.text());
 
+    // The recorded on-premise requests are refused: this server is federated.
     let r = call(winmdm_http::policy::handle(state, event("policy.json")).await);
+    assert_eq!(verify::fault_subcode(&r), "s:Authentication");
+
+    let r =
+        call(winmdm_http::policy::handle(state, event_with_token("policy.json", &wresult)).await);
     assert!(
         verify::soap_ok(&r)
             .path(&[
@@ -70,7 +99,8 @@ async fn every_fixture_through_its_function_handler() {
             .is_some()
     );
 
-    let r = call(winmdm_http::enroll::handle(state, event("enroll.json")).await);
+    let r =
+        call(winmdm_http::enroll::handle(state, event_with_token("enroll.json", &wresult)).await);
     let provisioned = verify::provisioning_doc(&verify::soap_ok(&r));
 
     let r = call(winmdm_http::admin::handle(state, event("admin-list-devices.json")).await);

@@ -62,12 +62,33 @@ async fn admin(
 }
 
 async fn enroll(w: &World, device: &Device) -> HttpResponse {
+    enroll_as(w, device, TEST_UPN).await
+}
+
+const BOB: &str = "bob@example.com";
+
+async fn add_user(w: &World, upn: &str) {
+    let r = admin(
+        &w.state,
+        "POST",
+        "/admin/v1/users",
+        json!({"upn": upn, "password": TEST_PASSWORD}),
+    )
+    .await;
+    assert_eq!(r.status, 201);
+}
+
+async fn enroll_as(w: &World, device: &Device, upn: &str) -> HttpResponse {
     let csr = device.csr(CsrSignature::Sha256, CsrSubject::Windows);
     let ctx = messages::context_items(&device.device_id, &device.hw_dev_id, "Full");
-    let creds = Credentials::Password {
-        username: TEST_UPN.into(),
-        password: TEST_PASSWORD.into(),
-    };
+    // The harness is federated: sign in as the login page would.
+    let token = w
+        .state
+        .enrollment
+        .sign_in(upn, TEST_PASSWORD, None)
+        .await
+        .unwrap();
+    let creds = Credentials::Federated { token };
     let msg = messages::request_security_token("urn:uuid:l1", "https://e/x", &creds, &csr, &ctx);
     inprocess::call(
         &w.state,
@@ -424,4 +445,286 @@ async fn blocking_reenrollment_and_removal() {
     .await;
     assert_eq!(r.status, 200);
     assert_eq!(r.json()["status"], "removed");
+}
+
+async fn device_json(w: &World, id: &str) -> serde_json::Value {
+    admin(
+        &w.state,
+        "GET",
+        &format!("/admin/v1/devices/{id}"),
+        serde_json::Value::Null,
+    )
+    .await
+    .json()
+}
+
+/// Queues a Get for a device and returns the command's id.
+async fn queue_get(w: &World, id: &str) -> String {
+    let r = admin(
+        &w.state,
+        "POST",
+        &format!("/admin/v1/devices/{id}/commands"),
+        json!({"verb": "Get", "target": "./Vendor/MSFT/WiFi/Profile"}),
+    )
+    .await;
+    assert_eq!(r.status, 202);
+    r.json()["id"].as_str().unwrap().to_owned()
+}
+
+/// Package #1 over mTLS; returns the reply.
+async fn session_with(w: &World, device_id: &str, cert: &[u8]) -> Reply {
+    let mut c = DmClient::new(
+        device_id,
+        "https://manage.example.com/ManagementServer/MDM.svc",
+    );
+    c.start_session();
+    let body = c.message(|c| c.package1("user", "HW"), true);
+    let req = mtls_event(
+        "/ManagementServer/MDM.svc",
+        "application/vnd.syncml.dm+xml",
+        &body,
+        cert,
+    );
+    Reply::parse(&inprocess::response(winmdm_http::manage::handle(&w.state, req).await).body)
+}
+
+fn refused_by_identity_rules(r: &HttpResponse) {
+    assert_eq!(verify::fault_subcode(r), "s:Authorization", "{}", r.text());
+    assert!(
+        r.text()
+            .contains("<ErrorType>CustomServerError</ErrorType>"),
+        "{}",
+        r.text()
+    );
+}
+
+#[tokio::test]
+async fn enrollment_cannot_take_over_another_users_device() {
+    let w = world().await;
+    add_user(&w, BOB).await;
+    let alice_dev = Device::new();
+    let alice = EnrolledDevice::from_response(alice_dev.rekeyed(), &enroll(&w, &alice_dev).await);
+    let queued = queue_get(&w, &alice_dev.device_id).await;
+    let before = device_json(&w, &alice_dev.device_id).await;
+
+    // Bob claims Alice's DeviceID without an HWDevID, then with her HWDevID.
+    for hw in ["", alice_dev.hw_dev_id.as_str()] {
+        let forged = Device::new().with_ids(&alice_dev.device_id, hw);
+        refused_by_identity_rules(&enroll_as(&w, &forged, BOB).await);
+    }
+    // Bob enrolls a new DeviceID with Alice's HWDevID, in another case.
+    let forged = Device::new().with_ids("BOBS-NEW-ID", &alice_dev.hw_dev_id.to_lowercase());
+    refused_by_identity_rules(&enroll_as(&w, &forged, BOB).await);
+    assert_eq!(
+        admin(
+            &w.state,
+            "GET",
+            "/admin/v1/devices/BOBS-NEW-ID",
+            serde_json::Value::Null
+        )
+        .await
+        .status,
+        404
+    );
+
+    // Alice's record, certificate and queue are untouched, and her device still gets the
+    // command queued for it.
+    assert_eq!(device_json(&w, &alice_dev.device_id).await, before);
+    let reply = session_with(&w, &alice_dev.device_id, &alice.provisioned.client_der).await;
+    assert_eq!(reply.header_status().data, "200");
+    assert_eq!(reply.item_commands().len(), 1);
+    let cmd = admin(
+        &w.state,
+        "GET",
+        &format!(
+            "/admin/v1/devices/{}/commands/{queued}",
+            alice_dev.device_id
+        ),
+        serde_json::Value::Null,
+    )
+    .await
+    .json();
+    assert_eq!(cmd["state"], "sent");
+
+    // Alice herself, on the same hardware, can enroll again (a reset).
+    verify::soap_ok(&enroll(&w, &alice_dev.rekeyed()).await);
+}
+
+#[tokio::test]
+async fn a_blocked_devices_user_cannot_enroll_around_the_block() {
+    let w = world().await;
+    let dev = Device::new();
+    verify::soap_ok(&enroll(&w, &dev).await);
+    let r = admin(
+        &w.state,
+        "POST",
+        &format!("/admin/v1/devices/{}/block", dev.device_id),
+        serde_json::Value::Null,
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    // A new DeviceID with no HWDevID, then with another HWDevID.
+    let no_hw = Device::new().with_ids("NEW-ID-1", "");
+    refused_by_identity_rules(&enroll(&w, &no_hw).await);
+    let other_hw = Device::new().with_ids("NEW-ID-2", "OTHER-HW");
+    refused_by_identity_rules(&enroll(&w, &other_hw).await);
+    assert_eq!(
+        admin(
+            &w.state,
+            "GET",
+            "/admin/v1/devices",
+            serde_json::Value::Null
+        )
+        .await
+        .json()["devices"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1,
+        "nothing was written"
+    );
+    // Unblocked, the user may enroll other devices again.
+    admin(
+        &w.state,
+        "POST",
+        &format!("/admin/v1/devices/{}/unblock", dev.device_id),
+        serde_json::Value::Null,
+    )
+    .await;
+    verify::soap_ok(&enroll(&w, &other_hw).await);
+}
+
+#[tokio::test]
+async fn a_freed_device_id_inherits_nothing() {
+    let w = world().await;
+    add_user(&w, BOB).await;
+    let dev = Device::new();
+    verify::soap_ok(&enroll(&w, &dev).await);
+    let queued = queue_get(&w, &dev.device_id).await;
+    let r = admin(
+        &w.state,
+        "DELETE",
+        &format!("/admin/v1/devices/{}?force=true", dev.device_id),
+        serde_json::Value::Null,
+    )
+    .await;
+    assert_eq!(r.json()["status"], "removed");
+
+    // The operator removed it: anyone may enroll that DeviceID now, as a fresh device.
+    let bobs = Device::new().with_ids(&dev.device_id, "BOBS-HW");
+    let e = EnrolledDevice::from_response(bobs.rekeyed(), &enroll_as(&w, &bobs, BOB).await);
+    let d = device_json(&w, &dev.device_id).await;
+    assert_eq!(d["upn"], BOB);
+    assert_eq!(d["status"], "enrolled");
+    let cmd = admin(
+        &w.state,
+        "GET",
+        &format!("/admin/v1/devices/{}/commands/{queued}", dev.device_id),
+        serde_json::Value::Null,
+    )
+    .await
+    .json();
+    assert_eq!(cmd["state"], "failed", "{cmd}");
+    assert!(cmd["reason"].as_str().unwrap().contains("enrolled again"));
+    let reply = session_with(&w, &dev.device_id, &e.provisioned.client_der).await;
+    assert_eq!(reply.header_status().data, "200");
+    assert!(
+        reply.item_commands().is_empty(),
+        "Alice's queued command is not delivered to Bob"
+    );
+}
+
+#[tokio::test]
+async fn only_the_current_certificate_renews() {
+    let w = world().await;
+    let device = Device::new();
+    let a = EnrolledDevice::from_response(device.rekeyed(), &enroll(&w, &device).await);
+    let cert_a = a.provisioned.client_der.clone();
+    let key_b = device.rekeyed();
+    let r = renew(
+        &w,
+        &key_b,
+        &device,
+        &cert_a,
+        &cert_a,
+        ns::token::PKCS7_SECEXT,
+    )
+    .await;
+    let (cert_b, _, _) = verify::renewal_doc(&verify::soap_ok(&r));
+
+    // The holder of the old key, within the grace period, asks for a certificate for a
+    // key of its own: refused, and the device's current certificate keeps working.
+    let stolen = device.rekeyed();
+    let r = renew(
+        &w,
+        &stolen,
+        &device,
+        &cert_a,
+        &cert_a,
+        ns::token::PKCS7_SECEXT,
+    )
+    .await;
+    assert_eq!(verify::fault_subcode(&r), "s:Authentication");
+    assert_eq!(
+        device_json(&w, &device.device_id).await["cert_thumbprint"],
+        verify::thumbprint(&cert_b).as_str()
+    );
+    assert_eq!(manage_with(&w, &device.device_id, &cert_b).await, "200");
+
+    // The device itself never got the answer and asks again from the old certificate for
+    // the same new key: it gets a certificate for that key, and the grace period of the
+    // old certificate does not restart.
+    w.clock.advance(time::Duration::hours(20));
+    let r = renew(
+        &w,
+        &key_b,
+        &device,
+        &cert_a,
+        &cert_a,
+        ns::token::PKCS7_SECEXT,
+    )
+    .await;
+    let (cert_b2, _, _) = verify::renewal_doc(&verify::soap_ok(&r));
+    use x509_parser::prelude::{FromDer, X509Certificate};
+    let (_, parsed) = X509Certificate::from_der(&cert_b2).unwrap();
+    assert_eq!(parsed.public_key().raw, key_b.spki_der().as_slice());
+    assert_eq!(manage_with(&w, &device.device_id, &cert_b2).await, "200");
+    w.clock.advance(time::Duration::hours(5));
+    assert_eq!(
+        manage_with(&w, &device.device_id, &cert_a).await,
+        "401",
+        "the old certificate's grace period ended 24 h after the first renewal"
+    );
+}
+
+#[tokio::test]
+async fn deleting_a_user_ends_renewal_but_not_management() {
+    let w = world().await;
+    let device = Device::new();
+    let a = EnrolledDevice::from_response(device.rekeyed(), &enroll(&w, &device).await);
+    let cert = a.provisioned.client_der.clone();
+    let r = admin(
+        &w.state,
+        "DELETE",
+        &format!("/admin/v1/users/{TEST_UPN}"),
+        serde_json::Value::Null,
+    )
+    .await;
+    assert_eq!(r.status, 204);
+    let r = renew(
+        &w,
+        &device.rekeyed(),
+        &device,
+        &cert,
+        &cert,
+        ns::token::PKCS7_SECEXT,
+    )
+    .await;
+    assert_eq!(verify::fault_subcode(&r), "s:Authorization");
+    assert!(
+        r.text()
+            .contains("<ErrorType>NotEligibleToRenew</ErrorType>")
+    );
+    // Still managed, so an operator can wipe or unenroll it.
+    assert_eq!(manage_with(&w, &device.device_id, &cert).await, "200");
 }

@@ -73,10 +73,13 @@ fn enrollment_service(
     ca: Arc<dyn CertificateAuthority>,
     key: Vec<u8>,
 ) -> EnrollmentService {
+    // On-premise, so the UsernameToken benchmarks are accepted (a federated server takes
+    // only its login page's tokens).
+    let mut config =
+        EnrollmentConfig::new("https://enterpriseenrollment.example.com".parse().unwrap());
+    config.auth_policy = winmdm_core::config::PreferredAuth::OnPremise;
     EnrollmentService::new(
-        Arc::new(EnrollmentConfig::new(
-            "https://enterpriseenrollment.example.com".parse().unwrap(),
-        )),
+        Arc::new(config),
         store,
         ca,
         Arc::new(SystemClock),
@@ -300,8 +303,12 @@ fn handlers(c: &mut Criterion) {
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(MemStore::default());
     let key = vec![9; 32];
+    // On-premise: the policy fixture carries a UsernameToken.
+    let mut config =
+        EnrollmentConfig::new("https://enterpriseenrollment.example.com".parse().unwrap());
+    config.auth_policy = winmdm_core::config::PreferredAuth::OnPremise;
     let state = winmdm_http::AppState::new(
-        EnrollmentConfig::new("https://enterpriseenrollment.example.com".parse().unwrap()),
+        config,
         store.clone(),
         Arc::new(LocalCa::open_or_create(dir.path()).unwrap()),
         Arc::new(SystemClock),

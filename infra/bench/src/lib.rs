@@ -95,6 +95,15 @@ impl Store for MemStore {
         self.reads.fetch_add(1, Ordering::Relaxed);
         Ok(self.devices.lock().unwrap().get(id).cloned())
     }
+    async fn user_has_blocked_device(&self, upn: &str) -> Result<bool, StoreError> {
+        self.reads.fetch_add(1, Ordering::Relaxed);
+        Ok(self
+            .devices
+            .lock()
+            .unwrap()
+            .values()
+            .any(|d| d.upn == upn && d.status == winmdm_core::model::DeviceStatus::Blocked))
+    }
     async fn get_device_by_hw_dev_id(&self, hw: &str) -> Result<Option<Device>, StoreError> {
         self.reads.fetch_add(1, Ordering::Relaxed);
         let id = self
@@ -161,10 +170,10 @@ impl Store for MemStore {
         match &u.session {
             SessionWrite::Keep => {}
             SessionWrite::Put(s) => {
-                self.sessions.lock().unwrap().insert(
-                    (u.device_id.clone(), s.slot.clone()),
-                    s.as_ref().clone(),
-                );
+                self.sessions
+                    .lock()
+                    .unwrap()
+                    .insert((u.device_id.clone(), s.slot.clone()), s.as_ref().clone());
             }
             SessionWrite::Delete { slot } => {
                 self.sessions

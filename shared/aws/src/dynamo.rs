@@ -9,6 +9,7 @@
 //! | user | `USER#<upn>` | `USER` | GSI1: `USERS` / upn |
 //! | device | `DEV#<id>` | `D` | GSI1: `DEVICES` / id; `version` for optimistic locking |
 //! | HWDevID index | `HW#<hwdevid>` | `HW` | `device_id` |
+//! | blocked device of a user | `UBLOCK#<upn>` | `D#<device id>` | |
 //! | open command | `DEV#<id>` | `C#<command id>` | GSI1: `CMDS#<id>` / command id |
 //! | settled command | `DEV#<id>` | `X#<command id>` | GSI1: `CMDS#<id>` / command id |
 //! | session | `DEV#<id>` | `S#<session id>` | `expires` |
@@ -16,6 +17,8 @@
 //!
 //! Access patterns, none of them a Scan:
 //! - device by id: GetItem `DEV#id`/`D`; by HWDevID: GetItem `HW#…`, then the device.
+//! - whether a user has a blocked device: Query `UBLOCK#upn`, Limit 1 (the items are
+//!   written and deleted in the transaction that changes a device's status).
 //! - devices / users page by page: Query GSI1 `DEVICES` / `USERS`.
 //! - a management message's snapshot: one Query on `DEV#id` with `SK < "T"`, which
 //!   returns the open commands (`C#…`, oldest first), the device (`D`) and the sessions
@@ -46,7 +49,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use time::OffsetDateTime;
 use winmdm_core::commands::QueuedCommand;
-use winmdm_core::model::{Device, Page, PageRequest, User};
+use winmdm_core::model::{Device, DeviceStatus, Page, PageRequest, User};
 use winmdm_core::session::{ManagementSnapshot, ManagementUpdate, SessionState, SessionWrite};
 use winmdm_core::store::{EnrollmentCommit, Store, StoreError};
 
@@ -382,6 +385,7 @@ impl DynamoStore {
             .and_then(|i| num_attr(i, "version"))
             .unwrap_or(0);
         if let Some(old) = &existing_dev
+            && old.holds_its_hardware()
             && let (Some(a), Some(b)) = (&old.hw_dev_id, &device.hw_dev_id)
             && !a.eq_ignore_ascii_case(b)
         {
@@ -528,6 +532,21 @@ impl Store for DynamoStore {
             .as_ref()
             .map(data)
             .transpose()
+    }
+
+    async fn user_has_blocked_device(&self, upn: &str) -> Result<bool, StoreError> {
+        let out = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("PK = :pk")
+            .expression_attribute_values(":pk", s(format!("UBLOCK#{upn}")))
+            .limit(1)
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(unavailable)?;
+        Ok(out.count() > 0)
     }
 
     async fn get_device_by_hw_dev_id(&self, hw_dev_id: &str) -> Result<Option<Device>, StoreError> {
@@ -686,10 +705,20 @@ impl Store for DynamoStore {
                 );
             } else {
                 let had_hw = device.hw_dev_id.is_some();
+                let was_blocked = device.status == DeviceStatus::Blocked;
                 update
                     .device
                     .apply(&mut device)
                     .map_err(|e| StoreError::Conflict(e.to_string()))?;
+                let blocked = device.status == DeviceStatus::Blocked;
+                if was_blocked != blocked {
+                    let idx = key(format!("UBLOCK#{}", device.upn), format!("D#{}", device.id));
+                    items.push(if blocked {
+                        put(idx, None, &[], t)?
+                    } else {
+                        delete(idx, None, &[], t)?
+                    });
+                }
                 if let (false, Some(hw)) = (had_hw, device.hw_dev_id.clone()) {
                     hw_added = Some(hw);
                 }

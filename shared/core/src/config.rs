@@ -64,6 +64,7 @@ pub struct EnrollmentConfig {
     pub public_url: Url,
     /// Base URL of the management endpoint (the mTLS host in AWS); defaults to public_url.
     pub management_base_url: Url,
+    /// The one auth policy this server offers and whose credentials it accepts.
     pub auth_policy: PreferredAuth,
     /// Certificate lifetime, and how long before expiry renewal starts.
     pub cert_validity: Duration,

@@ -198,6 +198,7 @@ mod tests {
                 serial: "01".into(),
                 thumbprint: "AA".into(),
                 not_after: now + time::Duration::days(1),
+                spki_sha256: None,
             },
             os: OsInfo::default(),
             dm_credentials: DmCredentials {

@@ -2,6 +2,7 @@
 //! federated sign-in, over the [`Store`], [`CertificateAuthority`] and [`Clock`] traits.
 //! Bytes of a SOAP request in, bytes of a SOAP reply (or fault) out.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use base64::Engine as _;
@@ -29,17 +30,23 @@ use crate::ca::{
     thumbprint,
 };
 use crate::clock::Clock;
+use crate::commands::CommandState;
 use crate::config::{EnrollmentConfig, MAX_ENROLLMENT_VERSION, PreferredAuth};
 use crate::csr::{CsrError, verify_csr};
 use crate::digest::digest_key;
+use crate::identity::{
+    EnrollmentClaim, EnrollmentDecision, EnrollmentRefusal, RenewalDecision, RenewalRefusal,
+    decide_enrollment, decide_renewal,
+};
 use crate::model::{
     Device, DeviceCertificate, DeviceStatus, DmCredentials, EnrollmentType, OsInfo,
     PreviousCertificate, normalize_upn,
 };
-use crate::password::verify_password;
+use crate::password::{Busy, PasswordPool};
 use crate::pkcs7::{Pkcs7Error, verify_signed_data};
 use crate::session::{CertificateSwitch, DevicePatch, ManagementUpdate, SessionWrite};
 use crate::store::{ConsumedToken, EnrollmentCommit, Store, StoreError};
+use crate::throttle::{GuessLimiter, Throttled};
 use crate::token::{TokenError, TokenSigner};
 
 /// A SOAP reply and what it meant, for the HTTP layer's status code, logs and metrics.
@@ -72,8 +79,18 @@ pub enum EnrollError {
     InvalidEnrollmentData(String),
     #[error("authentication failed: {0}")]
     Authentication(&'static str),
+    /// Too many failed password attempts for this UPN or from this address; refused
+    /// without checking the password.
+    #[error(transparent)]
+    Throttled(#[from] Throttled),
+    /// The password checks are saturated; refused without checking the password.
+    #[error("password checks are saturated: {0}")]
+    Busy(#[from] Busy),
     #[error("not authorized: {0}")]
     Authorization(String),
+    /// The identity rules refuse this enrollment (`crate::identity`).
+    #[error("enrollment refused: {0}")]
+    Refused(EnrollmentRefusal),
     #[error(transparent)]
     Csr(#[from] CsrError),
     #[error("not supported: {0}")]
@@ -99,7 +116,22 @@ impl EnrollError {
                 FaultCode::Authentication,
                 "The user name, password or sign-in is not valid. Sign in again.",
             ),
+            EnrollError::Throttled(t) => Fault::new(
+                FaultCode::Authentication,
+                format!(
+                    "Too many failed sign-in attempts. Try again in {} seconds.",
+                    t.retry_after_secs()
+                ),
+            ),
+            EnrollError::Busy(_) => Fault::new(
+                FaultCode::EnrollmentServer,
+                "The sign-in service is busy. Try again later.",
+            )
+            .with_detail(ErrorType::InMaintenance),
             EnrollError::Authorization(m) => Fault::new(FaultCode::Authorization, m.clone()),
+            // Windows 10 20H2 and later show a CustomServerError's text to the user.
+            EnrollError::Refused(r) => Fault::new(FaultCode::Authorization, r.to_string())
+                .with_detail(ErrorType::CustomServerError),
             EnrollError::Csr(e) => Fault::new(FaultCode::CertificateRequest, e.to_string()),
             EnrollError::NotSupported(m) => Fault::new(FaultCode::EnrollmentServer, m.clone())
                 .with_detail(ErrorType::NotSupported),
@@ -147,6 +179,10 @@ pub struct EnrollmentService {
     ca: Arc<dyn CertificateAuthority>,
     clock: Arc<dyn Clock>,
     tokens: TokenSigner,
+    /// Where argon2 runs (off the executor, bounded).
+    passwords: PasswordPool,
+    /// Failed password attempts per UPN and per address.
+    guesses: GuessLimiter,
 }
 
 impl EnrollmentService {
@@ -163,7 +199,30 @@ impl EnrollmentService {
             ca,
             clock,
             tokens,
+            passwords: PasswordPool::default(),
+            guesses: GuessLimiter::default(),
         }
+    }
+
+    /// Replaces the argon2 pool (default: one slot per CPU).
+    pub fn with_password_pool(mut self, pool: PasswordPool) -> Self {
+        self.passwords = pool;
+        self
+    }
+
+    /// Replaces the guess limiter (default: [`crate::throttle::LimiterConfig::default`]).
+    pub fn with_guess_limiter(mut self, limiter: GuessLimiter) -> Self {
+        self.guesses = limiter;
+        self
+    }
+
+    /// The argon2 pool, also for hashing new users' passwords off the executor.
+    pub fn password_pool(&self) -> &PasswordPool {
+        &self.passwords
+    }
+
+    pub fn guess_limiter(&self) -> &GuessLimiter {
+        &self.guesses
     }
 
     pub fn config(&self) -> &EnrollmentConfig {
@@ -207,12 +266,13 @@ impl EnrollmentService {
             DiscoverRequest::from_envelope(env).map_err(|e| EnrollError::Message(e.to_string()))?;
         let chosen = choose_auth(self.config.auth_policy, &req.auth_policies).ok_or_else(|| {
             EnrollError::NotSupported(format!(
-                "none of the offered authentication policies ({}) is supported; this server accepts Federated and OnPremise",
+                "none of the offered authentication policies ({}) is supported; this server accepts {}",
                 req.auth_policies
                     .iter()
                     .map(|p| p.as_str())
                     .collect::<Vec<_>>()
-                    .join(", ")
+                    .join(", "),
+                self.config.auth_policy.policy().as_str()
             ))
         })?;
         let enrollment_version = req
@@ -240,35 +300,73 @@ impl EnrollmentService {
     // ---- Federated sign-in ------------------------------------------------------------
 
     /// Checks a user's credentials from the login page and issues a sign-in token.
-    pub async fn sign_in(&self, upn: &str, password: &str) -> Result<String, EnrollError> {
-        let upn = normalize_upn(upn);
-        let user = self.store.get_user(&upn).await?;
-        if !verify_password(
-            password.as_bytes(),
-            user.as_ref().map(|u| u.password_hash.as_str()),
-        ) {
-            return Err(EnrollError::Authentication("wrong user name or password"));
+    /// `client` is the caller's address, for the guess limiter. Only a federated server
+    /// has a login page: an on-premise one takes passwords only as the UsernameToken (see
+    /// [`choose_auth`]), so here it refuses with [`EnrollError::NotSupported`].
+    pub async fn sign_in(
+        &self,
+        upn: &str,
+        password: &str,
+        client: Option<IpAddr>,
+    ) -> Result<String, EnrollError> {
+        if self.config.auth_policy != PreferredAuth::Federated {
+            return Err(EnrollError::NotSupported(
+                "this server does not use federated sign-in".into(),
+            ));
         }
+        let upn = normalize_upn(upn);
+        self.check_password(&upn, password.as_bytes(), client)
+            .await?;
         info!(upn = %upn, "federated sign-in");
         Ok(self.tokens.issue(&upn, self.clock.now()))
     }
 
+    /// The password check behind the login page and the UsernameToken. Refused before
+    /// any argon2 while the UPN or the address is backing off ([`EnrollError::Throttled`])
+    /// or the argon2 pool is saturated ([`EnrollError::Busy`]); otherwise argon2 runs off
+    /// the executor, against a dummy hash for an unknown user (constant effort), and a
+    /// wrong password or unknown user counts as a failure for both keys.
+    async fn check_password(
+        &self,
+        upn: &str,
+        password: &[u8],
+        client: Option<IpAddr>,
+    ) -> Result<(), EnrollError> {
+        let attempt = self.guesses.begin(upn, client, self.clock.now())?;
+        let phc = self.store.get_user(upn).await?.map(|u| u.password_hash);
+        if self.passwords.verify(password.to_vec(), phc).await? {
+            attempt.succeeded();
+            Ok(())
+        } else {
+            attempt.failed(self.clock.now());
+            Err(EnrollError::Authentication("wrong user name or password"))
+        }
+    }
+
+    /// Checks the credentials of an XCEP or WSTEP request. Only the configured policy's
+    /// are accepted (see [`choose_auth`]): a federated server takes the login page's
+    /// token and refuses a UsernameToken, an on-premise one the reverse. The caller's
+    /// address for the guess limiter comes from [`crate::throttle::client_addr`].
     async fn authenticate(&self, security: &Security) -> Result<Principal, EnrollError> {
-        match security {
-            Security::None => Err(EnrollError::Authentication("no credentials in the request")),
-            Security::UsernameToken { username, password } => {
-                let upn = normalize_upn(username);
-                let user = self.store.get_user(&upn).await?;
-                if verify_password(
-                    password.expose(),
-                    user.as_ref().map(|u| u.password_hash.as_str()),
-                ) {
-                    Ok(Principal { upn, token: None })
-                } else {
-                    Err(EnrollError::Authentication("wrong user name or password"))
-                }
+        match (security, self.config.auth_policy) {
+            (Security::None, _) => {
+                Err(EnrollError::Authentication("no credentials in the request"))
             }
-            Security::BinaryToken { value_type, data } => {
+            (Security::UsernameToken { .. }, PreferredAuth::Federated) => {
+                Err(EnrollError::Authentication(
+                    "a federated server does not take user names and passwords",
+                ))
+            }
+            (Security::BinaryToken { .. }, PreferredAuth::OnPremise) => Err(
+                EnrollError::Authentication("an on-premise server does not take sign-in tokens"),
+            ),
+            (Security::UsernameToken { username, password }, PreferredAuth::OnPremise) => {
+                let upn = normalize_upn(username);
+                self.check_password(&upn, password.expose(), crate::throttle::client_addr())
+                    .await?;
+                Ok(Principal { upn, token: None })
+            }
+            (Security::BinaryToken { value_type, data }, PreferredAuth::Federated) => {
                 if value_type != ns::token::DEVICE_ENROLLMENT_USER_TOKEN {
                     return Err(EnrollError::Authentication(
                         "unsupported security token type",
@@ -381,31 +479,25 @@ impl EnrollmentService {
 
         let csr = verify_csr(csr_der, self.config.min_key_bits)?;
 
-        // A blocked machine stays out until an operator unblocks it, under any DeviceID.
+        // Who may enroll over what is decided in one place (`identity`), before the CA is
+        // asked; the store checks the hardware binding again atomically when committing.
         let by_hw = match &ctx.hw_dev_id {
             Some(hw) => self.store.get_device_by_hw_dev_id(hw).await?,
             None => None,
         };
         let by_id = self.store.get_device(&ctx.device_id).await?;
-        if by_hw
-            .iter()
-            .chain(by_id.iter())
-            .any(|d| d.status == DeviceStatus::Blocked)
-        {
-            return Err(EnrollError::Authorization(
-                "this device is blocked; ask your administrator to unblock it".into(),
-            ));
-        }
-        // Refuse early, before asking the CA, when the id belongs to other hardware; the
-        // store checks again atomically when committing.
-        if let Some(existing) = by_id
-            && let (Some(old), Some(new)) = (&existing.hw_dev_id, &ctx.hw_dev_id)
-            && !old.eq_ignore_ascii_case(new)
-        {
-            return Err(EnrollError::Authorization(
-                "this DeviceID is enrolled for other hardware".into(),
-            ));
-        }
+        let user_blocked = self.store.user_has_blocked_device(&principal.upn).await?;
+        let decision = decide_enrollment(
+            EnrollmentClaim {
+                upn: &principal.upn,
+                device_id: &ctx.device_id,
+                hw_dev_id: ctx.hw_dev_id.as_deref(),
+            },
+            by_id.as_ref(),
+            by_hw.as_ref(),
+            user_blocked,
+        )
+        .map_err(EnrollError::Refused)?;
 
         let now = self.clock.now();
         let idempotency = hex_prefix(&Sha256::digest(csr.der()), 16);
@@ -455,6 +547,12 @@ impl EnrollmentService {
             poll: self.config.poll,
         };
 
+        if decision == EnrollmentDecision::Fresh {
+            // The record was free (unenrolled or removed): whatever was queued for it is not
+            // for whoever enrolls now. Cancelled before the new record is written, so a
+            // failure in between never hands the old queue to the new enrollment.
+            self.cancel_open_commands(&ctx.device_id, now).await?;
+        }
         let device = Device {
             id: ctx.device_id.clone(),
             hw_dev_id: ctx.hw_dev_id.clone(),
@@ -465,6 +563,7 @@ impl EnrollmentService {
                 serial: issued.serial_hex.clone(),
                 thumbprint: thumbprint(&issued.der),
                 not_after: issued.not_after,
+                spki_sha256: Some(spki_hash(csr.spki_der())),
             },
             os: ctx.os,
             dm_credentials: DmCredentials {
@@ -493,6 +592,44 @@ impl EnrollmentService {
             self.token_response(doc.to_xml(), now, env.message_id.as_deref()),
             ctx.device_id,
         ))
+    }
+
+    /// Fails the open commands of a device record that a fresh enrollment takes over.
+    async fn cancel_open_commands(
+        &self,
+        device_id: &str,
+        now: OffsetDateTime,
+    ) -> Result<(), EnrollError> {
+        let Some(old) = self.store.load_management(device_id, "").await? else {
+            return Ok(());
+        };
+        let commands: Vec<_> = old
+            .open_commands
+            .into_iter()
+            .filter(|c| c.state.is_open())
+            .map(|mut c| {
+                c.state = CommandState::Failed;
+                c.reason = Some(SUPERSEDED_REASON.into());
+                c.updated_at = now;
+                c
+            })
+            .collect();
+        if commands.is_empty() {
+            return Ok(());
+        }
+        info!(
+            cancelled = commands.len(),
+            "open commands of the old record cancelled"
+        );
+        self.store
+            .save_management(&ManagementUpdate {
+                device_id: device_id.to_owned(),
+                device: DevicePatch::default(),
+                session: SessionWrite::Keep,
+                commands,
+            })
+            .await?;
+        Ok(())
     }
 
     fn renewal_schedule(&self) -> RenewalSchedule {
@@ -578,21 +715,28 @@ impl EnrollmentService {
             .ok_or(EnrollError::Authentication("unknown device"))?;
         let span = tracing::info_span!("renew", device_id = %device.id);
         let _guard = span.enter();
-        if device.status != DeviceStatus::Enrolled {
-            return Err(EnrollError::Authorization(format!(
+        let csr = verify_csr(&signed.content, self.config.min_key_bits)?;
+        let user_exists = self.store.get_user(&device.upn).await?.is_some();
+        let decision = decide_renewal(
+            &device,
+            user_exists,
+            &presented,
+            &spki_hash(csr.spki_der()),
+            now,
+        )
+        .map_err(|e| match e {
+            RenewalRefusal::NotEnrolled => EnrollError::Authorization(format!(
                 "the device is {}",
                 serde_json::to_value(device.status)
                     .ok()
                     .and_then(|v| v.as_str().map(str::to_owned))
                     .unwrap_or_default()
-            )));
-        }
-        if !device.accepts_certificate(&presented, now) {
-            return Err(EnrollError::Authentication(
-                "not the device's current certificate",
-            ));
-        }
-        let csr = verify_csr(&signed.content, self.config.min_key_bits)?;
+            )),
+            RenewalRefusal::UserDeleted => EnrollError::NotEligibleToRenew,
+            RenewalRefusal::NotCurrent => {
+                EnrollError::Authentication("only the device's current certificate may renew")
+            }
+        })?;
         let idempotency = hex_prefix(&Sha256::digest(csr.der()), 16);
         let issued = self
             .ca
@@ -604,30 +748,36 @@ impl EnrollmentService {
                 idempotency_token: &idempotency,
             })
             .await?;
-        // Keep accepting what the device holds now until the grace period ends.
-        let held = if device.cert.thumbprint.eq_ignore_ascii_case(&presented) {
-            device.cert.clone()
-        } else {
-            device
-                .previous_cert
-                .as_ref()
-                .map(|p| p.cert.clone())
-                .unwrap_or_else(|| device.cert.clone())
+        let new = DeviceCertificate {
+            serial: issued.serial_hex.clone(),
+            thumbprint: thumbprint(&issued.der),
+            not_after: issued.not_after,
+            spki_sha256: Some(spki_hash(csr.spki_der())),
+        };
+        // From the current certificate, it is kept for the grace period. A retry after a
+        // lost reply replaces the current certificate (same key) and leaves the previous
+        // one's grace period as it was: it never extends.
+        let previous = match decision {
+            RenewalDecision::FromCurrent => PreviousCertificate {
+                cert: device.cert.clone(),
+                accepted_until: now + self.config.renewal_grace,
+            },
+            RenewalDecision::RetryOfLostReply => {
+                device
+                    .previous_cert
+                    .clone()
+                    .ok_or(EnrollError::Authentication(
+                        "only the device's current certificate may renew",
+                    ))?
+            }
         };
         let update = ManagementUpdate {
             device_id: device.id.clone(),
             device: DevicePatch {
                 certificate: Some(CertificateSwitch {
                     expect_current: device.cert.thumbprint.clone(),
-                    new: DeviceCertificate {
-                        serial: issued.serial_hex.clone(),
-                        thumbprint: thumbprint(&issued.der),
-                        not_after: issued.not_after,
-                    },
-                    previous: PreviousCertificate {
-                        cert: held,
-                        accepted_until: now + self.config.renewal_grace,
-                    },
+                    new,
+                    previous,
                 }),
                 ..DevicePatch::default()
             },
@@ -685,14 +835,21 @@ impl EnrollmentService {
     }
 }
 
-/// Picks the auth policy: the configured one if offered, else the other supported one if
-/// offered, else none. A device that lists nothing gets the configured one.
-fn choose_auth(preferred: PreferredAuth, offered: &[AuthPolicy]) -> Option<PreferredAuth> {
-    if offered.is_empty() || offered.contains(&preferred.policy()) {
-        return Some(preferred);
-    }
-    let other = preferred.other();
-    offered.contains(&other.policy()).then_some(other)
+/// Picks the auth policy: the configured one if the device offers it (or lists nothing),
+/// else none.
+///
+/// There is no fallback to the other policy, because the credential rule follows the
+/// configuration, not the discovery answer: XCEP and WSTEP are separate stateless
+/// requests, so "accept what discovery would have chosen" is the same as "accept both"
+/// (an attacker just offers only the other policy). Accepting both would turn a
+/// federated server's XCEP and WSTEP into password-guessing endpoints beside its login
+/// page, and an on-premise server's login page into one beside them. So a federated
+/// server takes only its login page's token and an on-premise server only the
+/// UsernameToken ([`EnrollmentService::authenticate`]), and discovery offers only that
+/// policy: a device that does not offer it gets a NotSupported fault rather than a
+/// policy whose credentials would then be refused. (Windows 10 and later offer both.)
+fn choose_auth(configured: PreferredAuth, offered: &[AuthPolicy]) -> Option<PreferredAuth> {
+    (offered.is_empty() || offered.contains(&configured.policy())).then_some(configured)
 }
 
 /// The WSTEP context items we use, validated.
@@ -738,7 +895,12 @@ impl DeviceContext {
                 ));
             }
         };
-        let hw_dev_id = c.get("HWDevID").map(str::to_owned);
+        // An empty HWDevID is no HWDevID: it must not match another empty one.
+        let hw_dev_id = c
+            .get("HWDevID")
+            .map(str::trim)
+            .filter(|h| !h.is_empty())
+            .map(str::to_owned);
         if let Some(hw) = &hw_dev_id
             && (hw.len() > 128 || !hw.bytes().all(|b| b.is_ascii_graphic()))
         {
@@ -775,6 +937,10 @@ fn random_secret() -> String {
     B64URL.encode(b)
 }
 
+/// Why the open commands of a re-enrolled device record failed.
+pub const SUPERSEDED_REASON: &str =
+    "the device was enrolled again; its earlier queue was cancelled";
+
 /// How long the nonce in the provisioning doc stays usable for a first digest session.
 const INITIAL_NONCE_TTL: time::Duration = time::Duration::days(30);
 
@@ -782,6 +948,11 @@ pub(crate) fn random_nonce_b64() -> String {
     let mut b = [0u8; 16];
     OsRng.fill_bytes(&mut b);
     B64.encode(b)
+}
+
+/// Lowercase hex SHA-256 of a SubjectPublicKeyInfo.
+fn spki_hash(spki_der: &[u8]) -> String {
+    hex_prefix(&Sha256::digest(spki_der), 32)
 }
 
 fn hex_prefix(bytes: &[u8], n: usize) -> String {
@@ -793,18 +964,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn auth_choice_follows_config_then_falls_back() {
+    fn auth_choice_is_the_configured_policy_without_fallback() {
         use AuthPolicy::*;
         let fed = PreferredAuth::Federated;
+        let onprem = PreferredAuth::OnPremise;
         assert_eq!(choose_auth(fed, &[OnPremise, Federated]), Some(fed));
-        assert_eq!(
-            choose_auth(fed, &[OnPremise]),
-            Some(PreferredAuth::OnPremise)
-        );
-        assert_eq!(
-            choose_auth(PreferredAuth::OnPremise, &[Federated]),
-            Some(fed)
-        );
+        assert_eq!(choose_auth(onprem, &[OnPremise, Federated]), Some(onprem));
+        // Its credentials would be refused, so the other policy is never answered.
+        assert_eq!(choose_auth(fed, &[OnPremise]), None);
+        assert_eq!(choose_auth(onprem, &[Federated]), None);
         assert_eq!(choose_auth(fed, &[Certificate]), None);
         assert_eq!(choose_auth(fed, &[]), Some(fed));
     }

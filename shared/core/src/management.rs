@@ -18,6 +18,7 @@ use crate::commands::{
 };
 use crate::dm_auth::{self, NonceKind};
 use crate::enrollment::random_nonce_b64;
+use crate::identity;
 use crate::model::{Device, DeviceStatus, DmDeviceInfo};
 use crate::session::{
     DevicePatch, IncomingChunk, ManagementSnapshot, ManagementUpdate, OutgoingChunk, SentCommand,
@@ -55,8 +56,9 @@ impl ManagementConfig {
             default_max_msg_size: 512 * 1024,
             session_ttl: Duration::minutes(30),
             nonce_ttl: Duration::days(7),
-            max_incoming_object: 4 * 1024 * 1024,
-            max_session_buffer: 8 * 1024 * 1024,
+            // What a command can store of its results anyway.
+            max_incoming_object: crate::commands::MAX_RESULTS_BYTES,
+            max_session_buffer: 1024 * 1024,
             max_open_objects: 4,
             max_delivery_attempts: 3,
             max_commands_per_session: 500,
@@ -300,9 +302,8 @@ fn parse_msg_id(id: &str) -> Option<u32> {
     id.trim().parse::<u32>().ok().filter(|m| *m > 0)
 }
 
-/// The client certificate chains to our CA, is within its validity, is the device's
-/// current certificate (or its previous one within the renewal grace period), and names
-/// the device that the SyncHdr claims.
+/// The client certificate chains to our CA and is within its validity, and the identity
+/// rules let it manage the device the SyncHdr claims.
 fn certificate_is_current(
     der: &[u8],
     issuer_der: &[u8],
@@ -312,7 +313,7 @@ fn certificate_is_current(
 ) -> bool {
     match check_client_certificate(der, issuer_der, now) {
         ClientCertificate::Valid { cn, thumbprint } => {
-            cn == device.id && device.id == source && device.accepts_certificate(&thumbprint, now)
+            identity::certificate_may_manage(device, &cn, &thumbprint, source, now)
         }
         ClientCertificate::Expired { .. } | ClientCertificate::Untrusted => false,
     }
@@ -571,6 +572,9 @@ impl ManagementService {
         let enrolled = device.status == DeviceStatus::Enrolled && patch.status.is_none();
         let mut sent = 0;
         let mut more_remaining = false;
+        // The client's package is not complete (chunks pending, or a message without
+        // Final): ask for its next message before sending a package of ours.
+        let awaiting_chunks = awaiting_chunks || (!msg.final_ && !request_pending && !abort);
         if awaiting_chunks {
             let id = run.cmd_id();
             run.out.push(Command::Alert(Alert {
@@ -595,7 +599,7 @@ impl ManagementService {
             device: patch,
             // A session that was aborted or that this reply ends is forgotten: nothing of
             // it (nonces, buffers) outlives it.
-            session: if abort || (final_ && sent == 0 && !request_pending) {
+            session: if abort || (final_ && msg.final_ && sent == 0 && !request_pending) {
                 SessionWrite::Delete {
                     slot: SESSION_SLOT.into(),
                 }
@@ -679,6 +683,9 @@ impl ManagementService {
                     }
                     Chunked::TooLarge => {
                         code = Some(413);
+                        if !item.more_data {
+                            results.push(refused_result(uri, self.config.max_incoming_object));
+                        }
                         continue;
                     }
                     Chunked::Complete(c) => Some(c.data),
@@ -690,6 +697,7 @@ impl ManagementService {
             let size = data.as_ref().map_or(0, String::len);
             if results_bytes + size > self.config.max_incoming_object {
                 code = Some(413);
+                results.push(refused_result(uri, self.config.max_incoming_object));
                 continue;
             }
             results_bytes += size;
@@ -1083,6 +1091,18 @@ impl Run {
                 };
             }
         }
+    }
+}
+
+/// What a command records of a result too large to keep, so the operator sees why.
+fn refused_result(target: String, limit: usize) -> CommandResult {
+    CommandResult {
+        target,
+        format: None,
+        type_: None,
+        data: Some(format!(
+            "(refused: the device's result is larger than the {limit}-byte limit)"
+        )),
     }
 }
 

@@ -53,6 +53,10 @@ pub struct DeviceCertificate {
     pub thumbprint: String,
     #[serde(with = "time::serde::rfc3339")]
     pub not_after: OffsetDateTime,
+    /// Lowercase hex SHA-256 of the certificate's SubjectPublicKeyInfo: tells a renewal
+    /// retried with the same new key from one asking for another key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spki_sha256: Option<String>,
 }
 
 /// The certificate a device renewed away from: still accepted until `accepted_until`, so a
@@ -156,6 +160,12 @@ pub struct Device {
 }
 
 impl Device {
+    /// Whether the record still binds its DeviceID to its hardware: enrolled or blocked.
+    /// An unenrolled or removed record is free to be enrolled over (`crate::identity`).
+    pub fn holds_its_hardware(&self) -> bool {
+        matches!(self.status, DeviceStatus::Enrolled | DeviceStatus::Blocked)
+    }
+
     /// Whether a certificate with this thumbprint is the device's current one, or its
     /// previous one within the grace period.
     pub fn accepts_certificate(&self, thumbprint: &str, now: OffsetDateTime) -> bool {

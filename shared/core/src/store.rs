@@ -54,6 +54,9 @@ pub trait Store: Send + Sync {
 
     async fn get_device(&self, id: &str) -> Result<Option<Device>, StoreError>;
     async fn get_device_by_hw_dev_id(&self, hw_dev_id: &str) -> Result<Option<Device>, StoreError>;
+    /// Whether any device of this user is blocked. The store keeps an index of blocked
+    /// devices by user, maintained by every write that changes a device's status.
+    async fn user_has_blocked_device(&self, upn: &str) -> Result<bool, StoreError>;
     /// Devices ordered by id.
     async fn list_devices(&self, page: &PageRequest) -> Result<Page<Device>, StoreError>;
 
@@ -66,8 +69,9 @@ pub trait Store: Send + Sync {
     ///   removed along with its HWDevID index entry;
     /// - writes the device (replacing a record with the same id) and its HWDevID index.
     ///
-    /// A record with the same id but a different, known HWDevID is another machine:
-    /// `Conflict`, and nothing is written.
+    /// A record with the same id but a different, known HWDevID that still holds its
+    /// hardware (enrolled or blocked) is another machine: `Conflict`, and nothing is
+    /// written. Who may enroll over whom is decided before, in `crate::identity`.
     async fn commit_enrollment(&self, commit: &EnrollmentCommit) -> Result<(), StoreError>;
 
     /// Reads what a management message needs: the device, the session state stored in

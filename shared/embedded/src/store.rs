@@ -29,7 +29,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use time::OffsetDateTime;
 use winmdm_core::commands::QueuedCommand;
-use winmdm_core::model::{Device, Page, PageRequest, User};
+use winmdm_core::model::{Device, DeviceStatus, Page, PageRequest, User};
 use winmdm_core::session::{ManagementSnapshot, ManagementUpdate, SessionState, SessionWrite};
 use winmdm_core::store::{EnrollmentCommit, Store, StoreError};
 
@@ -41,6 +41,12 @@ const TOKEN_EXPIRY: TableDefinition<&str, ()> = TableDefinition::new("token_expi
 const SESSIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("sessions");
 const COMMANDS: TableDefinition<&str, &[u8]> = TableDefinition::new("commands");
 const OPEN_COMMANDS: TableDefinition<&str, ()> = TableDefinition::new("open_commands");
+/// Blocked devices by user: `<upn>\0<device id>`.
+const BLOCKED_BY_USER: TableDefinition<&str, ()> = TableDefinition::new("blocked_by_user");
+
+fn blocked_key(upn: &str, device_id: &str) -> String {
+    format!("{upn}\0{device_id}")
+}
 
 /// How many expired tokens one enrollment purges, so cleanup cost stays bounded.
 const PURGE_BATCH: usize = 64;
@@ -86,6 +92,7 @@ impl RedbStore {
             tx.open_table(SESSIONS).map_err(unavailable)?;
             tx.open_table(COMMANDS).map_err(unavailable)?;
             tx.open_table(OPEN_COMMANDS).map_err(unavailable)?;
+            tx.open_table(BLOCKED_BY_USER).map_err(unavailable)?;
         }
         tx.commit().map_err(unavailable)?;
         Ok(Self { db: Arc::new(db) })
@@ -229,6 +236,16 @@ impl Store for RedbStore {
             .await
     }
 
+    async fn user_has_blocked_device(&self, upn: &str) -> Result<bool, StoreError> {
+        let prefix = blocked_key(upn, "");
+        self.blocking(move |db| {
+            let tx = db.begin_read().map_err(unavailable)?;
+            let idx = tx.open_table(BLOCKED_BY_USER).map_err(unavailable)?;
+            Ok(!keys_with_prefix(&idx, &prefix)?.is_empty())
+        })
+        .await
+    }
+
     async fn get_device_by_hw_dev_id(&self, hw_dev_id: &str) -> Result<Option<Device>, StoreError> {
         let hw = hw_key(hw_dev_id);
         self.blocking(move |db| {
@@ -294,6 +311,7 @@ impl Store for RedbStore {
                 if let Some(existing) = devices.get(device.id.as_str()).map_err(unavailable)? {
                     let existing: Device = decode(existing.value())?;
                     if let (Some(old), Some(new)) = (&existing.hw_dev_id, &device.hw_dev_id)
+                        && existing.holds_its_hardware()
                         && !old.eq_ignore_ascii_case(new)
                     {
                         return Err(StoreError::Conflict(format!(
@@ -399,10 +417,21 @@ impl Store for RedbStore {
                 };
                 if !update.device.is_empty() {
                     let had_hw = device.hw_dev_id.is_some();
+                    let was_blocked = device.status == DeviceStatus::Blocked;
                     update
                         .device
                         .apply(&mut device)
                         .map_err(|e| StoreError::Conflict(e.to_string()))?;
+                    let blocked = device.status == DeviceStatus::Blocked;
+                    if was_blocked != blocked {
+                        let mut idx = tx.open_table(BLOCKED_BY_USER).map_err(unavailable)?;
+                        let key = blocked_key(&device.upn, &device.id);
+                        if blocked {
+                            idx.insert(key.as_str(), ()).map_err(unavailable)?;
+                        } else {
+                            idx.remove(key.as_str()).map_err(unavailable)?;
+                        }
+                    }
                     if let (false, Some(hw)) = (had_hw, &device.hw_dev_id) {
                         let mut by_hw = tx.open_table(DEVICES_BY_HW).map_err(unavailable)?;
                         let key = hw_key(hw);

@@ -27,7 +27,6 @@ use tracing::{Instrument, info, info_span, warn};
 use winmdm_core::commands::{CommandRequest, QueuedCommand, parse_request};
 use winmdm_core::config::paths;
 use winmdm_core::model::{Device, DeviceStatus, PageRequest, User, normalize_upn};
-use winmdm_core::password::hash_password;
 use winmdm_core::session::{DevicePatch, ManagementUpdate, SessionWrite};
 use winmdm_core::store::StoreError;
 
@@ -203,9 +202,21 @@ async fn create_user(state: &AppState, req: &Request) -> Outcome {
             format!("password must be at least {MIN_PASSWORD_LEN} characters"),
         ));
     }
-    let password_hash = match hash_password(&new.password) {
-        Ok(h) => h,
-        Err(e) => return Err(StoreError::Unavailable(format!("hashing failed: {e}"))),
+    // argon2id off the executor, behind the same bound as sign-ins.
+    let password_hash = match state
+        .enrollment
+        .password_pool()
+        .hash(new.password.clone())
+        .await
+    {
+        Ok(Ok(h)) => h,
+        Ok(Err(e)) => return Err(StoreError::Unavailable(format!("hashing failed: {e}"))),
+        Err(_busy) => {
+            return Ok(json_error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "too many password operations at once; try again",
+            ));
+        }
     };
     let user = User {
         upn,

@@ -1,12 +1,19 @@
 //! `GET|POST /EnrollmentServer/Auth`: the federated sign-in page. GET shows the form; POST
 //! checks the credentials and answers the page that posts `wresult` to `appru`.
+//!
+//! Password attempts are limited per UPN and per client address (see
+//! `winmdm_core::throttle`): a throttled attempt gets 429 with `Retry-After` and the form
+//! again, without the password being checked; a saturated argon2 pool gets 503 with
+//! `Retry-After`. A server configured on-premise has no login page (404).
 
-use http::{Method, StatusCode};
+use http::{HeaderValue, Method, StatusCode, header};
 use lambda_http::Request;
 use tracing::{Instrument, info, info_span, warn};
-use winmdm_core::config::paths;
+use winmdm_core::config::{PreferredAuth, paths};
+use winmdm_core::enrollment::EnrollError;
 use winmdm_core::federated::{autopost_page, check_appru, login_page};
 
+use crate::client_addr::client_ip;
 use crate::request_id::request_id;
 use crate::respond::{self, Response};
 use crate::state::AppState;
@@ -26,6 +33,12 @@ pub async fn handle(state: &AppState, req: Request) -> Response {
     let span = info_span!("request", request_id = %request_id(&req), endpoint = "auth");
     async move {
         let config = state.enrollment.config();
+        if config.auth_policy != PreferredAuth::Federated {
+            return respond::text(
+                StatusCode::NOT_FOUND,
+                "this server does not use federated sign-in",
+            );
+        }
         match *req.method() {
             Method::GET => {
                 let q = form_fields(req.uri().query().unwrap_or("").as_bytes());
@@ -59,33 +72,54 @@ pub async fn handle(state: &AppState, req: Request) -> Response {
                 let appru = appru.unwrap_or_default();
                 let upn = field(&f, "upn").unwrap_or_default();
                 let password = field(&f, "password").unwrap_or_default();
-                match state.enrollment.sign_in(upn, password).await {
+                let client = client_ip(&req);
+                match state.enrollment.sign_in(upn, password, client).await {
                     Ok(token) => {
                         info!("sign-in succeeded");
                         respond::html(StatusCode::OK, autopost_page(appru, &token))
                     }
                     Err(e) => {
-                        warn!(error = %e, "sign-in failed");
-                        let (status, msg) = match e {
-                            winmdm_core::enrollment::EnrollError::Authentication(_) => (
+                        warn!(error = %e, client = ?client, "sign-in failed");
+                        let (status, msg, retry_after) = match &e {
+                            EnrollError::Authentication(_) => (
                                 StatusCode::UNAUTHORIZED,
-                                "The user name or password is incorrect.",
+                                "The user name or password is incorrect.".to_owned(),
+                                None,
+                            ),
+                            EnrollError::Throttled(t) => (
+                                StatusCode::TOO_MANY_REQUESTS,
+                                format!(
+                                    "Too many failed sign-in attempts. Try again in {} seconds.",
+                                    t.retry_after_secs()
+                                ),
+                                Some(t.retry_after_secs()),
+                            ),
+                            EnrollError::Busy(_) => (
+                                StatusCode::SERVICE_UNAVAILABLE,
+                                "Sign-in is busy right now. Try again in a moment.".to_owned(),
+                                Some(1),
                             ),
                             _ => (
                                 StatusCode::SERVICE_UNAVAILABLE,
-                                "Sign-in is unavailable right now. Try again later.",
+                                "Sign-in is unavailable right now. Try again later.".to_owned(),
+                                None,
                             ),
                         };
-                        respond::html(
+                        let mut resp = respond::html(
                             status,
                             login_page(
                                 paths::AUTH,
                                 &config.provider_name,
                                 appru,
                                 Some(upn),
-                                Some(msg),
+                                Some(&msg),
                             ),
-                        )
+                        );
+                        if let Some(secs) = retry_after {
+                            resp.headers_mut()
+                                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+                        }
+                        resp
                     }
                 }
             }

@@ -14,6 +14,7 @@
 
 pub mod admin;
 pub mod auth;
+pub mod client_addr;
 pub mod discovery;
 pub mod enroll;
 pub mod logging;

@@ -1,23 +1,29 @@
-//! What the three SOAP endpoints share: body limits, the reply's status code and the log
-//! line every request ends with.
+//! What the three SOAP endpoints share: body limits, the caller's address for the
+//! password-guess limiter, the reply's status code and the log line every request ends
+//! with.
 
 use http::StatusCode;
 use lambda_http::Request;
 use tracing::{Instrument, info, info_span};
 use winmdm_core::enrollment::SoapReply;
+use winmdm_core::throttle::with_client_addr;
 
+use crate::client_addr::client_ip;
 use crate::request_id::request_id;
 use crate::respond::{self, Response};
 
-/// Runs `op` on the request body and turns its reply into an HTTP response. Faults go out
-/// with HTTP 500, the SOAP 1.2 HTTP binding's status for a Receiver fault (what WCF-based
-/// enrollment servers send).
+/// Runs `op` on the request body, with the client's address where the core's password
+/// check finds it ([`with_client_addr`]), and turns its reply into an HTTP response.
+/// Faults go out with HTTP 500, the SOAP 1.2 HTTP binding's status for a Receiver fault
+/// (what WCF-based enrollment servers send), throttled and busy ones included (their
+/// fault message says when to try again).
 pub async fn serve<F, Fut>(endpoint: &'static str, req: Request, op: F) -> Response
 where
     F: FnOnce(Vec<u8>, String) -> Fut,
     Fut: std::future::Future<Output = SoapReply>,
 {
     let rid = request_id(&req);
+    let client = client_ip(&req);
     let span =
         info_span!("request", request_id = %rid, endpoint, device_id = tracing::field::Empty);
     async move {
@@ -26,7 +32,7 @@ where
             Ok(b) => b.to_vec(),
             Err(too_large) => return too_large.response(),
         };
-        let reply = op(body, rid).await;
+        let reply = with_client_addr(client, op(body, rid)).await;
         if let Some(id) = &reply.device_id {
             tracing::Span::current().record("device_id", id.as_str());
         }

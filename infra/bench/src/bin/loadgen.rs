@@ -46,7 +46,14 @@ async fn main() {
         Some("federated") => true,
         Some(other) => panic!("unknown mode {other}: on-premise or federated"),
     };
-    let s = Arc::new(TestServer::start().await);
+    let s = Arc::new(
+        TestServer::start_with(|o| {
+            if !federated {
+                o.auth_policy = winmdm_core::config::PreferredAuth::OnPremise;
+            }
+        })
+        .await,
+    );
     s.create_user(TEST_UPN, TEST_PASSWORD).await;
     println!("| operation | count | rate | p50 | p99 |");
     println!("|---|---|---|---|---|");
