@@ -1,21 +1,29 @@
 //! `winmdm-local`: every function's handler on one port, on the embedded store and local
 //! CA. Requests go through the same `winmdm_http` handlers the Lambda functions run; this
-//! crate only does what API Gateway does on AWS (TCP, TLS, routing, body limits).
+//! crate only does what API Gateway does on AWS (TCP, TLS, routing, body limits, and the
+//! limits that keep slow or numerous clients from exhausting the server: a connection cap
+//! and timeouts on the TLS handshake, request headers, request bodies and response writes).
 
 use std::convert::Infallible;
+use std::future::Future;
+use std::io;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
 
 use clap::Parser;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::{Bytes, Incoming};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
-use tokio::sync::watch;
-use tracing::{info, warn};
+use tokio::sync::{Semaphore, watch};
+use tracing::{debug, info, warn};
 use winmdm_core::config::{EnrollmentConfig, PreferredAuth};
 use winmdm_http::manage::ClientCertificate;
 use winmdm_http::respond::MAX_BODY_BYTES;
@@ -82,10 +90,60 @@ pub struct Options {
     /// AWS region for DynamoDB and ACM PCA (default: the standard AWS configuration).
     #[arg(long)]
     pub region: Option<String>,
+    /// Most connections served at once; further clients wait in the listen backlog until
+    /// one closes.
+    #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections: u32,
+    /// Longest a TLS handshake may take (e.g. `10s`, `500ms`).
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub tls_handshake_timeout: Duration,
+    /// Longest the server waits for a request's headers, counted from when the connection
+    /// opens or the previous response went out: also how long an idle keep-alive
+    /// connection stays open.
+    #[arg(long, default_value = "20s", value_parser = parse_duration)]
+    pub header_timeout: Duration,
+    /// Longest a request's body may take to arrive once its headers are in (answered 408).
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub body_timeout: Duration,
+    /// A response write (or TLS handshake write) that makes no progress for this long
+    /// closes the connection: a client that stops reading cannot hold it.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub write_timeout: Duration,
 }
 
 fn parse_auth(s: &str) -> Result<PreferredAuth, String> {
     s.parse()
+}
+
+/// `500ms`, `10s`, `2m`, or a bare number of seconds; must be positive.
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (num, unit) = match s.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => s.split_at(i),
+        None => (s, "s"),
+    };
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration such as 500ms, 10s or 2m"))?;
+    let d = match unit.trim() {
+        "ms" => Duration::from_millis(n),
+        "s" => Duration::from_secs(n),
+        "m" => Duration::from_secs(n.saturating_mul(60)),
+        _ => return Err(format!("{s:?} is not a duration such as 500ms, 10s or 2m")),
+    };
+    if d.is_zero() {
+        return Err("a timeout must be positive".into());
+    }
+    Ok(d)
+}
+
+/// The connection limits of a running server.
+#[derive(Debug, Clone, Copy)]
+struct Limits {
+    tls_handshake: Duration,
+    header: Duration,
+    body: Duration,
+    write: Duration,
 }
 
 impl Options {
@@ -215,32 +273,25 @@ pub async fn start(opts: Options) -> Result<LocalServer, LocalError> {
         _ => None,
     };
 
-    let (shutdown, mut stop) = watch::channel(false);
-    let task = tokio::spawn(async move {
-        let mut connections = tokio::task::JoinSet::new();
-        loop {
-            let (stream, peer) = tokio::select! {
-                accepted = listener.accept() => match accepted {
-                    Ok(a) => a,
-                    Err(e) => {
-                        warn!(error = %e, "accept failed");
-                        continue;
-                    }
-                },
-                _ = stop.changed() => break,
-            };
-            connections.spawn(serve_connection(
-                state.clone(),
-                tls.clone(),
-                stream,
-                peer,
-                stop.clone(),
-            ));
-        }
-        // Stop accepting, let in-flight requests finish, close idle keep-alive connections,
-        // and only then drop the state (releasing the store's file lock).
-        while connections.join_next().await.is_some() {}
-    });
+    let limits = Limits {
+        tls_handshake: opts.tls_handshake_timeout,
+        header: opts.header_timeout,
+        body: opts.body_timeout,
+        write: opts.write_timeout,
+    };
+    let permits = Arc::new(Semaphore::new(opts.max_connections as usize));
+    let (shutdown, stop) = watch::channel(false);
+    let conn_stop = stop.clone();
+    let task = tokio::spawn(accept_loop(listener, permits, stop, move |stream, peer| {
+        serve_connection(
+            state.clone(),
+            tls.clone(),
+            limits,
+            stream,
+            peer,
+            conn_stop.clone(),
+        )
+    }));
     Ok(LocalServer {
         addr,
         base_url,
@@ -250,45 +301,264 @@ pub async fn start(opts: Options) -> Result<LocalServer, LocalError> {
     })
 }
 
-async fn serve_connection(
-    state: Arc<AppState>,
-    tls: Option<tokio_rustls::TlsAcceptor>,
-    stream: tokio::net::TcpStream,
-    peer: SocketAddr,
+/// Where connections come from: a TCP listener, or a fake one in tests.
+trait Listener: Send + 'static {
+    type Io: Send + 'static;
+    fn accept(&mut self) -> impl Future<Output = io::Result<(Self::Io, SocketAddr)>> + Send;
+}
+
+impl Listener for TcpListener {
+    type Io = tokio::net::TcpStream;
+    fn accept(&mut self) -> impl Future<Output = io::Result<(Self::Io, SocketAddr)>> + Send {
+        TcpListener::accept(self)
+    }
+}
+
+/// Accepts connections until shutdown, serving each on its own task while holding one of
+/// `permits`: at the cap it waits for a connection to end rather than accepting (the
+/// kernel's backlog holds the rest). On shutdown it stops accepting and waits for the
+/// connections to finish their requests in flight.
+async fn accept_loop<L, F, Fut>(
+    mut listener: L,
+    permits: Arc<Semaphore>,
     mut stop: watch::Receiver<bool>,
-) {
-    let service = |cert: Option<Arc<Vec<u8>>>| {
-        service_fn(move |req| {
-            let state = state.clone();
-            let cert = cert.clone();
-            async move { Ok::<_, Infallible>(handle(&state, req, cert).await) }
-        })
-    };
-    let result = match tls {
-        Some(acceptor) => match acceptor.accept(stream).await {
-            Ok(s) => {
-                // Verified against the client CA during the handshake.
-                let cert = s
-                    .get_ref()
-                    .1
-                    .peer_certificates()
-                    .and_then(|c| c.first())
-                    .map(|c| Arc::new(c.as_ref().to_vec()));
-                let conn = http1::Builder::new().serve_connection(TokioIo::new(s), service(cert));
-                drive(conn, &mut stop).await
+    mut serve: F,
+) where
+    L: Listener,
+    F: FnMut(L::Io, SocketAddr) -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let mut connections = tokio::task::JoinSet::new();
+    let mut backoff = AcceptBackoff::default();
+    loop {
+        // Forget finished connections, so the set holds only live ones.
+        while connections.try_join_next().is_some() {}
+        let permit = tokio::select! {
+            p = permits.clone().acquire_owned() => p.expect("the semaphore is never closed"),
+            _ = stop.changed() => break,
+        };
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = stop.changed() => break,
+        };
+        match accepted {
+            Ok((io, peer)) => {
+                backoff.reset();
+                let conn = serve(io, peer);
+                connections.spawn(async move {
+                    conn.await;
+                    drop(permit);
+                });
             }
             Err(e) => {
-                warn!(%peer, error = %e, "TLS handshake failed");
-                return;
+                drop(permit);
+                let Some(delay) = backoff.on_error(&e) else {
+                    debug!(error = %e, "accept failed for one connection");
+                    continue;
+                };
+                // Out of file descriptors, memory or buffers: retrying at once would spin
+                // (and log) as fast as the CPU allows, so wait, longer each time.
+                warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "accept failed");
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = stop.changed() => break,
+                }
             }
-        },
+        }
+    }
+    // Stop accepting, let in-flight requests finish, close idle keep-alive connections,
+    // and only then drop the state (releasing the store's file lock).
+    drop(listener);
+    while connections.join_next().await.is_some() {}
+}
+
+/// The wait after a failed accept: none for errors that concern one connection (it was
+/// reset or aborted before we took it), otherwise 10 ms doubling up to 1 s, until an
+/// accept succeeds.
+#[derive(Debug, Default)]
+struct AcceptBackoff {
+    delay: Option<Duration>,
+}
+
+impl AcceptBackoff {
+    const FIRST: Duration = Duration::from_millis(10);
+    const MAX: Duration = Duration::from_secs(1);
+
+    fn reset(&mut self) {
+        self.delay = None;
+    }
+
+    fn on_error(&mut self, e: &io::Error) -> Option<Duration> {
+        if matches!(
+            e.kind(),
+            io::ErrorKind::ConnectionAborted
+                | io::ErrorKind::ConnectionReset
+                | io::ErrorKind::ConnectionRefused
+                | io::ErrorKind::Interrupted
+                | io::ErrorKind::WouldBlock
+        ) {
+            return None;
+        }
+        let next = match self.delay {
+            None => Self::FIRST,
+            Some(d) => (d * 2).min(Self::MAX),
+        };
+        self.delay = Some(next);
+        Some(next)
+    }
+}
+
+async fn serve_connection<S>(
+    state: Arc<AppState>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    limits: Limits,
+    stream: S,
+    peer: SocketAddr,
+    mut stop: watch::Receiver<bool>,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let stream = WriteTimeout::new(stream, limits.write);
+    let service = |cert: Option<Arc<Vec<u8>>>| {
+        service_fn(move |mut req: hyper::Request<Incoming>| {
+            // The TCP peer, for the password-guess limiter (see winmdm_http::client_addr).
+            req.extensions_mut()
+                .insert(winmdm_http::client_addr::ClientAddr(peer));
+            let state = state.clone();
+            let cert = cert.clone();
+            async move { Ok::<_, Infallible>(handle(&state, req, cert, limits.body).await) }
+        })
+    };
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header);
+    let result = match tls {
+        Some(acceptor) => {
+            let handshake = tokio::select! {
+                r = tokio::time::timeout(limits.tls_handshake, acceptor.accept(stream)) => r,
+                _ = stop.changed() => return,
+            };
+            match handshake {
+                Ok(Ok(s)) => {
+                    // Verified against the client CA during the handshake.
+                    let cert = s
+                        .get_ref()
+                        .1
+                        .peer_certificates()
+                        .and_then(|c| c.first())
+                        .map(|c| Arc::new(c.as_ref().to_vec()));
+                    let conn = builder.serve_connection(TokioIo::new(s), service(cert));
+                    drive(conn, &mut stop).await
+                }
+                Ok(Err(e)) => {
+                    warn!(%peer, error = %e, "TLS handshake failed");
+                    return;
+                }
+                Err(_) => {
+                    info!(%peer, "TLS handshake timed out");
+                    return;
+                }
+            }
+        }
         None => {
-            let conn = http1::Builder::new().serve_connection(TokioIo::new(stream), service(None));
+            let conn = builder.serve_connection(TokioIo::new(stream), service(None));
             drive(conn, &mut stop).await
         }
     };
-    if let Err(e) = result {
-        warn!(%peer, error = %e, "connection error");
+    match result {
+        Ok(()) => {}
+        Err(e) if e.is_timeout() => info!(%peer, error = %e, "connection timed out"),
+        Err(e) => warn!(%peer, error = %e, "connection error"),
+    }
+}
+
+/// A stream whose writes fail with `TimedOut` once one has made no progress for the
+/// limit: a client that stops reading (its receive window full) loses its connection
+/// instead of holding it, and its connection permit, forever.
+struct WriteTimeout<S> {
+    inner: S,
+    limit: Duration,
+    stalled: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl<S> WriteTimeout<S> {
+    fn new(inner: S, limit: Duration) -> Self {
+        Self {
+            inner,
+            limit,
+            stalled: None,
+        }
+    }
+
+    /// Passes a write-side poll through, timing how long it stays pending.
+    fn watch<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        polled: Poll<io::Result<T>>,
+    ) -> Poll<io::Result<T>> {
+        if polled.is_ready() {
+            self.stalled = None;
+            return polled;
+        }
+        let limit = self.limit;
+        let timer = self
+            .stalled
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
+        match timer.as_mut().poll(cx) {
+            Poll::Ready(()) => {
+                self.stalled = None;
+                Poll::Ready(Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "the client stopped reading",
+                )))
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for WriteTimeout<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for WriteTimeout<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let polled = Pin::new(&mut self.inner).poll_write(cx, buf);
+        self.watch(cx, polled)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let polled = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        self.watch(cx, polled)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let polled = Pin::new(&mut self.inner).poll_flush(cx);
+        self.watch(cx, polled)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let polled = Pin::new(&mut self.inner).poll_shutdown(cx);
+        self.watch(cx, polled)
     }
 }
 
@@ -321,6 +591,7 @@ async fn handle(
     state: &AppState,
     req: hyper::Request<Incoming>,
     client_cert: Option<Arc<Vec<u8>>>,
+    body_timeout: Duration,
 ) -> hyper::Response<Full<Bytes>> {
     let (mut parts, body) = req.into_parts();
     if let Some(c) = client_cert {
@@ -328,9 +599,22 @@ async fn handle(
             .extensions
             .insert(ClientCertificate(c.as_ref().clone()));
     }
-    let bytes = match Limited::new(body, MAX_BODY_BYTES).collect().await {
-        Ok(c) => c.to_bytes(),
-        Err(e) => {
+    let collected =
+        tokio::time::timeout(body_timeout, Limited::new(body, MAX_BODY_BYTES).collect()).await;
+    let bytes = match collected {
+        Ok(Ok(c)) => c.to_bytes(),
+        Err(_) => {
+            let mut r = hyper::Response::new(Full::new(Bytes::from_static(
+                b"the request body took too long to arrive\n",
+            )));
+            *r.status_mut() = hyper::StatusCode::REQUEST_TIMEOUT;
+            r.headers_mut().insert(
+                hyper::header::CONNECTION,
+                hyper::header::HeaderValue::from_static("close"),
+            );
+            return r;
+        }
+        Ok(Err(e)) => {
             let too_big = e
                 .downcast_ref::<http_body_util::LengthLimitError>()
                 .is_some();
@@ -425,5 +709,109 @@ mod tls {
             .with_single_cert(certs, key)
             .map_err(|e| LocalError::Tls(e.to_string()))?;
         Ok(TlsAcceptor::from(Arc::new(config)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+
+    #[test]
+    fn durations_parse() {
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_duration("7"), Ok(Duration::from_secs(7)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert!(parse_duration("0s").is_err());
+        assert!(parse_duration("ten").is_err());
+        assert!(parse_duration("5h").is_err());
+        assert!(parse_duration("").is_err());
+    }
+
+    #[test]
+    fn accept_backoff_grows_to_a_second_and_resets() {
+        let emfile = io::Error::from_raw_os_error(24);
+        let mut b = AcceptBackoff::default();
+        let delays: Vec<u64> = (0..9)
+            .map(|_| b.on_error(&emfile).unwrap().as_millis() as u64)
+            .collect();
+        assert_eq!(delays, [10, 20, 40, 80, 160, 320, 640, 1000, 1000]);
+        b.reset();
+        assert_eq!(b.on_error(&emfile), Some(Duration::from_millis(10)));
+        // A connection reset before we took it is that connection's problem: no wait.
+        let aborted = io::Error::from(io::ErrorKind::ConnectionAborted);
+        assert_eq!(b.on_error(&aborted), None);
+    }
+
+    /// A listener whose every accept fails as when the process is out of file descriptors.
+    struct OutOfFds(Arc<AtomicUsize>);
+
+    impl Listener for OutOfFds {
+        type Io = ();
+        fn accept(&mut self) -> impl Future<Output = io::Result<((), SocketAddr)>> + Send {
+            self.0.fetch_add(1, Ordering::SeqCst);
+            // EMFILE
+            std::future::ready(Err(io::Error::from_raw_os_error(24)))
+        }
+    }
+
+    /// Before the backoff, a failing accept was retried at once, forever: millions of
+    /// attempts (and log lines) a second.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn failing_accepts_back_off() {
+        let calls = Arc::new(AtomicUsize::new(0));
+        let (stop_tx, stop) = watch::channel(false);
+        let task = tokio::spawn(accept_loop(
+            OutOfFds(calls.clone()),
+            Arc::new(Semaphore::new(4)),
+            stop,
+            |_, _| async {},
+        ));
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        let n = calls.load(Ordering::SeqCst);
+        // 0, 10, 30, 70, 150, 310 ms: six attempts in the first 400 ms.
+        assert!((2..=8).contains(&n), "{n} accept attempts in 400 ms");
+        stop_tx.send(true).unwrap();
+        tokio::time::timeout(Duration::from_secs(2), task)
+            .await
+            .expect("the loop stops during a backoff")
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_stalled_write_times_out_and_a_slow_one_does_not() {
+        // The peer never reads: the 64-byte pipe fills and the write stalls.
+        let (server, _client) = tokio::io::duplex(64);
+        let mut w = WriteTimeout::new(server, Duration::from_millis(100));
+        let started = std::time::Instant::now();
+        let err = tokio::time::timeout(Duration::from_secs(2), w.write_all(&[0u8; 4096]))
+            .await
+            .expect("the write gives up")
+            .unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::TimedOut);
+        assert!(started.elapsed() < Duration::from_secs(1));
+
+        // The peer reads slowly but steadily: every stall is shorter than the limit.
+        let (server, mut client) = tokio::io::duplex(64);
+        let reader = tokio::spawn(async move {
+            let mut buf = [0u8; 64];
+            let mut total = 0;
+            loop {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                match client.read(&mut buf).await.unwrap() {
+                    0 => return total,
+                    n => total += n,
+                }
+            }
+        });
+        let mut w = WriteTimeout::new(server, Duration::from_millis(100));
+        w.write_all(&[0u8; 1024]).await.unwrap();
+        w.shutdown().await.unwrap();
+        drop(w);
+        assert_eq!(reader.await.unwrap(), 1024);
     }
 }

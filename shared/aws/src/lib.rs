@@ -1,8 +1,14 @@
 //! AWS adapters: [`dynamo::DynamoStore`] (DynamoDB, single-table) and [`pca::PcaCa`]
-//! (ACM Private CA), implementing the core's `Store` and `CertificateAuthority`.
+//! (ACM Private CA), implementing the core's `Store` and `CertificateAuthority`; and
+//! [`secrets`], which reads the sign-in token key from Secrets Manager at start.
 
 pub mod dynamo;
 pub mod pca;
+pub mod secrets;
+
+pub use aws_config::SdkConfig;
+/// The Secrets Manager SDK, for tools and tests that create secrets.
+pub use aws_sdk_secretsmanager;
 
 pub use dynamo::DynamoStore;
 pub use pca::PcaCa;

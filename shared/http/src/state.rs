@@ -56,6 +56,8 @@ pub enum InitError {
     Ca(#[from] winmdm_embedded::ca::LocalCaError),
     #[error("ACM Private CA: {0}")]
     Pca(#[from] winmdm_core::ca::CaError),
+    #[error("Secrets Manager: {0}")]
+    Secret(#[from] winmdm_aws::secrets::SecretError),
 }
 
 /// Where the store and CA live when not embedded.
@@ -109,16 +111,19 @@ impl AppState {
     }
 
     /// State on the embedded adapters, all kept in `data_dir`: `winmdm.redb`, `ca/`, and
-    /// the generated `token-key` and `admin-token` (both 0600).
+    /// the generated `token-key` and `admin-token`. The directory is made 0700 and every
+    /// file in it 0600 (see [`secure_data_dir`]).
     pub fn embedded(
         data_dir: &Path,
         config: EnrollmentConfig,
         admin_auth: Option<AdminAuth>,
     ) -> Result<Self, InitError> {
-        std::fs::create_dir_all(data_dir).map_err(io_err(data_dir))?;
-        let store = Arc::new(RedbStore::open(&data_dir.join("winmdm.redb"))?);
-        let ca = Arc::new(LocalCa::open_or_create(&data_dir.join("ca"))?);
-        Self::with_adapters(data_dir, config, store, ca, admin_auth, None)
+        secure_data_dir(data_dir)?;
+        let store = Arc::new(open_redb(data_dir)?);
+        let ca = Arc::new(open_local_ca(data_dir)?);
+        let state = Self::with_adapters(data_dir, config, store, ca, admin_auth, None)?;
+        secure_data_files(data_dir)?;
+        Ok(state)
     }
 
     /// State on the AWS adapters named in `aws` (each falling back to the embedded one),
@@ -130,28 +135,41 @@ impl AppState {
         admin_auth: Option<AdminAuth>,
         token_key: Option<Vec<u8>>,
     ) -> Result<Self, InitError> {
-        std::fs::create_dir_all(data_dir).map_err(io_err(data_dir))?;
         // Only load the AWS configuration when an AWS adapter is asked for.
         let sdk = if aws.is_empty() {
             None
         } else {
             Some(winmdm_aws::sdk_config(aws.region.clone(), None).await)
         };
-        let store: Arc<dyn Store> = match (&aws.table, &sdk) {
+        Self::with_sdk(data_dir, config, aws, sdk.as_ref(), admin_auth, token_key)
+    }
+
+    fn with_sdk(
+        data_dir: &Path,
+        config: EnrollmentConfig,
+        aws: &AwsBackends,
+        sdk: Option<&winmdm_aws::SdkConfig>,
+        admin_auth: Option<AdminAuth>,
+        token_key: Option<Vec<u8>>,
+    ) -> Result<Self, InitError> {
+        secure_data_dir(data_dir)?;
+        let store: Arc<dyn Store> = match (&aws.table, sdk) {
             (Some(table), Some(sdk)) => {
                 let client = winmdm_aws::dynamodb_client(sdk, aws.dynamodb_endpoint.as_deref());
                 Arc::new(winmdm_aws::DynamoStore::new(client, table.clone()))
             }
-            _ => Arc::new(RedbStore::open(&data_dir.join("winmdm.redb"))?),
+            _ => Arc::new(open_redb(data_dir)?),
         };
-        let ca: Arc<dyn CertificateAuthority> = match (&aws.pca_arn, &sdk) {
+        let ca: Arc<dyn CertificateAuthority> = match (&aws.pca_arn, sdk) {
             (Some(arn), Some(sdk)) => {
                 let client = winmdm_aws::acmpca_client(sdk, aws.pca_endpoint.as_deref());
                 Arc::new(winmdm_aws::PcaCa::new(client, arn.clone()))
             }
-            _ => Arc::new(LocalCa::open_or_create(&data_dir.join("ca"))?),
+            _ => Arc::new(open_local_ca(data_dir)?),
         };
-        Self::with_adapters(data_dir, config, store, ca, admin_auth, token_key)
+        let state = Self::with_adapters(data_dir, config, store, ca, admin_auth, token_key)?;
+        secure_data_files(data_dir)?;
+        Ok(state)
     }
 
     fn with_adapters(
@@ -164,7 +182,7 @@ impl AppState {
     ) -> Result<Self, InitError> {
         let token_key = match token_key {
             Some(k) => k,
-            None => read_or_create_secret(&data_dir.join("token-key"), 32)?,
+            None => read_or_create_secret(&data_dir.join(TOKEN_KEY_FILE), 32)?,
         };
         let admin_auth = match admin_auth {
             Some(a) => a,
@@ -197,10 +215,23 @@ impl AppState {
     ///   `AWS_REGION`; `WINMDM_DYNAMODB_ENDPOINT` / `WINMDM_PCA_ENDPOINT` only for tests.
     ///   Without them the embedded store and local CA in `WINMDM_DATA_DIR` (default
     ///   `/tmp/winmdm`) are used.
-    /// - `WINMDM_TOKEN_KEY`: base64 key (≥ 32 bytes) signing federated sign-in tokens; all
-    ///   functions must share it. Required on AWS; generated into the data dir otherwise.
+    /// - The key (≥ 32 bytes) signing federated sign-in tokens, which the functions that
+    ///   issue (auth) or accept (policy, enroll) them must share, from one of:
+    ///   `WINMDM_TOKEN_KEY_SECRET_ARN`, a Secrets Manager secret read once here (its
+    ///   `SecretString` base64, or its `SecretBinary`; `WINMDM_SECRETSMANAGER_ENDPOINT`
+    ///   only for tests); or `WINMDM_TOKEN_KEY`, the base64 key itself (local and
+    ///   development use: it shows in the function's configuration). Required on
+    ///   DynamoDB unless `WINMDM_SIGN_IN_TOKENS=off`, which is for the functions that
+    ///   never see a token: they get a random key of their own, so any token they are
+    ///   shown fails to verify. Without any of these, a key is generated into the data dir.
     pub async fn from_env() -> Result<Self, InitError> {
-        let env = |k: &str| std::env::var(k).ok().filter(|v| !v.trim().is_empty());
+        Self::from_vars(|k| std::env::var(k).ok()).await
+    }
+
+    /// [`AppState::from_env`] with the variables looked up by `var` (for tests); the AWS
+    /// SDK still reads its credentials from the process environment.
+    pub async fn from_vars(var: impl Fn(&str) -> Option<String>) -> Result<Self, InitError> {
+        let env = |k: &str| var(k).filter(|v| !v.trim().is_empty());
         let public = env("WINMDM_PUBLIC_URL")
             .ok_or_else(|| InitError::Config("WINMDM_PUBLIC_URL is not set".into()))?;
         let mut config = EnrollmentConfig::new(parse_url(&public)?);
@@ -250,22 +281,218 @@ impl AppState {
             pca_arn: env("WINMDM_PCA_ARN"),
             pca_endpoint: env("WINMDM_PCA_ENDPOINT"),
         };
-        let token_key = match env("WINMDM_TOKEN_KEY") {
-            Some(k) => Some(
-                base64::engine::general_purpose::STANDARD
-                    .decode(k.trim())
-                    .map_err(|_| InitError::Config("WINMDM_TOKEN_KEY is not base64".into()))?,
-            ),
-            None if aws.table.is_some() => {
-                return Err(InitError::Config(
-                    "WINMDM_TOKEN_KEY must be set when running on DynamoDB (all functions share it)"
-                        .into(),
-                ));
-            }
-            None => None,
+        let source = token_key_source(
+            env("WINMDM_SIGN_IN_TOKENS").as_deref(),
+            env("WINMDM_TOKEN_KEY"),
+            env("WINMDM_TOKEN_KEY_SECRET_ARN"),
+            aws.table.is_some(),
+        )?;
+        // Load the AWS configuration only when something on AWS is asked for.
+        let sdk = if aws.is_empty() && !matches!(source, TokenKeySource::Secret(_)) {
+            None
+        } else {
+            Some(winmdm_aws::sdk_config(aws.region.clone(), None).await)
         };
-        Self::with_aws(&data_dir, config, &aws, admin, token_key).await
+        let token_key = match source {
+            TokenKeySource::Value(k) => Some(k),
+            TokenKeySource::Secret(arn) => {
+                let sdk = sdk.as_ref().expect("loaded for the secret");
+                let endpoint = env("WINMDM_SECRETSMANAGER_ENDPOINT");
+                let client = winmdm_aws::secrets::secretsmanager_client(sdk, endpoint.as_deref());
+                Some(
+                    match winmdm_aws::secrets::get_secret_value(&client, &arn).await? {
+                        winmdm_aws::secrets::SecretValue::String(s) => {
+                            decode_key(&s, "the secret WINMDM_TOKEN_KEY_SECRET_ARN names")?
+                        }
+                        winmdm_aws::secrets::SecretValue::Binary(b) => b,
+                    },
+                )
+            }
+            TokenKeySource::Ephemeral => Some(random_bytes(32)),
+            TokenKeySource::DataDir => None,
+        };
+        Self::with_sdk(&data_dir, config, &aws, sdk.as_ref(), admin, token_key)
     }
+}
+
+/// Where the sign-in token key comes from.
+enum TokenKeySource {
+    /// `WINMDM_TOKEN_KEY`, decoded.
+    Value(Vec<u8>),
+    /// A Secrets Manager secret, by ARN.
+    Secret(String),
+    /// `WINMDM_SIGN_IN_TOKENS=off`: a random key nobody else has.
+    Ephemeral,
+    /// Generated into (and kept in) the data directory.
+    DataDir,
+}
+
+fn token_key_source(
+    sign_in_tokens: Option<&str>,
+    value: Option<String>,
+    secret_arn: Option<String>,
+    on_dynamodb: bool,
+) -> Result<TokenKeySource, InitError> {
+    let enabled = match sign_in_tokens.map(str::trim) {
+        None | Some("on") => true,
+        Some("off") => false,
+        Some(other) => {
+            return Err(InitError::Config(format!(
+                "WINMDM_SIGN_IN_TOKENS must be on or off, not {other:?}"
+            )));
+        }
+    };
+    match (enabled, value, secret_arn) {
+        (_, Some(_), Some(_)) => Err(InitError::Config(
+            "set WINMDM_TOKEN_KEY_SECRET_ARN or WINMDM_TOKEN_KEY, not both".into(),
+        )),
+        (false, None, None) => Ok(TokenKeySource::Ephemeral),
+        (false, _, _) => Err(InitError::Config(
+            "WINMDM_SIGN_IN_TOKENS=off takes no token key: unset WINMDM_TOKEN_KEY(_SECRET_ARN)"
+                .into(),
+        )),
+        (true, None, Some(arn)) => Ok(TokenKeySource::Secret(arn.trim().to_owned())),
+        (true, Some(k), None) => Ok(TokenKeySource::Value(decode_key(&k, "WINMDM_TOKEN_KEY")?)),
+        (true, None, None) if on_dynamodb => Err(InitError::Config(
+            "the sign-in token key must be configured when running on DynamoDB (the \
+             functions that issue and accept tokens share it): set \
+             WINMDM_TOKEN_KEY_SECRET_ARN (or WINMDM_TOKEN_KEY), or WINMDM_SIGN_IN_TOKENS=off \
+             for a function that neither issues nor accepts them"
+                .into(),
+        )),
+        (true, None, None) => Ok(TokenKeySource::DataDir),
+    }
+}
+
+fn decode_key(text: &str, what: &str) -> Result<Vec<u8>, InitError> {
+    base64::engine::general_purpose::STANDARD
+        .decode(text.trim())
+        .map_err(|_| InitError::Config(format!("{what} is not base64")))
+}
+
+fn random_bytes(n: usize) -> Vec<u8> {
+    let mut b = vec![0u8; n];
+    rand::rngs::OsRng.fill_bytes(&mut b);
+    b
+}
+
+/// The embedded store, its file created 0600 before redb opens it (redb initialises an
+/// empty file), so the store is never readable by others, not even briefly.
+fn open_redb(data_dir: &Path) -> Result<RedbStore, InitError> {
+    let path = data_dir.join(STORE_FILE);
+    create_private_file(&path)?;
+    Ok(RedbStore::open(&path)?)
+}
+
+fn open_local_ca(data_dir: &Path) -> Result<LocalCa, InitError> {
+    let dir = data_dir.join(CA_DIR);
+    create_private_dir(&dir, Follow::No)?;
+    Ok(LocalCa::open_or_create(&dir)?)
+}
+
+const STORE_FILE: &str = "winmdm.redb";
+const CA_DIR: &str = "ca";
+const TOKEN_KEY_FILE: &str = "token-key";
+
+/// Creates the data directory 0700, or tightens an existing one (earlier versions made it
+/// 0755): it holds the store (digest keys, password hashes, command payloads), the CA key
+/// and the generated secrets. Called before anything is created in it, so nothing in it
+/// is ever reachable by other users.
+pub fn secure_data_dir(data_dir: &Path) -> Result<(), InitError> {
+    create_private_dir(data_dir, Follow::Yes)
+}
+
+/// Makes every file winmdm keeps in the data directory 0600 and `ca/` 0700, tightening
+/// what earlier versions created 0644 or 0755. Only winmdm's own names are touched, and
+/// symbolic links are left alone.
+pub fn secure_data_files(data_dir: &Path) -> Result<(), InitError> {
+    for name in [STORE_FILE, TOKEN_KEY_FILE, "admin-token"] {
+        restrict(&data_dir.join(name), 0o600, Follow::No)?;
+    }
+    let ca = data_dir.join(CA_DIR);
+    if restrict(&ca, 0o700, Follow::No)? {
+        for entry in std::fs::read_dir(&ca).map_err(io_err(&ca))? {
+            let entry = entry.map_err(io_err(&ca))?;
+            restrict(&entry.path(), 0o600, Follow::No)?;
+        }
+    }
+    Ok(())
+}
+
+/// Whether [`restrict`] follows a symbolic link: yes for the data directory the operator
+/// named, no for what is inside it.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Follow {
+    Yes,
+    No,
+}
+
+fn create_private_dir(dir: &Path, follow: Follow) -> Result<(), InitError> {
+    let mut b = std::fs::DirBuilder::new();
+    b.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        b.mode(0o700);
+    }
+    b.create(dir).map_err(io_err(dir))?;
+    // DirBuilder leaves an existing directory as it was.
+    restrict(dir, 0o700, follow)?;
+    Ok(())
+}
+
+fn create_private_file(path: &Path) -> Result<(), InitError> {
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    opts.open(path).map_err(io_err(path))?;
+    // An existing file keeps its mode on open.
+    restrict(path, 0o600, Follow::No)?;
+    Ok(())
+}
+
+/// Removes every permission bit outside `mode` from `path` (a symbolic link is followed
+/// only with [`Follow::Yes`], else left alone). `Ok(false)` if there is nothing there.
+fn restrict(path: &Path, mode: u32, follow: Follow) -> Result<bool, InitError> {
+    let meta = match follow {
+        Follow::Yes => std::fs::metadata(path),
+        Follow::No => std::fs::symlink_metadata(path),
+    };
+    let meta = match meta {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(io_err(path)(e)),
+    };
+    if meta.file_type().is_symlink() {
+        tracing::warn!(
+            path = %path.display(),
+            "a symbolic link in the data directory: its target's permissions are left as they are"
+        );
+        return Ok(false);
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let current = meta.permissions().mode() & 0o7777;
+        if current & !mode != 0 {
+            let tightened = current & mode;
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(tightened))
+                .map_err(io_err(path))?;
+            tracing::info!(
+                path = %path.display(),
+                from = format!("{current:o}"),
+                to = format!("{tightened:o}"),
+                "tightened permissions"
+            );
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = mode;
+    Ok(true)
 }
 
 pub fn admin_token_path(data_dir: &Path) -> PathBuf {
@@ -287,9 +514,7 @@ fn parse_days(s: &str) -> Result<i64, InitError> {
 /// Reads a secret file, creating it (mode 0600, URL-safe base64 of random bytes) if absent.
 fn read_or_create_secret(path: &Path, n: usize) -> Result<Vec<u8>, InitError> {
     if !path.exists() {
-        let mut b = vec![0u8; n];
-        rand::rngs::OsRng.fill_bytes(&mut b);
-        let text = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&b);
+        let text = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(random_bytes(n));
         let mut opts = std::fs::OpenOptions::new();
         opts.write(true).create_new(true);
         #[cfg(unix)]
