@@ -242,6 +242,50 @@ pub enum SyncMlError {
     Header(&'static str),
     #[error("SyncBody is missing")]
     NoBody,
+    #[error("SyncML message has more than {max} {what}")]
+    TooMany { what: &'static str, max: usize },
+}
+
+/// Most commands in one message, commands inside Atomic and Sequence and unreadable ones
+/// included. Each is answered with a Status, so this also bounds the reply. A Status takes
+/// at least five elements, so the XML element bound leaves room for no more than about
+/// 4,000 real ones: this bites on degenerate commands (`<Get/>`…) only.
+pub const MAX_COMMANDS: usize = 4_000;
+/// Most `Item`s in one message; again above what well-formed items fit in the element
+/// bound.
+pub const MAX_ITEMS: usize = 5_000;
+/// Deepest nesting of Atomic and Sequence (Windows accepts no nesting at all); a deeper
+/// container is rejected like any other unreadable command.
+pub const MAX_CONTAINER_DEPTH: usize = 4;
+
+/// What a message may still hold: counted as it is read, so reading stops at the limit.
+struct Budget {
+    commands: usize,
+    items: usize,
+}
+
+impl Budget {
+    fn command(&mut self) -> Result<(), SyncMlError> {
+        self.commands += 1;
+        if self.commands > MAX_COMMANDS {
+            return Err(SyncMlError::TooMany {
+                what: "commands",
+                max: MAX_COMMANDS,
+            });
+        }
+        Ok(())
+    }
+
+    fn items(&mut self, n: usize) -> Result<(), SyncMlError> {
+        self.items += n;
+        if self.items > MAX_ITEMS {
+            return Err(SyncMlError::TooMany {
+                what: "items",
+                max: MAX_ITEMS,
+            });
+        }
+        Ok(())
+    }
 }
 
 /// A SyncML command that could not be read (a missing CmdID, an unknown element): it is
@@ -330,14 +374,25 @@ fn parse_item(el: &Element, input: &[u8]) -> Item {
     }
 }
 
-fn items(el: &Element, input: &[u8]) -> Vec<Item> {
-    el.elements()
-        .filter(|e| &*e.name == "Item")
+fn items(el: &Element, input: &[u8], budget: &mut Budget) -> Result<Vec<Item>, SyncMlError> {
+    let is_item = |e: &&Element| &*e.name == "Item";
+    budget.items(el.elements().filter(is_item).count())?;
+    Ok(el
+        .elements()
+        .filter(is_item)
         .map(|e| parse_item(e, input))
-        .collect()
+        .collect())
 }
 
-fn parse_command(el: &Element, input: &[u8]) -> Result<Command, RejectedCommand> {
+/// Reads one command: `Ok(Err(_))` when the command is unreadable (answered with its own
+/// status), `Err(_)` when the message is over a limit.
+fn parse_command(
+    el: &Element,
+    input: &[u8],
+    depth: usize,
+    budget: &mut Budget,
+) -> Result<Result<Command, RejectedCommand>, SyncMlError> {
+    budget.command()?;
     let cmd_id = child_text(el, "CmdID").unwrap_or_default();
     let reject = |reason: &str| RejectedCommand {
         cmd_id: cmd_id.clone(),
@@ -345,13 +400,13 @@ fn parse_command(el: &Element, input: &[u8]) -> Result<Command, RejectedCommand>
         reason: reason.into(),
     };
     if cmd_id.is_empty() || cmd_id == "0" {
-        return Err(reject("CmdID is missing or 0"));
+        return Ok(Err(reject("CmdID is missing or 0")));
     }
     let cmd = match &*el.name {
         "Alert" => Command::Alert(Alert {
             cmd_id,
             data: child_text(el, "Data").unwrap_or_default(),
-            items: items(el, input),
+            items: items(el, input, budget)?,
         }),
         "Status" => Command::Status(Status {
             cmd_id,
@@ -362,14 +417,14 @@ fn parse_command(el: &Element, input: &[u8]) -> Result<Command, RejectedCommand>
             source_ref: child_text(el, "SourceRef"),
             chal: child(el, "Chal").and_then(meta_of),
             data: child_text(el, "Data").unwrap_or_default(),
-            items: items(el, input),
+            items: items(el, input, budget)?,
         }),
         "Results" => Command::Results(Results {
             cmd_id,
             msg_ref: child_text(el, "MsgRef"),
             cmd_ref: child_text(el, "CmdRef").unwrap_or_default(),
             meta: meta_of(el),
-            items: items(el, input),
+            items: items(el, input, budget)?,
         }),
         "Atomic" | "Sequence" => {
             let kind = if &*el.name == "Atomic" {
@@ -377,9 +432,17 @@ fn parse_command(el: &Element, input: &[u8]) -> Result<Command, RejectedCommand>
             } else {
                 ContainerKind::Sequence
             };
+            if depth >= MAX_CONTAINER_DEPTH {
+                return Ok(Err(reject(&format!(
+                    "Atomic and Sequence nest deeper than {MAX_CONTAINER_DEPTH} levels"
+                ))));
+            }
             let mut commands = Vec::new();
             for c in el.elements().filter(|c| is_command(&c.name)) {
-                commands.push(parse_command(c, input)?);
+                match parse_command(c, input, depth + 1, budget)? {
+                    Ok(c) => commands.push(c),
+                    Err(rejected) => return Ok(Err(rejected)),
+                }
             }
             Command::Container(Container {
                 kind,
@@ -393,12 +456,12 @@ fn parse_command(el: &Element, input: &[u8]) -> Result<Command, RejectedCommand>
                 verb,
                 cmd_id,
                 meta: meta_of(el),
-                items: items(el, input),
+                items: items(el, input, budget)?,
             }),
-            None => return Err(reject("unknown command")),
+            None => return Ok(Err(reject("unknown command"))),
         },
     };
-    Ok(cmd)
+    Ok(Ok(cmd))
 }
 
 fn is_command(name: &str) -> bool {
@@ -452,11 +515,15 @@ impl SyncMl {
         let body = child(&root, "SyncBody").ok_or(SyncMlError::NoBody)?;
         let mut commands = Vec::new();
         let mut rejected = Vec::new();
+        let mut budget = Budget {
+            commands: 0,
+            items: 0,
+        };
         for el in body.elements() {
             if &*el.name == "Final" {
                 continue;
             }
-            match parse_command(el, input) {
+            match parse_command(el, input, 0, &mut budget)? {
                 Ok(c) => commands.push(c),
                 Err(r) => rejected.push(r),
             }

@@ -62,7 +62,13 @@ pub enum RstError {
     UnsupportedValueType(String),
     #[error("BinarySecurityToken is not base64")]
     NotBase64,
+    #[error("AdditionalContext has more than {MAX_CONTEXT_ITEMS} ContextItems")]
+    TooManyContextItems,
 }
+
+/// Most `ac:ContextItem`s accepted: Windows sends about fifteen (one `MAC` per network
+/// adapter among them).
+pub const MAX_CONTEXT_ITEMS: usize = 256;
 
 impl RequestSecurityToken {
     pub fn from_envelope(env: &Envelope) -> Result<Self, RstError> {
@@ -96,7 +102,10 @@ impl RequestSecurityToken {
         };
         let mut items = Vec::new();
         if let Some(ac) = body.child(ns::AC, "AdditionalContext") {
-            for item in ac.children_named(ns::AC, "ContextItem") {
+            for (i, item) in ac.children_named(ns::AC, "ContextItem").enumerate() {
+                if i == MAX_CONTEXT_ITEMS {
+                    return Err(RstError::TooManyContextItems);
+                }
                 let name = item.attr("Name").unwrap_or_default().trim().to_owned();
                 let value = item
                     .child(ns::AC, "Value")

@@ -5,20 +5,93 @@
 //! name, never by prefix, and simply ignore what they do not know.
 //!
 //! Hardening: DOCTYPE declarations are refused outright (so no entity can be defined, let
-//! alone expanded), only the five predefined entities and character references are
-//! resolved, and depth and element count are bounded.
+//! alone expanded), and only the five predefined entities and character references are
+//! resolved. Every dimension of a document is bounded (see [`Limit`]) and every step is
+//! linear in the input, so any body the HTTP layer lets through (1 MiB) is parsed or
+//! refused in a few milliseconds:
+//!
+//! - quick-xml's duplicate-attribute check is quadratic in the attribute count, so it is
+//!   off; duplicates are found here by sorting the (at most [`Limit::AttributesPerElement`])
+//!   names of an element.
+//! - Namespaces are resolved here rather than by quick-xml's `NsReader`: each declaration's
+//!   URI is checked and interned once, where it is declared (interning the resolved URI
+//!   of every element hashed a long URI once per element: 25 s for one 1 MiB document),
+//!   and a lookup scans at most [`Limit::NamespacesInScope`] bindings.
+//! - [`ns_eq`] ignores one trailing slash, not a run of them, so a comparison costs no
+//!   more than comparing the strings.
+//! - Names must be qualified names of at most [`Limit::NameBytes`]: quick-xml takes
+//!   anything up to a blank as a name.
+//! - Errors quote at most a short excerpt of the input.
 
 use std::fmt::Write as _;
 use std::sync::Arc;
 
+use quick_xml::events::attributes::Attribute;
 use quick_xml::events::{BytesStart, Event};
-use quick_xml::name::ResolveResult;
-use quick_xml::reader::NsReader;
+use quick_xml::name::{PrefixDeclaration, QName};
+use quick_xml::reader::Reader;
 
-/// Deepest element nesting accepted; real messages nest fewer than 15 levels.
-const MAX_DEPTH: usize = 64;
-/// Most elements accepted in one document.
-const MAX_ELEMENTS: usize = 20_000;
+/// A bound on one dimension of a document. Real messages stay far below all of them
+/// (the largest SOAP and SyncML messages nest under 15 levels, carry a handful of
+/// attributes per element and declare about ten namespaces).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Limit {
+    /// Bytes in the whole document.
+    DocumentBytes,
+    /// Element nesting depth.
+    Depth,
+    /// Elements in the document.
+    Elements,
+    /// Attributes (namespace declarations included) on one element.
+    AttributesPerElement,
+    /// Attributes (namespace declarations included) in the document.
+    Attributes,
+    /// Namespace declarations in scope at once (on an element and its ancestors).
+    NamespacesInScope,
+    /// Bytes in an element, attribute or entity name (prefix included).
+    NameBytes,
+    /// Bytes in one attribute value, as written.
+    AttributeValueBytes,
+    /// Bytes in a namespace URI.
+    NamespaceUriBytes,
+}
+
+impl Limit {
+    /// The largest accepted value.
+    pub const fn max(self) -> usize {
+        match self {
+            Limit::DocumentBytes => 4 * 1024 * 1024,
+            Limit::Depth => 64,
+            Limit::Elements => 20_000,
+            Limit::AttributesPerElement => 64,
+            Limit::Attributes => 20_000,
+            Limit::NamespacesInScope => 64,
+            Limit::NameBytes => 256,
+            Limit::AttributeValueBytes => 64 * 1024,
+            Limit::NamespaceUriBytes => 1024,
+        }
+    }
+
+    fn what(self) -> &'static str {
+        match self {
+            Limit::DocumentBytes => "bytes in the document",
+            Limit::Depth => "levels of element nesting",
+            Limit::Elements => "elements in the document",
+            Limit::AttributesPerElement => "attributes on one element",
+            Limit::Attributes => "attributes in the document",
+            Limit::NamespacesInScope => "namespace declarations in scope",
+            Limit::NameBytes => "bytes in a name",
+            Limit::AttributeValueBytes => "bytes in an attribute value",
+            Limit::NamespaceUriBytes => "bytes in a namespace URI",
+        }
+    }
+}
+
+impl std::fmt::Display for Limit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}", self.max(), self.what())
+    }
+}
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum XmlError {
@@ -28,12 +101,38 @@ pub enum XmlError {
     Doctype,
     #[error("unknown entity reference &{0};")]
     UnknownEntity(String),
-    #[error("XML nested deeper than {MAX_DEPTH} levels")]
-    TooDeep,
-    #[error("XML has more than {MAX_ELEMENTS} elements")]
-    TooManyElements,
+    #[error("XML exceeds the limit of {0}")]
+    Limit(Limit),
     #[error("document has no root element")]
     Empty,
+}
+
+/// Longest excerpt of the input quoted in an error: messages end up in logs and faults.
+const MAX_QUOTED: usize = 64;
+
+/// `s`, cut to [`MAX_QUOTED`] bytes (on a character boundary) with an ellipsis.
+fn clip(s: &str) -> String {
+    if s.len() <= MAX_QUOTED {
+        return s.to_owned();
+    }
+    let mut end = MAX_QUOTED;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &s[..end])
+}
+
+fn syntax(e: impl std::fmt::Display) -> XmlError {
+    // quick-xml's messages quote names from the input (e.g. a mismatched end tag).
+    let msg = e.to_string();
+    if msg.len() <= 4 * MAX_QUOTED {
+        return XmlError::Syntax(msg);
+    }
+    let mut end = 4 * MAX_QUOTED;
+    while !msg.is_char_boundary(end) {
+        end -= 1;
+    }
+    XmlError::Syntax(format!("{}…", &msg[..end]))
 }
 
 /// One element: its namespace URI (if bound), local name, attributes, child elements and
@@ -62,10 +161,14 @@ pub struct Attr {
 }
 
 /// Namespace matching that tolerates the trailing-slash variants seen between the specs and
-/// real clients (`…/2012/01/enrollment` vs `…/2012/01/enrollment/`).
+/// real clients (`…/2012/01/enrollment` vs `…/2012/01/enrollment/`). One slash at most is
+/// ignored, so a comparison costs no more than comparing the strings.
 pub fn ns_eq(actual: Option<&str>, wanted: &str) -> bool {
+    fn trim(s: &str) -> &str {
+        s.strip_suffix('/').unwrap_or(s)
+    }
     match actual {
-        Some(a) => a.trim_end_matches('/') == wanted.trim_end_matches('/'),
+        Some(a) => trim(a) == trim(wanted),
         None => false,
     }
 }
@@ -140,45 +243,69 @@ impl Element {
 }
 
 pub const XSI_NS: &str = "http://www.w3.org/2001/XMLSchema-instance";
+/// The namespace the `xml` prefix is bound to by definition.
+pub const XML_NS: &str = "http://www.w3.org/XML/1998/namespace";
+/// The namespace of `xmlns` declarations, which nothing may be bound to.
+const XMLNS_NS: &str = "http://www.w3.org/2000/xmlns/";
+
+fn over(limit: Limit) -> XmlError {
+    XmlError::Limit(limit)
+}
+
+/// An element being read: the element, and how many namespace declarations it added to
+/// the scope (taken off again at its end tag).
+struct Open {
+    el: Element,
+    declared: usize,
+}
 
 /// Parses a whole document into its root element.
 pub fn parse(input: &[u8]) -> Result<Element, XmlError> {
-    let mut reader = NsReader::from_reader(input);
+    if input.len() > Limit::DocumentBytes.max() {
+        return Err(over(Limit::DocumentBytes));
+    }
+    let mut reader = Reader::from_reader(input);
     let config = reader.config_mut();
     config.trim_text(false);
     config.expand_empty_elements = true;
     config.check_end_names = true;
 
-    let mut stack: Vec<Element> = Vec::new();
+    let mut stack: Vec<Open> = Vec::new();
     let mut root: Option<Element> = None;
-    let mut count = 0usize;
-    let mut names = Interner::new();
+    let mut doc = Document {
+        names: Interner::new(),
+        scope: Scope::default(),
+        elements: 0,
+        attributes: 0,
+    };
     loop {
         // Events borrow from the input: nothing is copied until it becomes part of the tree.
-        let event = reader
-            .read_event()
-            .map_err(|e| XmlError::Syntax(e.to_string()))?;
+        let event = reader.read_event().map_err(syntax)?;
         match event {
             Event::Start(start) => {
-                count += 1;
-                if count > MAX_ELEMENTS {
-                    return Err(XmlError::TooManyElements);
+                doc.elements += 1;
+                if doc.elements > Limit::Elements.max() {
+                    return Err(over(Limit::Elements));
                 }
-                if stack.len() >= MAX_DEPTH {
-                    return Err(XmlError::TooDeep);
+                if stack.len() >= Limit::Depth.max() {
+                    return Err(over(Limit::Depth));
                 }
                 if root.is_some() && stack.is_empty() {
                     return Err(XmlError::Syntax("more than one root element".into()));
                 }
-                let mut el = start_element(&reader, &start, &mut names)?;
+                let (mut el, declared) = doc.start_element(&start)?;
                 let pos = reader.buffer_position() as usize;
                 el.inner = pos..pos;
-                stack.push(el);
+                stack.push(Open { el, declared });
             }
             Event::End(_) => {
-                let mut done = stack
+                let Open {
+                    el: mut done,
+                    declared,
+                } = stack
                     .pop()
                     .ok_or_else(|| XmlError::Syntax("unbalanced end tag".into()))?;
+                doc.scope.pop(declared);
                 let end = reader.buffer_position() as usize;
                 // Content ends where this end tag starts: at the last `<` before its end
                 // (an end tag holds no other `<`).
@@ -189,30 +316,33 @@ pub fn parse(input: &[u8]) -> Result<Element, XmlError> {
                     .map_or(end, |i| start + i);
                 done.inner.end = content_end;
                 match stack.last_mut() {
-                    Some(parent) => parent.children.push(done),
+                    Some(parent) => parent.el.children.push(done),
                     None => root = Some(done),
                 }
             }
             Event::Text(t) => {
-                let s = t.decode().map_err(|e| XmlError::Syntax(e.to_string()))?;
+                let s = t.decode().map_err(syntax)?;
                 push_text(&mut stack, &s)?;
             }
             Event::CData(c) => {
-                let s = c.decode().map_err(|e| XmlError::Syntax(e.to_string()))?;
+                let s = c.decode().map_err(syntax)?;
                 push_text(&mut stack, &s)?;
             }
             Event::GeneralRef(r) => {
+                if r.len() > Limit::NameBytes.max() {
+                    return Err(over(Limit::NameBytes));
+                }
+                let mut buf = [0u8; 4];
                 let resolved = match r.resolve_char_ref() {
-                    Ok(Some(ch)) => ch.to_string(),
+                    Ok(Some(ch)) => &*ch.encode_utf8(&mut buf),
                     Ok(None) => {
-                        let name = r.decode().map_err(|e| XmlError::Syntax(e.to_string()))?;
+                        let name = r.decode().map_err(syntax)?;
                         predefined_entity(&name)
-                            .ok_or_else(|| XmlError::UnknownEntity(name.to_string()))?
-                            .to_owned()
+                            .ok_or_else(|| XmlError::UnknownEntity(clip(&name)))?
                     }
-                    Err(e) => return Err(XmlError::Syntax(e.to_string())),
+                    Err(e) => return Err(syntax(e)),
                 };
-                push_text(&mut stack, &resolved)?;
+                push_text(&mut stack, resolved)?;
             }
             Event::DocType(_) => return Err(XmlError::Doctype),
             Event::Eof => break,
@@ -227,10 +357,10 @@ pub fn parse(input: &[u8]) -> Result<Element, XmlError> {
     root.ok_or(XmlError::Empty)
 }
 
-fn push_text(stack: &mut [Element], s: &str) -> Result<(), XmlError> {
+fn push_text(stack: &mut [Open], s: &str) -> Result<(), XmlError> {
     match stack.last_mut() {
-        Some(el) => {
-            el.text.push_str(s);
+        Some(open) => {
+            open.el.text.push_str(s);
             Ok(())
         }
         None if s.trim().is_empty() => Ok(()),
@@ -249,52 +379,258 @@ fn predefined_entity(name: &str) -> Option<&'static str> {
     })
 }
 
-fn start_element(
-    reader: &NsReader<&[u8]>,
-    start: &BytesStart<'_>,
-    names: &mut Interner,
-) -> Result<Element, XmlError> {
-    let (ns, _) = reader.resolve_element(start.name());
-    let name = names.intern(start.local_name().as_ref())?;
-    let ns = names.namespace(ns)?;
-    let mut attrs = Vec::new();
-    for a in start.attributes() {
-        let a = a.map_err(|e| XmlError::Syntax(e.to_string()))?;
-        if a.key.as_namespace_binding().is_some() {
-            continue;
-        }
-        let (ans, local) = reader.resolve_attribute(a.key);
-        let value = a.unescape_value().map_err(|e| match e {
+/// Checks an element or attribute name: bounded, and a qualified name (`local` or
+/// `prefix:local`, each part a name that starts with a letter or `_`). quick-xml takes
+/// whatever precedes the first blank as the name, quotes and slashes included.
+fn check_name(name: QName<'_>) -> Result<(), XmlError> {
+    let bytes = name.as_ref();
+    if bytes.len() > Limit::NameBytes.max() {
+        return Err(over(Limit::NameBytes));
+    }
+    // Non-ASCII bytes are left to the UTF-8 check: XML names may hold most letters.
+    let start = |c: u8| c >= 0x80 || c.is_ascii_alphabetic() || c == b'_';
+    let rest = |c: u8| start(c) || c.is_ascii_digit() || c == b'-' || c == b'.';
+    let part = |p: &[u8]| p.first().is_some_and(|&c| start(c)) && p.iter().all(|&c| rest(c));
+    let valid = match bytes.iter().position(|&c| c == b':') {
+        None => part(bytes),
+        Some(i) => part(&bytes[..i]) && part(&bytes[i + 1..]),
+    };
+    if valid {
+        Ok(())
+    } else {
+        Err(XmlError::Syntax(format!(
+            "invalid name {:?}",
+            clip(&String::from_utf8_lossy(bytes))
+        )))
+    }
+}
+
+fn unescape(a: &Attribute<'_>) -> Result<String, XmlError> {
+    a.unescape_value()
+        .map(|v| v.into_owned())
+        .map_err(|e| match e {
             quick_xml::Error::Escape(quick_xml::escape::EscapeError::UnrecognizedEntity(
                 _,
                 name,
-            )) => XmlError::UnknownEntity(name),
-            other => XmlError::Syntax(other.to_string()),
-        })?;
-        attrs.push(Attr {
-            ns: names.namespace(ans)?,
-            name: names.intern(local.as_ref())?,
-            value: value.into_owned(),
-        });
+            )) => XmlError::UnknownEntity(clip(&name)),
+            other => syntax(other),
+        })
+}
+
+/// Per-document state: interned names, the namespace scope and the running counts.
+struct Document {
+    names: Interner,
+    scope: Scope,
+    elements: usize,
+    attributes: usize,
+}
+
+impl Document {
+    /// Reads a start tag: declares its namespaces, then resolves its name and attributes.
+    /// Returns the element and how many declarations it added to the scope.
+    fn start_element(&mut self, start: &BytesStart<'_>) -> Result<(Element, usize), XmlError> {
+        let qname = start.name();
+        check_name(qname)?;
+        // Declarations apply to the element's own name and attributes wherever they are
+        // written in the tag, so they are taken first and the attributes kept for after.
+        let mut keys: Vec<&[u8]> = Vec::new();
+        let mut plain: Vec<Attribute<'_>> = Vec::new();
+        let mut declared = 0;
+        // quick-xml's duplicate check compares each attribute with all earlier ones.
+        for a in start.attributes().with_checks(false) {
+            if keys.len() == Limit::AttributesPerElement.max() {
+                return Err(over(Limit::AttributesPerElement));
+            }
+            self.attributes += 1;
+            if self.attributes > Limit::Attributes.max() {
+                return Err(over(Limit::Attributes));
+            }
+            let a = a.map_err(syntax)?;
+            check_name(a.key)?;
+            if a.value.len() > Limit::AttributeValueBytes.max() {
+                return Err(over(Limit::AttributeValueBytes));
+            }
+            keys.push(a.key.into_inner());
+            match a.key.as_namespace_binding() {
+                Some(decl) => {
+                    if self.scope.declare(decl, &a, &mut self.names)? {
+                        declared += 1;
+                    }
+                }
+                None => plain.push(a),
+            }
+        }
+        if self.scope.bindings.len() > Limit::NamespacesInScope.max() {
+            return Err(over(Limit::NamespacesInScope));
+        }
+        // At most AttributesPerElement names: sorting them finds duplicates in n log n.
+        keys.sort_unstable();
+        if let Some(w) = keys.windows(2).find(|w| w[0] == w[1]) {
+            return Err(XmlError::Syntax(format!(
+                "duplicate attribute {}",
+                clip(&String::from_utf8_lossy(w[0]))
+            )));
+        }
+
+        let (local, prefix) = qname.decompose();
+        let ns = self
+            .scope
+            .resolve(prefix.map(|p| p.into_inner()), true, &mut self.names)?;
+        let name = self.names.intern(local.into_inner())?;
+        let mut attrs = Vec::with_capacity(plain.len());
+        for a in &plain {
+            let (local, prefix) = a.key.decompose();
+            attrs.push(Attr {
+                ns: self
+                    .scope
+                    .resolve(prefix.map(|p| p.into_inner()), false, &mut self.names)?,
+                name: self.names.intern(local.into_inner())?,
+                value: unescape(a)?,
+            });
+        }
+        // Two prefixes bound to one namespace can still name the same attribute twice.
+        if attrs.len() > 1 {
+            let mut expanded: Vec<(Option<&str>, &str)> =
+                attrs.iter().map(|a| (a.ns.as_deref(), &*a.name)).collect();
+            expanded.sort_unstable();
+            if let Some(w) = expanded.windows(2).find(|w| w[0] == w[1]) {
+                return Err(XmlError::Syntax(format!(
+                    "duplicate attribute {{{}}}{}",
+                    clip(w[0].0.unwrap_or_default()),
+                    w[0].1
+                )));
+            }
+        }
+        Ok((
+            Element {
+                ns,
+                name,
+                attrs,
+                children: Vec::new(),
+                text: String::new(),
+                inner: 0..0,
+            },
+            declared,
+        ))
     }
-    Ok(Element {
-        ns,
-        name,
-        attrs,
-        children: Vec::new(),
-        text: String::new(),
-        inner: 0..0,
-    })
+}
+
+/// One namespace declaration in scope: `prefix` is `None` for the default namespace, and
+/// `ns` is `None` where `xmlns=""` undeclares it.
+struct Binding {
+    prefix: Option<Arc<str>>,
+    ns: Option<Arc<str>>,
+}
+
+/// The namespace declarations in scope, innermost last. Lookups scan it from the end;
+/// it holds at most [`Limit::NamespacesInScope`] bindings (plus those of the element being
+/// read, which is refused if it takes the scope over the limit).
+#[derive(Default)]
+struct Scope {
+    bindings: Vec<Binding>,
+    xml_ns: Option<Arc<str>>,
+    xmlns_ns: Option<Arc<str>>,
+}
+
+impl Scope {
+    /// Adds a declaration; returns whether a binding was added (`xmlns:xml` with its
+    /// predefined value adds none).
+    fn declare(
+        &mut self,
+        decl: PrefixDeclaration<'_>,
+        attr: &Attribute<'_>,
+        names: &mut Interner,
+    ) -> Result<bool, XmlError> {
+        let uri = unescape(attr)?;
+        if uri.len() > Limit::NamespaceUriBytes.max() {
+            return Err(over(Limit::NamespaceUriBytes));
+        }
+        let reserved = uri == XML_NS || uri == XMLNS_NS;
+        let prefix = match decl {
+            PrefixDeclaration::Default => None,
+            PrefixDeclaration::Named(b"xml") if uri == XML_NS => return Ok(false),
+            PrefixDeclaration::Named(b"xml") | PrefixDeclaration::Named(b"xmlns") => {
+                return Err(XmlError::Syntax(format!(
+                    "the {} prefix cannot be declared",
+                    String::from_utf8_lossy(attr.key.local_name().into_inner())
+                )));
+            }
+            PrefixDeclaration::Named(b"") => {
+                return Err(XmlError::Syntax("xmlns: declares an empty prefix".into()));
+            }
+            PrefixDeclaration::Named(p) => {
+                if uri.is_empty() {
+                    return Err(XmlError::Syntax(format!(
+                        "prefix {} is bound to an empty namespace",
+                        clip(&String::from_utf8_lossy(p))
+                    )));
+                }
+                Some(names.intern(p)?)
+            }
+        };
+        if reserved {
+            return Err(XmlError::Syntax(format!(
+                "{} cannot be bound to another prefix",
+                clip(&uri)
+            )));
+        }
+        let ns = if uri.is_empty() {
+            None
+        } else {
+            Some(names.intern(uri.as_bytes())?)
+        };
+        self.bindings.push(Binding { prefix, ns });
+        Ok(true)
+    }
+
+    fn pop(&mut self, declared: usize) {
+        let keep = self.bindings.len().saturating_sub(declared);
+        self.bindings.truncate(keep);
+    }
+
+    /// The namespace of a name with this prefix. Unprefixed element names take the default
+    /// namespace; unprefixed attribute names have none. An undeclared prefix resolves to
+    /// no namespace, so the name matches nothing a parser looks for.
+    fn resolve(
+        &mut self,
+        prefix: Option<&[u8]>,
+        use_default: bool,
+        names: &mut Interner,
+    ) -> Result<Option<Arc<str>>, XmlError> {
+        let wanted = match prefix {
+            None if !use_default => return Ok(None),
+            None => None,
+            Some(b"xml") => {
+                let ns = self.xml_ns.get_or_insert_with(|| names.intern_str(XML_NS));
+                return Ok(Some(ns.clone()));
+            }
+            Some(b"xmlns") => {
+                let ns = self
+                    .xmlns_ns
+                    .get_or_insert_with(|| names.intern_str(XMLNS_NS));
+                return Ok(Some(ns.clone()));
+            }
+            Some(p) => Some(p),
+        };
+        Ok(self
+            .bindings
+            .iter()
+            .rev()
+            .find(|b| b.prefix.as_deref().map(str::as_bytes) == wanted)
+            .and_then(|b| b.ns.clone()))
+    }
 }
 
 fn utf8(bytes: &[u8]) -> Result<&str, XmlError> {
-    std::str::from_utf8(bytes).map_err(|e| XmlError::Syntax(e.to_string()))
+    std::str::from_utf8(bytes).map_err(syntax)
 }
 
 /// Element names, attribute names and namespace URIs repeat across a document's elements
 /// (a SyncML message is hundreds of `CmdID`, `Item`, `LocURI`…), so each distinct one is
 /// allocated once. The table is direct-mapped and fixed in size: a lookup is one hash and
-/// one comparison whatever the input, and a collision merely allocates again.
+/// one comparison whatever the input, and a collision merely allocates again. Names are at
+/// most [`Limit::NameBytes`] long and URIs are interned once per declaration, so hashing
+/// stays linear in the input.
 struct Interner {
     slots: Vec<Option<Arc<str>>>,
 }
@@ -308,12 +644,16 @@ impl Interner {
         }
     }
 
-    fn intern(&mut self, bytes: &[u8]) -> Result<Arc<str>, XmlError> {
+    fn slot(&mut self, bytes: &[u8]) -> &mut Option<Arc<str>> {
         // FNV-1a: names are short, and this needs no resistance to chosen collisions.
         let hash = bytes.iter().fold(0xcbf2_9ce4_8422_2325_u64, |h, &b| {
             (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
         });
-        let slot = &mut self.slots[(hash % INTERNER_SLOTS as u64) as usize];
+        &mut self.slots[(hash % INTERNER_SLOTS as u64) as usize]
+    }
+
+    fn intern(&mut self, bytes: &[u8]) -> Result<Arc<str>, XmlError> {
+        let slot = self.slot(bytes);
         if let Some(known) = slot
             && known.as_bytes() == bytes
         {
@@ -324,11 +664,8 @@ impl Interner {
         Ok(new)
     }
 
-    fn namespace(&mut self, r: ResolveResult<'_>) -> Result<Option<Arc<str>>, XmlError> {
-        match r {
-            ResolveResult::Bound(ns) => self.intern(ns.as_ref()).map(Some),
-            _ => Ok(None),
-        }
+    fn intern_str(&mut self, s: &str) -> Arc<str> {
+        self.intern(s.as_bytes()).expect("a str is UTF-8")
     }
 }
 
@@ -517,8 +854,253 @@ mod tests {
 
     #[test]
     fn bounds_depth() {
-        let deep = "<a>".repeat(MAX_DEPTH + 1) + &"</a>".repeat(MAX_DEPTH + 1);
-        assert_eq!(parse(deep.as_bytes()), Err(XmlError::TooDeep));
+        let max = Limit::Depth.max();
+        let ok = "<a>".repeat(max) + &"</a>".repeat(max);
+        assert!(parse(ok.as_bytes()).is_ok());
+        let deep = "<a>".repeat(max + 1) + &"</a>".repeat(max + 1);
+        assert_eq!(parse(deep.as_bytes()), Err(XmlError::Limit(Limit::Depth)));
+    }
+
+    fn attrs(n: usize, f: impl Fn(usize) -> String) -> String {
+        (0..n).map(f).collect()
+    }
+
+    #[test]
+    fn bounds_attributes_per_element() {
+        let max = Limit::AttributesPerElement.max();
+        let ok = format!("<a{}/>", attrs(max, |i| format!(" a{i}=\"\"")));
+        assert_eq!(parse(ok.as_bytes()).unwrap().attrs.len(), max);
+        let over = format!("<a{}/>", attrs(max + 1, |i| format!(" a{i}=\"\"")));
+        assert_eq!(
+            parse(over.as_bytes()),
+            Err(XmlError::Limit(Limit::AttributesPerElement))
+        );
+        // Namespace declarations are attributes too.
+        let decls = format!(
+            "<a{}/>",
+            attrs(max + 1, |i| format!(" xmlns:p{i}=\"urn:{i}\""))
+        );
+        assert_eq!(
+            parse(decls.as_bytes()),
+            Err(XmlError::Limit(Limit::AttributesPerElement))
+        );
+    }
+
+    #[test]
+    fn the_reported_attribute_flood_is_refused() {
+        // ~90,000 attributes in under 1 MiB: quadratic in quick-xml's duplicate check.
+        let mut doc = String::from("<a");
+        let mut i = 0;
+        while doc.len() < 1_000_000 {
+            doc.push_str(&format!(" a{i}=\"\""));
+            i += 1;
+        }
+        doc.push_str("/>");
+        let err = parse(doc.as_bytes()).unwrap_err();
+        assert_eq!(err, XmlError::Limit(Limit::AttributesPerElement));
+        assert_eq!(
+            err.to_string(),
+            "XML exceeds the limit of 64 attributes on one element"
+        );
+    }
+
+    #[test]
+    fn bounds_attributes_in_the_document() {
+        let per = Limit::AttributesPerElement.max();
+        let elements = Limit::Attributes.max() / per;
+        let rest = Limit::Attributes.max() - elements * per;
+        let el = format!("<e{}/>", attrs(per, |i| format!(" a{i}=\"\"")));
+        let doc = |on_root: usize| {
+            format!(
+                "<r{}>{}</r>",
+                attrs(on_root, |i| format!(" r{i}=\"\"")),
+                el.repeat(elements)
+            )
+        };
+        assert!(parse(doc(rest).as_bytes()).is_ok());
+        assert!(matches!(
+            parse(doc(rest + 1).as_bytes()),
+            Err(XmlError::Limit(Limit::Attributes))
+        ));
+    }
+
+    #[test]
+    fn refuses_duplicate_attributes() {
+        for doc in [
+            &b"<a x=\"1\" y=\"\" x=\"2\"/>"[..],
+            b"<a xmlns:p=\"urn:p\" xmlns:p=\"urn:q\"/>",
+            b"<a xmlns=\"urn:p\" xmlns=\"urn:q\"/>",
+            // Same expanded name through two prefixes.
+            b"<a xmlns:p=\"urn:x\" xmlns:q=\"urn:x\" p:b=\"1\" q:b=\"2\"/>",
+        ] {
+            let err = parse(doc).unwrap_err();
+            assert!(
+                matches!(&err, XmlError::Syntax(m) if m.contains("duplicate attribute")),
+                "{err:?}"
+            );
+        }
+        // The same local name in different namespaces is two attributes.
+        let root = parse(b"<a xmlns:p=\"urn:p\" b=\"1\" p:b=\"2\"/>").unwrap();
+        assert_eq!(root.attrs.len(), 2);
+    }
+
+    #[test]
+    fn bounds_namespaces_in_scope() {
+        let max = Limit::NamespacesInScope.max();
+        // Half on the root, half on a child: 64 in scope is fine…
+        let half = |from: usize| attrs(max / 2, |i| format!(" xmlns:p{}=\"urn:{i}\"", from + i));
+        let ok = format!(
+            "<a{}><b{}/><b{}/></a>",
+            half(0),
+            half(max / 2),
+            half(max / 2)
+        );
+        assert!(
+            parse(ok.as_bytes()).is_ok(),
+            "siblings' declarations go out of scope"
+        );
+        // …one more on the child is not.
+        let over = format!("<a{}><b{} xmlns:z=\"urn:z\"/></a>", half(0), half(max / 2));
+        assert_eq!(
+            parse(over.as_bytes()),
+            Err(XmlError::Limit(Limit::NamespacesInScope))
+        );
+    }
+
+    #[test]
+    fn bounds_name_lengths() {
+        let max = Limit::NameBytes.max();
+        let ok = "n".repeat(max);
+        let long = "n".repeat(max + 1);
+        assert!(parse(format!("<{ok} {ok}=\"\"/>").as_bytes()).is_ok());
+        assert!(
+            parse(format!("<p:{} xmlns:p=\"urn:p\"/>", "n".repeat(max - 2)).as_bytes()).is_ok()
+        );
+        for doc in [
+            format!("<{long}/>"),
+            format!("<a {long}=\"\"/>"),
+            format!("<a>&{long};</a>"),
+        ] {
+            assert_eq!(
+                parse(doc.as_bytes()),
+                Err(XmlError::Limit(Limit::NameBytes)),
+                "{doc}"
+            );
+        }
+    }
+
+    #[test]
+    fn bounds_values_uris_elements_and_size() {
+        let value = Limit::AttributeValueBytes.max();
+        assert!(parse(format!("<a b=\"{}\"/>", "v".repeat(value)).as_bytes()).is_ok());
+        assert_eq!(
+            parse(format!("<a b=\"{}\"/>", "v".repeat(value + 1)).as_bytes()),
+            Err(XmlError::Limit(Limit::AttributeValueBytes))
+        );
+        let uri = Limit::NamespaceUriBytes.max();
+        assert!(parse(format!("<a xmlns=\"{}\"/>", "u".repeat(uri)).as_bytes()).is_ok());
+        assert_eq!(
+            parse(format!("<a xmlns:p=\"{}\"/>", "u".repeat(uri + 1)).as_bytes()),
+            Err(XmlError::Limit(Limit::NamespaceUriBytes))
+        );
+        let n = Limit::Elements.max();
+        assert!(parse(format!("<r>{}</r>", "<a/>".repeat(n - 1)).as_bytes()).is_ok());
+        assert_eq!(
+            parse(format!("<r>{}</r>", "<a/>".repeat(n)).as_bytes()),
+            Err(XmlError::Limit(Limit::Elements))
+        );
+        let big = format!("<a>{}</a>", " ".repeat(Limit::DocumentBytes.max()));
+        assert_eq!(
+            parse(big.as_bytes()),
+            Err(XmlError::Limit(Limit::DocumentBytes))
+        );
+    }
+
+    #[test]
+    fn checks_namespace_declarations() {
+        for bad in [
+            &b"<a xmlns:xml=\"urn:x\"/>"[..],
+            b"<a xmlns:xmlns=\"urn:x\"/>",
+            b"<a xmlns:p=\"\"/>",
+            b"<a xmlns:=\"urn:x\"/>",
+            b"<a xmlns:p=\"http://www.w3.org/XML/1998/namespace\"/>",
+            b"<a xmlns=\"http://www.w3.org/2000/xmlns/\"/>",
+        ] {
+            assert!(
+                matches!(parse(bad), Err(XmlError::Syntax(_))),
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+        // xml: is bound by definition, and may be declared with its own value.
+        let root =
+            parse(b"<a xmlns:xml=\"http://www.w3.org/XML/1998/namespace\" xml:lang=\"en\"/>")
+                .unwrap();
+        assert_eq!(root.attrs[0].ns.as_deref(), Some(XML_NS));
+        // Declarations apply to their own element wherever they are written, and
+        // xmlns="" undeclares the default namespace.
+        let root =
+            parse(b"<p:a p:x=\"1\" xmlns:p=\"urn:p\" xmlns=\"urn:d\"><b xmlns=\"\"/><c/></p:a>")
+                .unwrap();
+        assert!(root.is("urn:p", "a"));
+        assert_eq!(root.attrs[0].ns.as_deref(), Some("urn:p"));
+        assert_eq!(root.child_local("b").unwrap().ns, None);
+        assert!(root.child("urn:d", "c").is_some());
+        // An undeclared prefix matches no namespace (as before).
+        let root = parse(b"<q:a q:b=\"1\"/>").unwrap();
+        assert_eq!((root.ns.clone(), &*root.name), (None, "a"));
+        assert_eq!(root.attrs[0].ns, None);
+    }
+
+    #[test]
+    fn errors_quote_short_excerpts() {
+        let long = "b".repeat(100_000);
+        for doc in [
+            format!("<a></{long}>"),
+            format!("<a>&{};</a>", &long[..200]),
+        ] {
+            let err = parse(doc.as_bytes()).unwrap_err();
+            assert!(err.to_string().len() < 300, "{err}");
+        }
+        assert!(clip(&"é".repeat(100)).ends_with('…'));
+    }
+
+    #[test]
+    fn ns_eq_ignores_one_trailing_slash() {
+        assert!(ns_eq(Some("urn:a/"), "urn:a"));
+        assert!(ns_eq(Some("urn:a"), "urn:a/"));
+        assert!(!ns_eq(Some("urn:a//"), "urn:a"));
+        assert!(!ns_eq(None, "urn:a"));
+    }
+
+    #[test]
+    fn refuses_names_that_are_not_qualified_names() {
+        for bad in [
+            &b"<\"urn:x\"/>"[..],
+            b"<a:b:c/>",
+            b"<:a/>",
+            b"<a:/>",
+            b"<1a/>",
+            b"<a b&c=\"1\"/>",
+            b"<a p:=\"1\"/>",
+            b"<a -x=\"1\"/>",
+        ] {
+            let err = parse(bad).unwrap_err();
+            assert!(
+                matches!(&err, XmlError::Syntax(m) if m.contains("invalid name")),
+                "{}: {err:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+        let root = parse(
+            "<wap-provisioningdoc _a.b-1=\"\" xml:lang=\"en\"><caf\u{e9}/></wap-provisioningdoc>"
+                .as_bytes(),
+        )
+        .unwrap();
+        assert_eq!(
+            root.child_local("caf\u{e9}").map(|e| &*e.name),
+            Some("caf\u{e9}")
+        );
     }
 
     #[test]
