@@ -212,6 +212,7 @@ mod tests {
             last_seen_at: None,
             dm_info: Default::default(),
             previous_cert: None,
+            groups: Vec::new(),
         }
     }
 

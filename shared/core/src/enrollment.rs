@@ -579,6 +579,15 @@ impl EnrollmentService {
             last_seen_at: None,
             dm_info: Default::default(),
             previous_cert: None,
+            // The same device enrolling again keeps its groups; a fresh one starts in none.
+            groups: match decision {
+                EnrollmentDecision::ReEnroll => by_id.map(|d| d.groups).unwrap_or_default(),
+                EnrollmentDecision::New => by_hw
+                    .filter(|d| d.upn == principal.upn && d.holds_its_hardware())
+                    .map(|d| d.groups)
+                    .unwrap_or_default(),
+                EnrollmentDecision::Fresh => Vec::new(),
+            },
         };
         self.store
             .commit_enrollment(&EnrollmentCommit {
@@ -627,6 +636,7 @@ impl EnrollmentService {
                 device: DevicePatch::default(),
                 session: SessionWrite::Keep,
                 commands,
+                profiles: Vec::new(),
             })
             .await?;
         Ok(())
@@ -783,6 +793,7 @@ impl EnrollmentService {
             },
             session: SessionWrite::Keep,
             commands: Vec::new(),
+            profiles: Vec::new(),
         };
         self.store
             .save_management(&update)

@@ -20,6 +20,8 @@ use crate::dm_auth::{self, NonceKind};
 use crate::enrollment::random_nonce_b64;
 use crate::identity;
 use crate::model::{Device, DeviceStatus, DmDeviceInfo};
+use crate::profile_engine::{MESSAGE_OVERHEAD, Outbox, ProfileConfig, ProfileRun};
+use crate::profiles::Profile;
 use crate::session::{
     DevicePatch, IncomingChunk, ManagementSnapshot, ManagementUpdate, OutgoingChunk, SentCommand,
     SentKind, SessionState, SessionWrite,
@@ -47,6 +49,11 @@ pub struct ManagementConfig {
     pub max_delivery_attempts: u32,
     /// Commands sent in one session; the rest wait for the next session.
     pub max_commands_per_session: usize,
+    /// Profile retries and drift checks.
+    pub profiles: ProfileConfig,
+    /// How long a process keeps the profile catalog before reading it again (profile edits
+    /// reach devices within this; `winmdm-local` also drops it on every admin change).
+    pub catalog_ttl: std::time::Duration,
 }
 
 impl ManagementConfig {
@@ -62,6 +69,8 @@ impl ManagementConfig {
             max_open_objects: 4,
             max_delivery_attempts: 3,
             max_commands_per_session: 500,
+            profiles: ProfileConfig::default(),
+            catalog_ttl: std::time::Duration::from_secs(30),
         }
     }
 
@@ -129,6 +138,8 @@ pub struct ManagementService {
     clock: Arc<dyn Clock>,
     /// Keys the challenge nonces of unknown devices, so they look like known ones'.
     unknown_device_key: [u8; 32],
+    /// The profile catalog as last read, and when.
+    catalog: std::sync::Mutex<Option<(std::time::Instant, Arc<Vec<Profile>>)>>,
 }
 
 const AUTH_MD5: &str = "syncml:auth-md5";
@@ -157,7 +168,27 @@ impl ManagementService {
             ca,
             clock,
             unknown_device_key,
+            catalog: std::sync::Mutex::new(None),
         }
+    }
+
+    /// Forgets the cached profile catalog (after an admin change in the same process).
+    pub fn invalidate_profiles(&self) {
+        *self.catalog.lock().expect("catalog lock") = None;
+    }
+
+    /// Every profile, from the per-process cache or the store. A profile message reads
+    /// the store at most once per `catalog_ttl` for it, whatever the number of devices.
+    async fn profile_catalog(&self) -> Result<Arc<Vec<Profile>>, StoreError> {
+        if let Some((at, c)) = self.catalog.lock().expect("catalog lock").as_ref()
+            && at.elapsed() < self.config.catalog_ttl
+        {
+            return Ok(c.clone());
+        }
+        let fresh = Arc::new(self.store.list_profiles().await?);
+        *self.catalog.lock().expect("catalog lock") =
+            Some((std::time::Instant::now(), fresh.clone()));
+        Ok(fresh)
     }
 
     pub fn config(&self) -> &ManagementConfig {
@@ -404,7 +435,31 @@ impl ManagementService {
             device,
             session,
             open_commands,
+            profiles: profile_states,
         } = snapshot;
+        // Without the catalog, profile work waits for the next message: an empty catalog
+        // would look like every profile was unassigned.
+        let catalog = if device.status == DeviceStatus::Enrolled {
+            match self.profile_catalog().await {
+                Ok(c) => Some(c),
+                Err(e) => {
+                    warn!(error = %e, "profile catalog unavailable; profiles wait");
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        let mut profiles = catalog.as_deref().map(|c| {
+            ProfileRun::new(
+                &self.config.profiles,
+                c,
+                &device.id,
+                &device.groups,
+                profile_states,
+                now,
+            )
+        });
         let hdr = &msg.hdr;
         let starts_session = opens_session(&msg);
         // `handle` dropped the stored state unless it is this session's.
@@ -546,7 +601,25 @@ impl ManagementService {
                     run.out
                         .push(status(&id, &hdr.msg_id, &c.cmd_id, c.kind.as_str(), 406));
                 }
-                Command::Status(s) => run.settle_status(&mut session, s, now),
+                Command::Status(s) => match sent_entry(&session, &s.cmd_ref, Some(&s.msg_ref)) {
+                    Some(e) if e.kind.is_profile() => {
+                        if let Some(p) = profiles.as_mut() {
+                            p.on_status(&e, s.data.trim().parse().unwrap_or(500));
+                        }
+                    }
+                    _ => run.settle_status(&mut session, s, now),
+                },
+                Command::Results(r)
+                    if sent_entry(&session, &r.cmd_ref, r.msg_ref.as_deref())
+                        .is_some_and(|e| e.kind.is_profile()) =>
+                {
+                    let e = sent_entry(&session, &r.cmd_ref, r.msg_ref.as_deref())
+                        .expect("matched above");
+                    if let Some(p) = profiles.as_mut() {
+                        let data = r.items.first().and_then(|i| i.data.clone());
+                        p.on_results(&e, data);
+                    }
+                }
                 Command::Results(r) => {
                     if self.take_results(&mut run, &mut session, &hdr.msg_id, r) {
                         awaiting_chunks = true;
@@ -555,6 +628,9 @@ impl ManagementService {
             }
         }
 
+        if let Some(p) = profiles.as_mut() {
+            p.settle();
+        }
         if run.info_changed {
             patch.dm_info = Some(run.info.clone());
         }
@@ -584,6 +660,29 @@ impl ManagementService {
             }));
         } else if enrolled && !abort && !request_pending {
             (sent, more_remaining) = self.send_commands(&mut run, &mut session, msg_id, now);
+            if !more_remaining
+                && session.outgoing.is_none()
+                && let Some(p) = profiles.as_mut()
+            {
+                let max = session
+                    .max_msg_size
+                    .unwrap_or(self.config.default_max_msg_size) as usize;
+                let session_key = session.key();
+                let budget = max.saturating_sub(MESSAGE_OVERHEAD + syncml::commands_len(&run.out));
+                let (n, more) = p.send(&mut Outbox {
+                    out: &mut run.out,
+                    next_cmd_id: &mut run.next_cmd_id,
+                    sent: &mut session.sent,
+                    msg_id,
+                    session_key: &session_key,
+                    budget,
+                    capacity: max.saturating_sub(MESSAGE_OVERHEAD),
+                    user_logged_in: session.login_status.as_deref() == Some("user"),
+                    max_sent: self.config.max_commands_per_session,
+                });
+                sent += n;
+                more_remaining = more;
+            }
         }
         let final_ = !awaiting_chunks && !more_remaining && session.outgoing.is_none();
 
@@ -608,6 +707,7 @@ impl ManagementService {
                 SessionWrite::Put(Box::new(session))
             },
             commands: changed,
+            profiles: profiles.map(ProfileRun::into_changed).unwrap_or_default(),
         };
         if let Err(e) = self.store.save_management(&update).await {
             // Nothing was written: the device gets a 500 and retries; the commands it was
@@ -1032,7 +1132,7 @@ impl Run {
         };
         cmd.updated_at = now;
         let before = cmd.state;
-        Self::apply_status(cmd, session, entry.kind, code);
+        Self::apply_status(cmd, session, entry.kind.clone(), code);
         let action = cmd.action.clone();
         match (before, cmd.state) {
             (b, CommandState::Succeeded) if b != CommandState::Succeeded => {
@@ -1052,7 +1152,11 @@ impl Run {
         code: u16,
     ) {
         match kind {
-            SentKind::Inner => {}
+            SentKind::Inner
+            | SentKind::ProfileApply
+            | SentKind::ProfileSet { .. }
+            | SentKind::ProfileGet { .. }
+            | SentKind::ProfileDelete { .. } => {}
             SentKind::Chunk { last: false } => {
                 if code == 213 {
                     if let Some(o) = session.outgoing.as_mut().filter(|o| o.command_id == cmd.id) {
@@ -1092,6 +1196,18 @@ impl Run {
             }
         }
     }
+}
+
+/// The command of ours a device's Status or Results answers (without MsgRef, a command of
+/// any message of the session, the latest first).
+fn sent_entry(session: &SessionState, cmd_ref: &str, msg_ref: Option<&str>) -> Option<SentCommand> {
+    let msg_ref = msg_ref.map(|m| m.trim().parse::<u32>().ok());
+    session
+        .sent
+        .iter()
+        .rev()
+        .find(|e| e.cmd_id == cmd_ref && msg_ref.is_none_or(|m| m == Some(e.msg_id)))
+        .cloned()
 }
 
 /// What a command records of a result too large to keep, so the operator sees why.

@@ -157,6 +157,9 @@ pub struct Device {
     pub dm_info: DmDeviceInfo,
     #[serde(default)]
     pub previous_cert: Option<PreviousCertificate>,
+    /// Static groups the device is in, sorted (every device is also in `all`).
+    #[serde(default)]
+    pub groups: Vec<String>,
 }
 
 impl Device {

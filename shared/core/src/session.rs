@@ -5,9 +5,10 @@ use time::OffsetDateTime;
 
 use crate::commands::QueuedCommand;
 use crate::model::{Device, DeviceCertificate, DeviceStatus, DmDeviceInfo, PreviousCertificate};
+use crate::profiles::DeviceProfile;
 
 /// How a sent SyncML command relates to the queued command it carries.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum SentKind {
     /// The command itself: its Status settles the queued command.
@@ -16,6 +17,26 @@ pub enum SentKind {
     Inner,
     /// One chunk of a large object; `last` settles the command.
     Chunk { last: bool },
+    /// A profile's Atomic (`command_id` is the profile id).
+    ProfileApply,
+    /// The setting at `index` inside a profile's Atomic.
+    ProfileSet { index: usize },
+    /// The Get verifying the setting at `index`.
+    ProfileGet { index: usize },
+    /// The Delete of a node a profile set.
+    ProfileDelete { target: String },
+}
+
+impl SentKind {
+    pub fn is_profile(&self) -> bool {
+        matches!(
+            self,
+            SentKind::ProfileApply
+                | SentKind::ProfileSet { .. }
+                | SentKind::ProfileGet { .. }
+                | SentKind::ProfileDelete { .. }
+        )
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -141,6 +162,8 @@ pub struct ManagementSnapshot {
     /// Pending and sent commands, oldest first, plus any other command this session sent
     /// (its Results may arrive after its Status settled it).
     pub open_commands: Vec<QueuedCommand>,
+    /// The device's profile states, by profile id.
+    pub profiles: Vec<DeviceProfile>,
 }
 
 /// Changes to a device made by a management message; applied inside the write.
@@ -152,6 +175,8 @@ pub struct DevicePatch {
     pub hw_dev_id: Option<String>,
     pub status: Option<DeviceStatus>,
     pub nonces: Option<NonceUpdate>,
+    /// Group membership changes: `(group, member)`.
+    pub groups: Vec<(String, bool)>,
     pub certificate: Option<CertificateSwitch>,
 }
 
@@ -209,6 +234,15 @@ impl DevicePatch {
         if let Some(s) = self.status {
             d.status = s;
         }
+        for (g, member) in &self.groups {
+            let has = d.groups.iter().any(|x| x == g);
+            if *member && !has {
+                d.groups.push(g.clone());
+                d.groups.sort();
+            } else if !*member && has {
+                d.groups.retain(|x| x != g);
+            }
+        }
         if let Some(n) = &self.nonces {
             let c = &mut d.dm_credentials;
             if let Some(current) = &n.current {
@@ -249,4 +283,6 @@ pub struct ManagementUpdate {
     pub session: SessionWrite,
     /// Queued commands whose state, status or results changed (whole records).
     pub commands: Vec<QueuedCommand>,
+    /// Profile states that changed (whole records, upserted).
+    pub profiles: Vec<DeviceProfile>,
 }

@@ -6,6 +6,7 @@ use time::OffsetDateTime;
 
 use crate::commands::QueuedCommand;
 use crate::model::{Device, Page, PageRequest, User};
+use crate::profiles::{DeviceProfile, Group, Profile};
 use crate::session::{ManagementSnapshot, ManagementUpdate};
 
 #[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
@@ -86,6 +87,48 @@ pub trait Store: Send + Sync {
     /// Writes a management message's changes atomically: the device patch, the session
     /// state, and the changed commands. `NotFound` if the device is gone.
     async fn save_management(&self, update: &ManagementUpdate) -> Result<(), StoreError>;
+
+    // ---- Configuration profiles ---------------------------------------------------------
+
+    /// Adds a profile; `Conflict` if its id, or its name (case-insensitively), is taken.
+    async fn create_profile(&self, profile: &Profile) -> Result<(), StoreError>;
+    /// Replaces a profile if its stored `version` is `expect_version` (else `Conflict`);
+    /// `Conflict` too if the new name is another profile's; `NotFound` if there is none.
+    async fn update_profile(
+        &self,
+        profile: &Profile,
+        expect_version: u64,
+    ) -> Result<(), StoreError>;
+    async fn get_profile(&self, id: &str) -> Result<Option<Profile>, StoreError>;
+    /// Every profile, by id. The catalog is small (at most `MAX_PROFILES`): the management
+    /// service caches it per process.
+    async fn list_profiles(&self) -> Result<Vec<Profile>, StoreError>;
+    /// Removes a profile; `false` if there was none. Devices remove its nodes at their next
+    /// session (their state records stay until then).
+    async fn delete_profile(&self, id: &str) -> Result<bool, StoreError>;
+
+    /// Adds a group; `Conflict` if the name is taken.
+    async fn create_group(&self, group: &Group) -> Result<(), StoreError>;
+    async fn get_group(&self, name: &str) -> Result<Option<Group>, StoreError>;
+    /// Every group, by name (bounded like the profile catalog).
+    async fn list_groups(&self) -> Result<Vec<Group>, StoreError>;
+    /// Removes a group; `false` if there was none. Devices keep the name in their `groups`
+    /// until edited, but nothing can target it any more.
+    async fn delete_group(&self, name: &str) -> Result<bool, StoreError>;
+    /// The ids of the devices in a group, by id. Membership is on the device record
+    /// (`Device::groups`, changed through `DevicePatch::groups`), indexed by the store.
+    async fn list_group_devices(
+        &self,
+        group: &str,
+        page: &PageRequest,
+    ) -> Result<Page<String>, StoreError>;
+
+    /// One profile's state on every device that has one, by device id (indexed; no scan).
+    async fn list_profile_devices(
+        &self,
+        profile_id: &str,
+        page: &PageRequest,
+    ) -> Result<Page<DeviceProfile>, StoreError>;
 
     /// Queues a command for its device; `NotFound` if the device is unknown.
     async fn enqueue_command(&self, command: &QueuedCommand) -> Result<(), StoreError>;
