@@ -13,7 +13,12 @@
 //! | open command | `DEV#<id>` | `C#<command id>` | GSI1: `CMDS#<id>` / command id |
 //! | settled command | `DEV#<id>` | `X#<command id>` | GSI1: `CMDS#<id>` / command id |
 //! | session | `DEV#<id>` | `S#<session id>` | `expires` |
+//! | profile state on a device | `DEV#<id>` | `P#<profile id>` | GSI1: `PDEV#<profile id>` / device id |
 //! | spent sign-in token | `TOKEN#<id>` | `TOKEN` | `expires` |
+//! | profile | `PROFILE#<id>` | `PROFILE` | GSI1: `PROFILES` / id; `version` for conditional updates |
+//! | profile name (uniqueness) | `PNAME#<lower-cased name>` | `PNAME` | `profile_id` |
+//! | group | `GROUP#<name>` | `GROUP` | GSI1: `GROUPS` / name |
+//! | group member | `GMEM#<group>` | `D#<device id>` | |
 //!
 //! Access patterns, none of them a Scan:
 //! - device by id: GetItem `DEV#id`/`D`; by HWDevID: GetItem `HW#…`, then the device.
@@ -21,16 +26,29 @@
 //!   written and deleted in the transaction that changes a device's status).
 //! - devices / users page by page: Query GSI1 `DEVICES` / `USERS`.
 //! - a management message's snapshot: one Query on `DEV#id` with `SK < "T"`, which
-//!   returns the open commands (`C#…`, oldest first), the device (`D`) and the sessions
-//!   (`S#…`), but not the settled history (`X#…`).
+//!   returns the open commands (`C#…`, oldest first), the device (`D`), the profile states
+//!   (`P#…`, by profile id) and the sessions (`S#…`), but not the settled history (`X#…`).
 //! - command by id: GetItem `C#…`, else `X#…`; a device's commands: Query GSI1 `CMDS#id`.
 //! - spent tokens: conditional Put (`attribute_not_exists`) inside the enrollment
 //!   transaction; expired ones vanish through TTL.
+//! - profile / group by id: GetItem; the whole catalog: Query GSI1 `PROFILES` / `GROUPS`
+//!   (every page; both are bounded by the admin API).
+//! - a group's devices page by page: Query `GMEM#group` (strongly consistent). The items
+//!   are written and deleted in the transaction that changes a device's `groups`
+//!   (`save_management`, `commit_enrollment`), as for `UBLOCK#`.
+//! - one profile's state on every device, page by page: Query GSI1 `PDEV#profile id`.
 //!
 //! Multi-item changes are transactions: enrollment (token, device, HWDevID index, the
-//! replaced device), command settlement (open → settled) with the session and device, and
-//! enqueueing (with a check that the device exists). Device records carry a version
-//! number; concurrent writers retry on a failed condition.
+//! replaced device, group members), command settlement (open → settled) with the session,
+//! device, group members and profile states, enqueueing (with a check that the device
+//! exists), and profile writes with their name item. Device and profile records carry a
+//! version number; writes are conditional on it (concurrent device writers retry).
+//!
+//! A TransactWriteItems holds at most [`MAX_TRANSACTION_ITEMS`] items (and 4 MB); a
+//! management message writes one item for the device (or its version check), one per
+//! index entry it changes (`UBLOCK#`, `HW#`, each `GMEM#`), one for the session, one per
+//! sent command and two per settled one (put `X#`, delete `C#`), and one per profile
+//! state. A write over the limit is refused before it is sent.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -50,12 +68,15 @@ use serde::de::DeserializeOwned;
 use time::OffsetDateTime;
 use winmdm_core::commands::QueuedCommand;
 use winmdm_core::model::{Device, DeviceStatus, Page, PageRequest, User};
+use winmdm_core::profiles::{DeviceProfile, Group, Profile};
 use winmdm_core::session::{ManagementSnapshot, ManagementUpdate, SessionState, SessionWrite};
 use winmdm_core::store::{EnrollmentCommit, Store, StoreError};
 
 type Item = HashMap<String, AttributeValue>;
 
 const GSI1: &str = "GSI1";
+/// The most items one TransactWriteItems may hold.
+pub const MAX_TRANSACTION_ITEMS: usize = 100;
 /// Attempts at an optimistic read-modify-write before giving up.
 const MAX_ATTEMPTS: u32 = 12;
 
@@ -91,6 +112,51 @@ fn hw_pk(hw: &str) -> String {
 
 fn user_pk(upn: &str) -> String {
     format!("USER#{upn}")
+}
+
+fn profile_pk(id: &str) -> String {
+    format!("PROFILE#{id}")
+}
+
+fn profile_name_pk(name: &str) -> String {
+    format!("PNAME#{}", name.to_lowercase())
+}
+
+fn group_pk(name: &str) -> String {
+    format!("GROUP#{name}")
+}
+
+/// The group-member index entry of a device.
+fn member_key(group: &str, device_id: &str) -> Item {
+    key(format!("GMEM#{group}"), format!("D#{device_id}"))
+}
+
+/// Index entries to write and delete when a device's groups go from `old` to `new`.
+fn group_changes(
+    device_id: &str,
+    old: &[String],
+    new: &[String],
+    table: &str,
+) -> Result<Vec<TransactWriteItem>, StoreError> {
+    let mut items = Vec::new();
+    for g in old.iter().filter(|g| !new.contains(g)) {
+        items.push(delete(member_key(g, device_id), None, &[], table)?);
+    }
+    for g in new.iter().filter(|g| !old.contains(g)) {
+        items.push(put(member_key(g, device_id), None, &[], table)?);
+    }
+    Ok(items)
+}
+
+fn too_many_items(what: &str, count: usize) -> StoreError {
+    StoreError::Unavailable(format!(
+        "{what} would write {count} items; a DynamoDB transaction holds at most \
+         {MAX_TRANSACTION_ITEMS}"
+    ))
+}
+
+fn nu(v: u64) -> AttributeValue {
+    AttributeValue::N(v.to_string())
 }
 
 fn record<T: Serialize>(pk: String, sk: String, value: &T) -> Result<Item, StoreError> {
@@ -353,6 +419,94 @@ impl DynamoStore {
         })
     }
 
+    /// Every record of a GSI1 partition (all pages), in GSI1SK order.
+    async fn query_all<T: DeserializeOwned>(&self, gsi1pk: &str) -> Result<Vec<T>, StoreError> {
+        let mut out = Vec::new();
+        let mut start = None;
+        loop {
+            let page = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .index_name(GSI1)
+                .key_condition_expression("GSI1PK = :p")
+                .expression_attribute_values(":p", s(gsi1pk))
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(unavailable)?;
+            for item in page.items() {
+                out.push(data(item)?);
+            }
+            match page.last_evaluated_key {
+                Some(k) => start = Some(k),
+                None => return Ok(out),
+            }
+        }
+    }
+
+    /// A page of an index partition of the table (`pk`, sort keys `D#<device id>`): the
+    /// device ids, in order.
+    async fn query_device_ids(
+        &self,
+        pk: &str,
+        page: &PageRequest,
+    ) -> Result<Page<String>, StoreError> {
+        let start = match &page.after {
+            Some(c) => {
+                let k = decode_cursor(c)?;
+                if str_attr(&k, "PK") != Some(pk) || k.len() != 2 || !k.contains_key("SK") {
+                    return Err(StoreError::Corrupt("invalid page cursor".into()));
+                }
+                Some(k)
+            }
+            None => None,
+        };
+        let out = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("PK = :pk")
+            .expression_attribute_values(":pk", s(pk))
+            .consistent_read(true)
+            .set_exclusive_start_key(start)
+            .limit(page.limit as i32)
+            .send()
+            .await
+            .map_err(unavailable)?;
+        let items = out
+            .items()
+            .iter()
+            .filter_map(|i| str_attr(i, "SK").and_then(|sk| sk.strip_prefix("D#")))
+            .map(str::to_owned)
+            .collect();
+        Ok(Page {
+            items,
+            next: out.last_evaluated_key().map(encode_cursor),
+        })
+    }
+
+    fn profile_item(&self, p: &Profile) -> Result<Item, StoreError> {
+        let mut item = record(profile_pk(&p.id), "PROFILE".into(), p)?;
+        item.insert("GSI1PK".into(), s("PROFILES"));
+        item.insert("GSI1SK".into(), s(p.id.clone()));
+        item.insert("version".into(), nu(p.version));
+        Ok(item)
+    }
+
+    fn profile_name_item(&self, p: &Profile) -> Item {
+        let mut item = key(profile_name_pk(&p.name), "PNAME");
+        item.insert("profile_id".into(), s(p.id.clone()));
+        item
+    }
+
+    fn profile_state_item(&self, p: &DeviceProfile) -> Result<Item, StoreError> {
+        let mut item = record(dev_pk(&p.device_id), format!("P#{}", p.profile_id), p)?;
+        item.insert("GSI1PK".into(), s(format!("PDEV#{}", p.profile_id)));
+        item.insert("GSI1SK".into(), s(p.device_id.clone()));
+        Ok(item)
+    }
+
     fn device_item(&self, d: &Device, version: i64) -> Result<Item, StoreError> {
         let mut item = record(dev_pk(&d.id), "D".into(), d)?;
         item.insert("GSI1PK".into(), s("DEVICES"));
@@ -401,6 +555,17 @@ impl DynamoStore {
                 .and_then(|i| str_attr(&i, "device_id").map(str::to_owned)),
             None => None,
         };
+        // The record this enrollment supersedes (same hardware, other id): read for its
+        // groups, whose index entries go with it; its delete is conditional on this read.
+        let superseded = match &hw_owner {
+            Some(owner) if owner != &device.id => {
+                let item = self.get(key(dev_pk(owner), "D")).await?;
+                let version = item.as_ref().and_then(|i| num_attr(i, "version"));
+                let dev: Option<Device> = item.as_ref().map(data).transpose()?;
+                Some((version, dev))
+            }
+            _ => None,
+        };
 
         let mut items = Vec::new();
         let mut token_index = None;
@@ -443,12 +608,31 @@ impl DynamoStore {
                     )?);
                     if owner != &device.id {
                         // Re-enrollment of this hardware under a new id: the old record
-                        // is superseded. The index condition above makes this consistent.
-                        items.push(delete(key(dev_pk(owner), "D"), None, &[], t)?);
+                        // is superseded, and leaves its groups. The index condition above
+                        // and the version condition here make this consistent.
+                        let (version, dev) = superseded.clone().unwrap_or((None, None));
+                        let gone = key(dev_pk(owner), "D");
+                        items.push(match (version, &dev) {
+                            (Some(v), Some(_)) => {
+                                delete(gone, Some("version = :v"), &[(":v", n(v))], t)?
+                            }
+                            (None, Some(_)) => {
+                                delete(gone, Some("attribute_not_exists(version)"), &[], t)?
+                            }
+                            (_, None) => delete(gone, Some("attribute_not_exists(PK)"), &[], t)?,
+                        });
+                        if let Some(dev) = &dev {
+                            items.extend(group_changes(owner, &dev.groups, &[], t)?);
+                        }
                     }
                 }
                 None => items.push(put(idx, Some("attribute_not_exists(PK)"), &[], t)?),
             }
+        }
+        let old_groups = existing_dev.as_ref().map_or(&[][..], |d| &d.groups[..]);
+        items.extend(group_changes(&device.id, old_groups, &device.groups, t)?);
+        if items.len() > MAX_TRANSACTION_ITEMS {
+            return Err(too_many_items("this enrollment", items.len()));
         }
         match self.transact(items).await {
             Ok(()) => Ok(true),
@@ -612,6 +796,7 @@ impl Store for DynamoStore {
         let mut device = None;
         let mut session = None;
         let mut open_commands = Vec::new();
+        let mut profiles = Vec::new();
         let wanted_session = format!("S#{session_id}");
         let now = OffsetDateTime::now_utc();
         for item in &items {
@@ -620,6 +805,8 @@ impl Store for DynamoStore {
                 Some(sk) if sk.starts_with("C#") => {
                     open_commands.push(data::<QueuedCommand>(item)?)
                 }
+                // In SK order, which is profile id order.
+                Some(sk) if sk.starts_with("P#") => profiles.push(data::<DeviceProfile>(item)?),
                 Some(sk) if sk == wanted_session => {
                     session = Some(data::<SessionState>(item)?).filter(|s| s.expires_at > now)
                 }
@@ -661,12 +848,30 @@ impl Store for DynamoStore {
             device,
             session,
             open_commands,
+            profiles,
         }))
     }
 
     async fn save_management(&self, update: &ManagementUpdate) -> Result<(), StoreError> {
         let t = &self.table;
         let pk = dev_pk(&update.device_id);
+        if let Some(p) = update
+            .profiles
+            .iter()
+            .find(|p| p.device_id != update.device_id)
+        {
+            return Err(StoreError::Corrupt(format!(
+                "profile state of device {} in a write for device {}",
+                p.device_id, update.device_id
+            )));
+        }
+        // One write per profile (a transaction may not touch an item twice): the last wins.
+        let mut profiles: Vec<&DeviceProfile> = Vec::with_capacity(update.profiles.len());
+        for p in update.profiles.iter().rev() {
+            if !profiles.iter().any(|q| q.profile_id == p.profile_id) {
+                profiles.push(p);
+            }
+        }
         // The record load_management read for this message, if any; a failed condition
         // below means it changed since, and the next attempt reads it afresh.
         let mut cached = self
@@ -706,10 +911,12 @@ impl Store for DynamoStore {
             } else {
                 let had_hw = device.hw_dev_id.is_some();
                 let was_blocked = device.status == DeviceStatus::Blocked;
+                let old_groups = device.groups.clone();
                 update
                     .device
                     .apply(&mut device)
                     .map_err(|e| StoreError::Conflict(e.to_string()))?;
+                items.extend(group_changes(&device.id, &old_groups, &device.groups, t)?);
                 let blocked = device.status == DeviceStatus::Blocked;
                 if was_blocked != blocked {
                     let idx = key(format!("UBLOCK#{}", device.upn), format!("D#{}", device.id));
@@ -757,6 +964,12 @@ impl Store for DynamoStore {
                     )?);
                 }
             }
+            for p in profiles.iter().rev() {
+                items.push(put(self.profile_state_item(p)?, None, &[], t)?);
+            }
+            if items.len() > MAX_TRANSACTION_ITEMS {
+                return Err(too_many_items("this management message", items.len()));
+            }
             match self.transact(items).await {
                 Ok(()) => return Ok(()),
                 Err(TxError::Condition(failed)) => {
@@ -774,6 +987,217 @@ impl Store for DynamoStore {
         Err(StoreError::Unavailable(
             "too much contention on this device; try again".into(),
         ))
+    }
+
+    async fn create_profile(&self, profile: &Profile) -> Result<(), StoreError> {
+        let t = &self.table;
+        for attempt in 0..MAX_ATTEMPTS {
+            let items = vec![
+                put(
+                    self.profile_item(profile)?,
+                    Some("attribute_not_exists(PK)"),
+                    &[],
+                    t,
+                )?,
+                put(
+                    self.profile_name_item(profile),
+                    Some("attribute_not_exists(PK)"),
+                    &[],
+                    t,
+                )?,
+            ];
+            match self.transact(items).await {
+                Ok(()) => return Ok(()),
+                Err(TxError::Condition(failed)) if failed.contains(&0) => {
+                    return Err(StoreError::Conflict(format!("profile {}", profile.id)));
+                }
+                Err(TxError::Condition(failed)) if failed.contains(&1) => {
+                    return Err(StoreError::Conflict(format!(
+                        "a profile named {:?}",
+                        profile.name
+                    )));
+                }
+                // Cancelled by a concurrent transaction on the same items.
+                Err(TxError::Condition(_)) => backoff(attempt).await,
+                Err(TxError::Store(e)) => return Err(e),
+            }
+        }
+        Err(StoreError::Unavailable(
+            "too much contention on this profile; try again".into(),
+        ))
+    }
+
+    async fn update_profile(
+        &self,
+        profile: &Profile,
+        expect_version: u64,
+    ) -> Result<(), StoreError> {
+        let t = &self.table;
+        for attempt in 0..MAX_ATTEMPTS {
+            let Some(current) = self.get(key(profile_pk(&profile.id), "PROFILE")).await? else {
+                return Err(StoreError::NotFound(format!("profile {}", profile.id)));
+            };
+            let stored: Profile = data(&current)?;
+            if stored.version != expect_version {
+                return Err(StoreError::Conflict(format!(
+                    "profile {} at version {} (not {expect_version})",
+                    profile.id, stored.version
+                )));
+            }
+            let mut items = vec![put(
+                self.profile_item(profile)?,
+                Some("version = :v"),
+                &[(":v", nu(expect_version))],
+                t,
+            )?];
+            let mut name_index = None;
+            if profile_name_pk(&stored.name) != profile_name_pk(&profile.name) {
+                // The name moves with the record, in the same transaction.
+                items.push(delete(
+                    key(profile_name_pk(&stored.name), "PNAME"),
+                    Some("attribute_not_exists(PK) OR profile_id = :id"),
+                    &[(":id", s(profile.id.clone()))],
+                    t,
+                )?);
+                name_index = Some(items.len());
+                items.push(put(
+                    self.profile_name_item(profile),
+                    Some("attribute_not_exists(PK)"),
+                    &[],
+                    t,
+                )?);
+            }
+            match self.transact(items).await {
+                Ok(()) => return Ok(()),
+                Err(TxError::Condition(failed))
+                    if name_index.is_some_and(|i| failed.contains(&i)) =>
+                {
+                    return Err(StoreError::Conflict(format!(
+                        "a profile named {:?}",
+                        profile.name
+                    )));
+                }
+                // The record changed (or went) since the read: the next read tells which.
+                Err(TxError::Condition(_)) => backoff(attempt).await,
+                Err(TxError::Store(e)) => return Err(e),
+            }
+        }
+        Err(StoreError::Unavailable(
+            "too much contention on this profile; try again".into(),
+        ))
+    }
+
+    async fn get_profile(&self, id: &str) -> Result<Option<Profile>, StoreError> {
+        self.get(key(profile_pk(id), "PROFILE"))
+            .await?
+            .as_ref()
+            .map(data)
+            .transpose()
+    }
+
+    async fn list_profiles(&self) -> Result<Vec<Profile>, StoreError> {
+        self.query_all("PROFILES").await
+    }
+
+    async fn delete_profile(&self, id: &str) -> Result<bool, StoreError> {
+        let t = &self.table;
+        for attempt in 0..MAX_ATTEMPTS {
+            let Some(current) = self.get(key(profile_pk(id), "PROFILE")).await? else {
+                return Ok(false);
+            };
+            let stored: Profile = data(&current)?;
+            let version = match current.get("version") {
+                Some(v) => v.clone(),
+                None => nu(stored.version),
+            };
+            let items = vec![
+                delete(
+                    key(profile_pk(id), "PROFILE"),
+                    Some("version = :v"),
+                    &[(":v", version)],
+                    t,
+                )?,
+                delete(
+                    key(profile_name_pk(&stored.name), "PNAME"),
+                    Some("attribute_not_exists(PK) OR profile_id = :id"),
+                    &[(":id", s(id))],
+                    t,
+                )?,
+            ];
+            match self.transact(items).await {
+                Ok(()) => return Ok(true),
+                Err(TxError::Condition(_)) => backoff(attempt).await,
+                Err(TxError::Store(e)) => return Err(e),
+            }
+        }
+        Err(StoreError::Unavailable(
+            "too much contention on this profile; try again".into(),
+        ))
+    }
+
+    async fn create_group(&self, group: &Group) -> Result<(), StoreError> {
+        let mut item = record(group_pk(&group.name), "GROUP".into(), group)?;
+        item.insert("GSI1PK".into(), s("GROUPS"));
+        item.insert("GSI1SK".into(), s(group.name.clone()));
+        let r = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .condition_expression("attribute_not_exists(PK)")
+            .send()
+            .await;
+        match r {
+            Ok(_) => Ok(()),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|se| se.is_conditional_check_failed_exception()) =>
+            {
+                Err(StoreError::Conflict(format!("group {}", group.name)))
+            }
+            Err(e) => Err(unavailable(e)),
+        }
+    }
+
+    async fn get_group(&self, name: &str) -> Result<Option<Group>, StoreError> {
+        self.get(key(group_pk(name), "GROUP"))
+            .await?
+            .as_ref()
+            .map(data)
+            .transpose()
+    }
+
+    async fn list_groups(&self) -> Result<Vec<Group>, StoreError> {
+        self.query_all("GROUPS").await
+    }
+
+    async fn delete_group(&self, name: &str) -> Result<bool, StoreError> {
+        let out = self
+            .client
+            .delete_item()
+            .table_name(&self.table)
+            .set_key(Some(key(group_pk(name), "GROUP")))
+            .return_values(aws_sdk_dynamodb::types::ReturnValue::AllOld)
+            .send()
+            .await
+            .map_err(unavailable)?;
+        Ok(out.attributes.is_some_and(|a| !a.is_empty()))
+    }
+
+    async fn list_group_devices(
+        &self,
+        group: &str,
+        page: &PageRequest,
+    ) -> Result<Page<String>, StoreError> {
+        self.query_device_ids(&format!("GMEM#{group}"), page).await
+    }
+
+    async fn list_profile_devices(
+        &self,
+        profile_id: &str,
+        page: &PageRequest,
+    ) -> Result<Page<DeviceProfile>, StoreError> {
+        self.query_page(&format!("PDEV#{profile_id}"), page).await
     }
 
     async fn enqueue_command(&self, command: &QueuedCommand) -> Result<(), StoreError> {

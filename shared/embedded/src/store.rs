@@ -14,6 +14,14 @@
 //! - `sessions`: `"<device id>/<session id>"` → `SessionState`
 //! - `commands`: `"<device id>/<command id>"` → `QueuedCommand` (ids sort by creation time)
 //! - `open_commands`: the same keys, for pending and sent commands only
+//! - `blocked_by_user`: `"<upn>\0<device id>"` → (), the blocked devices of a user
+//! - `profiles`: profile id → `Profile`
+//! - `profile_names`: lower-cased profile name → profile id (names are unique, any case)
+//! - `groups`: group name → `Group`
+//! - `group_devices`: `"<group>\0<device id>"` → (), the index of `Device::groups`,
+//!   maintained by every write of a device record
+//! - `device_profiles`: `"<device id>/<profile id>"` → `DeviceProfile`
+//! - `profile_devices`: `"<profile id>\0<device id>"` → (), the same states by profile
 //!
 //! Device ids never contain `/` (enrollment validates them), so `"<device id>/"` prefixes
 //! select exactly one device's rows.
@@ -30,6 +38,7 @@ use serde::de::DeserializeOwned;
 use time::OffsetDateTime;
 use winmdm_core::commands::QueuedCommand;
 use winmdm_core::model::{Device, DeviceStatus, Page, PageRequest, User};
+use winmdm_core::profiles::{DeviceProfile, Group, Profile};
 use winmdm_core::session::{ManagementSnapshot, ManagementUpdate, SessionState, SessionWrite};
 use winmdm_core::store::{EnrollmentCommit, Store, StoreError};
 
@@ -44,8 +53,50 @@ const OPEN_COMMANDS: TableDefinition<&str, ()> = TableDefinition::new("open_comm
 /// Blocked devices by user: `<upn>\0<device id>`.
 const BLOCKED_BY_USER: TableDefinition<&str, ()> = TableDefinition::new("blocked_by_user");
 
+const PROFILES: TableDefinition<&str, &[u8]> = TableDefinition::new("profiles");
+/// Lower-cased profile name → profile id.
+const PROFILE_NAMES: TableDefinition<&str, &str> = TableDefinition::new("profile_names");
+const GROUPS: TableDefinition<&str, &[u8]> = TableDefinition::new("groups");
+/// Group members: `<group>\0<device id>`.
+const GROUP_DEVICES: TableDefinition<&str, ()> = TableDefinition::new("group_devices");
+/// Profile states: `<device id>/<profile id>` → `DeviceProfile`.
+const DEVICE_PROFILES: TableDefinition<&str, &[u8]> = TableDefinition::new("device_profiles");
+/// Profile states by profile: `<profile id>\0<device id>`.
+const PROFILE_DEVICES: TableDefinition<&str, ()> = TableDefinition::new("profile_devices");
+
 fn blocked_key(upn: &str, device_id: &str) -> String {
     format!("{upn}\0{device_id}")
+}
+
+fn member_key(group: &str, device_id: &str) -> String {
+    format!("{group}\0{device_id}")
+}
+
+fn profile_device_key(profile_id: &str, device_id: &str) -> String {
+    format!("{profile_id}\0{device_id}")
+}
+
+fn profile_name_key(name: &str) -> String {
+    name.to_lowercase()
+}
+
+/// Brings the group index in line with a device record's change from `old` to `new`
+/// groups (either side empty for a record written or removed).
+fn index_groups(
+    idx: &mut redb::Table<&str, ()>,
+    device_id: &str,
+    old: &[String],
+    new: &[String],
+) -> Result<(), StoreError> {
+    for g in old.iter().filter(|g| !new.contains(g)) {
+        idx.remove(member_key(g, device_id).as_str())
+            .map_err(unavailable)?;
+    }
+    for g in new.iter().filter(|g| !old.contains(g)) {
+        idx.insert(member_key(g, device_id).as_str(), ())
+            .map_err(unavailable)?;
+    }
+    Ok(())
 }
 
 /// How many expired tokens one enrollment purges, so cleanup cost stays bounded.
@@ -93,6 +144,12 @@ impl RedbStore {
             tx.open_table(COMMANDS).map_err(unavailable)?;
             tx.open_table(OPEN_COMMANDS).map_err(unavailable)?;
             tx.open_table(BLOCKED_BY_USER).map_err(unavailable)?;
+            tx.open_table(PROFILES).map_err(unavailable)?;
+            tx.open_table(PROFILE_NAMES).map_err(unavailable)?;
+            tx.open_table(GROUPS).map_err(unavailable)?;
+            tx.open_table(GROUP_DEVICES).map_err(unavailable)?;
+            tx.open_table(DEVICE_PROFILES).map_err(unavailable)?;
+            tx.open_table(PROFILE_DEVICES).map_err(unavailable)?;
         }
         tx.commit().map_err(unavailable)?;
         Ok(Self { db: Arc::new(db) })
@@ -138,24 +195,10 @@ impl RedbStore {
         prefix: &str,
         page: &PageRequest,
     ) -> Result<Page<T>, StoreError> {
-        let after = match &page.after {
-            Some(c) => Some(
-                B64URL
-                    .decode(c)
-                    .ok()
-                    .and_then(|b| String::from_utf8(b).ok())
-                    .ok_or_else(|| StoreError::Corrupt("invalid page cursor".into()))?,
-            ),
-            None => None,
-        };
+        let after = decode_page_cursor(page)?;
         let tx = db.begin_read().map_err(unavailable)?;
         let t = tx.open_table(table).map_err(unavailable)?;
-        // Start at the cursor (which must lie inside this prefix) or at the prefix.
-        let start = match &after {
-            Some(a) if a.starts_with(prefix) => std::ops::Bound::Excluded(a.as_str()),
-            Some(_) => return Err(StoreError::Corrupt("invalid page cursor".into())),
-            None => std::ops::Bound::Included(prefix),
-        };
+        let start = page_start(&after, prefix)?;
         let range = t
             .range::<&str>((start, std::ops::Bound::Unbounded))
             .map_err(unavailable)?;
@@ -307,6 +350,9 @@ impl Store for RedbStore {
                 let device = &commit.device;
                 let mut devices = tx.open_table(DEVICES).map_err(unavailable)?;
                 let mut by_hw = tx.open_table(DEVICES_BY_HW).map_err(unavailable)?;
+                let mut members = tx.open_table(GROUP_DEVICES).map_err(unavailable)?;
+                // The groups of the record this one replaces, if any.
+                let mut old_groups = Vec::new();
 
                 if let Some(existing) = devices.get(device.id.as_str()).map_err(unavailable)? {
                     let existing: Device = decode(existing.value())?;
@@ -322,6 +368,7 @@ impl Store for RedbStore {
                     if let Some(old) = &existing.hw_dev_id {
                         by_hw.remove(hw_key(old).as_str()).map_err(unavailable)?;
                     }
+                    old_groups = existing.groups;
                 }
                 if let Some(hw) = &device.hw_dev_id {
                     let key = hw_key(hw);
@@ -333,13 +380,21 @@ impl Store for RedbStore {
                         && prev_id != device.id
                     {
                         // Re-enrollment of the same hardware under a new id: the old
-                        // record is superseded.
-                        devices.remove(prev_id.as_str()).map_err(unavailable)?;
+                        // record is superseded, and leaves its groups.
+                        let prev = devices
+                            .remove(prev_id.as_str())
+                            .map_err(unavailable)?
+                            .map(|v| decode::<Device>(v.value()))
+                            .transpose()?;
+                        if let Some(prev) = prev {
+                            index_groups(&mut members, &prev.id, &prev.groups, &[])?;
+                        }
                     }
                     by_hw
                         .insert(key.as_str(), device.id.as_str())
                         .map_err(unavailable)?;
                 }
+                index_groups(&mut members, &device.id, &old_groups, &device.groups)?;
                 devices
                     .insert(device.id.as_str(), encode(device)?.as_slice())
                     .map_err(unavailable)?;
@@ -390,16 +445,40 @@ impl Store for RedbStore {
                     open_commands.push(decode(v.value())?);
                 }
             }
+            let states = tx.open_table(DEVICE_PROFILES).map_err(unavailable)?;
+            let mut profiles = Vec::new();
+            let prefix = format!("{device_id}/");
+            for entry in states
+                .range::<&str>(prefix.as_str()..)
+                .map_err(unavailable)?
+            {
+                let (k, v) = entry.map_err(unavailable)?;
+                if !k.value().starts_with(&prefix) {
+                    break;
+                }
+                profiles.push(decode(v.value())?);
+            }
             Ok(Some(ManagementSnapshot {
                 device,
                 session,
                 open_commands,
+                profiles,
             }))
         })
         .await
     }
 
     async fn save_management(&self, update: &ManagementUpdate) -> Result<(), StoreError> {
+        if let Some(p) = update
+            .profiles
+            .iter()
+            .find(|p| p.device_id != update.device_id)
+        {
+            return Err(StoreError::Corrupt(format!(
+                "profile state of device {} in a write for device {}",
+                p.device_id, update.device_id
+            )));
+        }
         let update = update.clone();
         self.blocking(move |db| {
             let now = OffsetDateTime::now_utc();
@@ -418,10 +497,15 @@ impl Store for RedbStore {
                 if !update.device.is_empty() {
                     let had_hw = device.hw_dev_id.is_some();
                     let was_blocked = device.status == DeviceStatus::Blocked;
+                    let old_groups = device.groups.clone();
                     update
                         .device
                         .apply(&mut device)
                         .map_err(|e| StoreError::Conflict(e.to_string()))?;
+                    if old_groups != device.groups {
+                        let mut members = tx.open_table(GROUP_DEVICES).map_err(unavailable)?;
+                        index_groups(&mut members, &device.id, &old_groups, &device.groups)?;
+                    }
                     let blocked = device.status == DeviceStatus::Blocked;
                     if was_blocked != blocked {
                         let mut idx = tx.open_table(BLOCKED_BY_USER).map_err(unavailable)?;
@@ -492,8 +576,225 @@ impl Store for RedbStore {
                         open.remove(key.as_str()).map_err(unavailable)?;
                     }
                 }
+
+                if !update.profiles.is_empty() {
+                    let mut states = tx.open_table(DEVICE_PROFILES).map_err(unavailable)?;
+                    let mut by_profile = tx.open_table(PROFILE_DEVICES).map_err(unavailable)?;
+                    for p in &update.profiles {
+                        states
+                            .insert(
+                                row_key(&p.device_id, &p.profile_id).as_str(),
+                                encode(p)?.as_slice(),
+                            )
+                            .map_err(unavailable)?;
+                        by_profile
+                            .insert(profile_device_key(&p.profile_id, &p.device_id).as_str(), ())
+                            .map_err(unavailable)?;
+                    }
+                }
             }
             tx.commit().map_err(unavailable)
+        })
+        .await
+    }
+
+    async fn create_profile(&self, profile: &Profile) -> Result<(), StoreError> {
+        let profile = profile.clone();
+        self.blocking(move |db| {
+            let tx = db.begin_write().map_err(unavailable)?;
+            {
+                let mut t = tx.open_table(PROFILES).map_err(unavailable)?;
+                let mut names = tx.open_table(PROFILE_NAMES).map_err(unavailable)?;
+                if t.get(profile.id.as_str()).map_err(unavailable)?.is_some() {
+                    return Err(StoreError::Conflict(format!("profile {}", profile.id)));
+                }
+                let name = profile_name_key(&profile.name);
+                if names.get(name.as_str()).map_err(unavailable)?.is_some() {
+                    return Err(StoreError::Conflict(format!(
+                        "a profile named {:?}",
+                        profile.name
+                    )));
+                }
+                t.insert(profile.id.as_str(), encode(&profile)?.as_slice())
+                    .map_err(unavailable)?;
+                names
+                    .insert(name.as_str(), profile.id.as_str())
+                    .map_err(unavailable)?;
+            }
+            tx.commit().map_err(unavailable)
+        })
+        .await
+    }
+
+    async fn update_profile(
+        &self,
+        profile: &Profile,
+        expect_version: u64,
+    ) -> Result<(), StoreError> {
+        let profile = profile.clone();
+        self.blocking(move |db| {
+            let tx = db.begin_write().map_err(unavailable)?;
+            {
+                let mut t = tx.open_table(PROFILES).map_err(unavailable)?;
+                let mut names = tx.open_table(PROFILE_NAMES).map_err(unavailable)?;
+                let stored: Profile = match t.get(profile.id.as_str()).map_err(unavailable)? {
+                    Some(v) => decode(v.value())?,
+                    None => return Err(StoreError::NotFound(format!("profile {}", profile.id))),
+                };
+                if stored.version != expect_version {
+                    return Err(StoreError::Conflict(format!(
+                        "profile {} at version {} (not {expect_version})",
+                        profile.id, stored.version
+                    )));
+                }
+                let (old, new) = (
+                    profile_name_key(&stored.name),
+                    profile_name_key(&profile.name),
+                );
+                if old != new {
+                    if names.get(new.as_str()).map_err(unavailable)?.is_some() {
+                        return Err(StoreError::Conflict(format!(
+                            "a profile named {:?}",
+                            profile.name
+                        )));
+                    }
+                    names.remove(old.as_str()).map_err(unavailable)?;
+                    names
+                        .insert(new.as_str(), profile.id.as_str())
+                        .map_err(unavailable)?;
+                }
+                t.insert(profile.id.as_str(), encode(&profile)?.as_slice())
+                    .map_err(unavailable)?;
+            }
+            tx.commit().map_err(unavailable)
+        })
+        .await
+    }
+
+    async fn get_profile(&self, id: &str) -> Result<Option<Profile>, StoreError> {
+        let id = id.to_owned();
+        self.blocking(move |db| Self::get_json(db, PROFILES, &id))
+            .await
+    }
+
+    async fn list_profiles(&self) -> Result<Vec<Profile>, StoreError> {
+        self.blocking(|db| all_rows(db, PROFILES)).await
+    }
+
+    async fn delete_profile(&self, id: &str) -> Result<bool, StoreError> {
+        let id = id.to_owned();
+        self.blocking(move |db| {
+            let tx = db.begin_write().map_err(unavailable)?;
+            let existed = {
+                let mut t = tx.open_table(PROFILES).map_err(unavailable)?;
+                let removed = t
+                    .remove(id.as_str())
+                    .map_err(unavailable)?
+                    .map(|v| decode::<Profile>(v.value()))
+                    .transpose()?;
+                match removed {
+                    Some(p) => {
+                        let mut names = tx.open_table(PROFILE_NAMES).map_err(unavailable)?;
+                        names
+                            .remove(profile_name_key(&p.name).as_str())
+                            .map_err(unavailable)?;
+                        true
+                    }
+                    None => false,
+                }
+            };
+            tx.commit().map_err(unavailable)?;
+            Ok(existed)
+        })
+        .await
+    }
+
+    async fn create_group(&self, group: &Group) -> Result<(), StoreError> {
+        let group = group.clone();
+        self.blocking(move |db| {
+            let tx = db.begin_write().map_err(unavailable)?;
+            {
+                let mut t = tx.open_table(GROUPS).map_err(unavailable)?;
+                if t.get(group.name.as_str()).map_err(unavailable)?.is_some() {
+                    return Err(StoreError::Conflict(format!("group {}", group.name)));
+                }
+                t.insert(group.name.as_str(), encode(&group)?.as_slice())
+                    .map_err(unavailable)?;
+            }
+            tx.commit().map_err(unavailable)
+        })
+        .await
+    }
+
+    async fn get_group(&self, name: &str) -> Result<Option<Group>, StoreError> {
+        let name = name.to_owned();
+        self.blocking(move |db| Self::get_json(db, GROUPS, &name))
+            .await
+    }
+
+    async fn list_groups(&self) -> Result<Vec<Group>, StoreError> {
+        self.blocking(|db| all_rows(db, GROUPS)).await
+    }
+
+    async fn delete_group(&self, name: &str) -> Result<bool, StoreError> {
+        let name = name.to_owned();
+        self.blocking(move |db| {
+            let tx = db.begin_write().map_err(unavailable)?;
+            let existed = {
+                let mut t = tx.open_table(GROUPS).map_err(unavailable)?;
+                t.remove(name.as_str()).map_err(unavailable)?.is_some()
+            };
+            tx.commit().map_err(unavailable)?;
+            Ok(existed)
+        })
+        .await
+    }
+
+    async fn list_group_devices(
+        &self,
+        group: &str,
+        page: &PageRequest,
+    ) -> Result<Page<String>, StoreError> {
+        let prefix = member_key(group, "");
+        let page = page.clone();
+        self.blocking(move |db| {
+            let tx = db.begin_read().map_err(unavailable)?;
+            let idx = tx.open_table(GROUP_DEVICES).map_err(unavailable)?;
+            page_index_keys(&idx, &prefix, &page)
+        })
+        .await
+    }
+
+    async fn list_profile_devices(
+        &self,
+        profile_id: &str,
+        page: &PageRequest,
+    ) -> Result<Page<DeviceProfile>, StoreError> {
+        let profile_id = profile_id.to_owned();
+        let page = page.clone();
+        self.blocking(move |db| {
+            let tx = db.begin_read().map_err(unavailable)?;
+            let idx = tx.open_table(PROFILE_DEVICES).map_err(unavailable)?;
+            let states = tx.open_table(DEVICE_PROFILES).map_err(unavailable)?;
+            let ids = page_index_keys(&idx, &profile_device_key(&profile_id, ""), &page)?;
+            let mut items = Vec::with_capacity(ids.items.len());
+            for device_id in &ids.items {
+                match states
+                    .get(row_key(device_id, &profile_id).as_str())
+                    .map_err(unavailable)?
+                {
+                    Some(v) => items.push(decode(v.value())?),
+                    None => {
+                        return Err(StoreError::Corrupt(format!(
+                            "profile index names a missing state of {device_id}"
+                        )));
+                    }
+                }
+            }
+            Ok(Page {
+                items,
+                next: ids.next,
+            })
         })
         .await
     }
@@ -554,6 +855,83 @@ impl Store for RedbStore {
 
 fn row_key(device_id: &str, id: &str) -> String {
     format!("{device_id}/{id}")
+}
+
+fn decode_page_cursor(page: &PageRequest) -> Result<Option<String>, StoreError> {
+    match &page.after {
+        Some(c) => B64URL
+            .decode(c)
+            .ok()
+            .and_then(|b| String::from_utf8(b).ok())
+            .map(Some)
+            .ok_or_else(|| StoreError::Corrupt("invalid page cursor".into())),
+        None => Ok(None),
+    }
+}
+
+/// Where a page starts: after the cursor (which must lie inside `prefix`) or at `prefix`.
+fn page_start<'a>(
+    after: &'a Option<String>,
+    prefix: &'a str,
+) -> Result<std::ops::Bound<&'a str>, StoreError> {
+    match after {
+        Some(a) if a.starts_with(prefix) => Ok(std::ops::Bound::Excluded(a.as_str())),
+        Some(_) => Err(StoreError::Corrupt("invalid page cursor".into())),
+        None => Ok(std::ops::Bound::Included(prefix)),
+    }
+}
+
+/// A page of the keys of an index table that start with `prefix`, returned without the
+/// prefix, in key order; the cursor is the last key returned.
+fn page_index_keys(
+    idx: &impl ReadableTable<&'static str, ()>,
+    prefix: &str,
+    page: &PageRequest,
+) -> Result<Page<String>, StoreError> {
+    let after = decode_page_cursor(page)?;
+    let start = page_start(&after, prefix)?;
+    let mut items = Vec::with_capacity(page.limit);
+    let mut last_key = None;
+    let mut more = false;
+    for entry in idx
+        .range::<&str>((start, std::ops::Bound::Unbounded))
+        .map_err(unavailable)?
+    {
+        let (k, _) = entry.map_err(unavailable)?;
+        let k = k.value();
+        let Some(rest) = k.strip_prefix(prefix) else {
+            break;
+        };
+        if items.len() == page.limit {
+            more = true;
+            break;
+        }
+        items.push(rest.to_owned());
+        last_key = Some(k.to_owned());
+    }
+    Ok(Page {
+        items,
+        next: if more {
+            last_key.map(|k| B64URL.encode(k))
+        } else {
+            None
+        },
+    })
+}
+
+/// Every row of a small table, in key order.
+fn all_rows<T: DeserializeOwned>(
+    db: &Database,
+    table: TableDefinition<&str, &[u8]>,
+) -> Result<Vec<T>, StoreError> {
+    let tx = db.begin_read().map_err(unavailable)?;
+    let t = tx.open_table(table).map_err(unavailable)?;
+    let mut out = Vec::new();
+    for entry in t.iter().map_err(unavailable)? {
+        let (_, v) = entry.map_err(unavailable)?;
+        out.push(decode(v.value())?);
+    }
+    Ok(out)
 }
 
 /// Keys of a table's rows for one device.
