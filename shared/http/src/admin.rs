@@ -82,6 +82,9 @@ async fn route(state: &AppState, req: &Request) -> Response {
         .collect();
     let segs: Vec<&str> = segments.iter().map(String::as_str).collect();
     let method = req.method().clone();
+    if let Some(out) = crate::admin_profiles::route(state, req, &segs, &method).await {
+        return finish(out);
+    }
     let result = match (segs.as_slice(), &method) {
         (["users"], &Method::POST) => create_user(state, req).await,
         (["users"], &Method::GET) => list_users(state, req).await,
@@ -103,6 +106,11 @@ async fn route(state: &AppState, req: &Request) -> Response {
         (["devices", _, "commands", _], _) => return respond::method_not_allowed("GET"),
         _ => return json_error(StatusCode::NOT_FOUND, "no such admin resource"),
     };
+    finish(result)
+}
+
+/// The response for an outcome: storage errors become their HTTP answers.
+fn finish(result: Outcome) -> Response {
     result.unwrap_or_else(|e| match e {
         StoreError::Conflict(what) => {
             json_error(StatusCode::CONFLICT, format!("{what} already exists"))
@@ -121,9 +129,9 @@ async fn route(state: &AppState, req: &Request) -> Response {
     })
 }
 
-type Outcome = Result<Response, StoreError>;
+pub(crate) type Outcome = Result<Response, StoreError>;
 
-fn query_page(req: &Request) -> Result<PageRequest, &'static str> {
+pub(crate) fn query_page(req: &Request) -> Result<PageRequest, &'static str> {
     let mut after = None;
     let mut limit = None;
     for (k, v) in url::form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes()) {
@@ -141,7 +149,7 @@ fn query_page(req: &Request) -> Result<PageRequest, &'static str> {
     Ok(PageRequest::new(after, limit))
 }
 
-fn rfc3339(t: time::OffsetDateTime) -> String {
+pub(crate) fn rfc3339(t: time::OffsetDateTime) -> String {
     t.format(&Rfc3339).unwrap_or_default()
 }
 
@@ -164,6 +172,7 @@ pub fn device_json(d: &Device) -> Value {
         "last_seen_at": d.last_seen_at.map(rfc3339),
         "os": d.os,
         "dm_info": d.dm_info,
+        "groups": d.groups,
     })
 }
 
@@ -347,6 +356,7 @@ async fn set_status(state: &AppState, id: &str, status: DeviceStatus) -> Result<
             },
             session: SessionWrite::Keep,
             commands: Vec::new(),
+            profiles: Vec::new(),
         })
         .await
 }

@@ -13,6 +13,7 @@
 //! | `/admin/v1/…` | [`admin`] |
 
 pub mod admin;
+pub mod admin_profiles;
 pub mod auth;
 pub mod client_addr;
 pub mod discovery;
