@@ -38,6 +38,7 @@ pub fn device(id: &str, hw: Option<&str>) -> Device {
         last_seen_at: None,
         dm_info: Default::default(),
         previous_cert: None,
+        groups: Vec::new(),
     }
 }
 
@@ -314,6 +315,7 @@ pub async fn command_queue_and_management_state(store: Arc<dyn Store>) {
             },
             session: SessionWrite::Put(Box::new(session.clone())),
             commands: vec![done.clone()],
+            profiles: Vec::new(),
         })
         .await
         .unwrap();
@@ -361,6 +363,7 @@ pub async fn command_queue_and_management_state(store: Arc<dyn Store>) {
             device: DevicePatch::default(),
             session: SessionWrite::Delete { slot: "1".into() },
             commands: vec![],
+            profiles: Vec::new(),
         })
         .await
         .unwrap();
@@ -380,6 +383,7 @@ pub async fn command_queue_and_management_state(store: Arc<dyn Store>) {
                 device: DevicePatch::default(),
                 session: SessionWrite::Keep,
                 commands: vec![],
+                profiles: Vec::new(),
             })
             .await,
         Err(StoreError::NotFound(_))
@@ -413,6 +417,7 @@ pub async fn write_after_concurrent_change_keeps_both(store: Arc<dyn Store>) {
             },
             session: SessionWrite::Keep,
             commands: vec![],
+            profiles: Vec::new(),
         })
         .await
         .unwrap();
@@ -427,6 +432,7 @@ pub async fn write_after_concurrent_change_keeps_both(store: Arc<dyn Store>) {
             },
             session: SessionWrite::Keep,
             commands: vec![],
+            profiles: Vec::new(),
         })
         .await
         .unwrap();
@@ -437,4 +443,328 @@ pub async fn write_after_concurrent_change_keeps_both(store: Arc<dyn Store>) {
         "the operator's change survives"
     );
     assert_eq!(d.last_seen_at, Some(seen), "and so does the message's");
+}
+
+fn profile(id: &str, name: &str, include: &[&str]) -> winmdm_core::profiles::Profile {
+    use winmdm_core::commands::{ItemSpec, Verb};
+    use winmdm_core::profiles::{Assignment, Profile, ProfileScope, Setting};
+    let now = OffsetDateTime::now_utc().replace_nanosecond(0).unwrap();
+    Profile {
+        id: id.into(),
+        name: name.into(),
+        description: String::new(),
+        scope: ProfileScope::Device,
+        revision: 1,
+        version: 1,
+        settings: vec![Setting {
+            verb: Verb::Replace,
+            item: ItemSpec {
+                target: "./Device/Vendor/MSFT/Policy/Config/Camera/AllowCamera".into(),
+                format: Some("int".into()),
+                type_: None,
+                data: Some("0".into()),
+            },
+        }],
+        assignment: Assignment {
+            include: include.iter().map(|s| s.to_string()).collect(),
+            exclude: Vec::new(),
+        },
+        template: None,
+        created_at: now,
+        updated_at: now,
+    }
+}
+
+/// Profiles (unique names, conditional updates), groups, membership kept on the device
+/// and indexed, and per-device profile states loaded with the management snapshot.
+pub async fn profiles_groups_and_states(store: Arc<dyn Store>) {
+    use winmdm_core::profiles::{DeliveryState, DeviceProfile, Group};
+    use winmdm_core::session::{DevicePatch, ManagementUpdate, SessionWrite};
+
+    // Profiles: ids and names (case-insensitively) are unique.
+    let p1 = profile("p-camera", "Camera off", &["finance"]);
+    store.create_profile(&p1).await.unwrap();
+    assert!(matches!(
+        store.create_profile(&p1).await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert!(matches!(
+        store
+            .create_profile(&profile("p-other", "CAMERA OFF", &["all"]))
+            .await,
+        Err(StoreError::Conflict(_))
+    ));
+    let p2 = profile("p-bitlocker", "BitLocker", &["all"]);
+    store.create_profile(&p2).await.unwrap();
+    assert_eq!(
+        store.get_profile("p-camera").await.unwrap(),
+        Some(p1.clone())
+    );
+    assert_eq!(store.get_profile("p-nope").await.unwrap(), None);
+    let all = store.list_profiles().await.unwrap();
+    assert_eq!(
+        all.iter().map(|p| p.id.as_str()).collect::<Vec<_>>(),
+        ["p-bitlocker", "p-camera"],
+        "by id"
+    );
+
+    // Updates are conditional on the version read.
+    let mut edited = p1.clone();
+    edited.revision = 2;
+    edited.version = 2;
+    edited.name = "Camera disabled".into();
+    assert!(matches!(
+        store.update_profile(&edited, 7).await,
+        Err(StoreError::Conflict(_))
+    ));
+    store.update_profile(&edited, 1).await.unwrap();
+    assert_eq!(
+        store.get_profile("p-camera").await.unwrap(),
+        Some(edited.clone())
+    );
+    assert!(
+        matches!(
+            store.update_profile(&edited, 1).await,
+            Err(StoreError::Conflict(_))
+        ),
+        "a second writer that read version 1 loses"
+    );
+    let mut clash = edited.clone();
+    clash.name = "bitlocker".into();
+    clash.version = 3;
+    assert!(matches!(
+        store.update_profile(&clash, 2).await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert_eq!(
+        store.get_profile("p-camera").await.unwrap(),
+        Some(edited.clone())
+    );
+    assert!(matches!(
+        store
+            .update_profile(&profile("p-nope", "Nope", &[]), 1)
+            .await,
+        Err(StoreError::NotFound(_))
+    ));
+    // The old name was freed by the rename.
+    store
+        .create_profile(&profile("p-camera-2", "camera off", &[]))
+        .await
+        .unwrap();
+    assert!(store.delete_profile("p-camera-2").await.unwrap());
+    assert!(!store.delete_profile("p-camera-2").await.unwrap());
+    // ... and so is a deleted profile's.
+    store
+        .create_profile(&profile("p-camera-3", "Camera off", &[]))
+        .await
+        .unwrap();
+    assert!(store.delete_profile("p-camera-3").await.unwrap());
+
+    // Groups.
+    let now = OffsetDateTime::now_utc().replace_nanosecond(0).unwrap();
+    let group = |name: &str| Group {
+        name: name.into(),
+        description: format!("the {name} team"),
+        created_at: now,
+    };
+    store.create_group(&group("finance")).await.unwrap();
+    store.create_group(&group("eng")).await.unwrap();
+    assert!(matches!(
+        store.create_group(&group("finance")).await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert_eq!(
+        store.get_group("finance").await.unwrap(),
+        Some(group("finance"))
+    );
+    assert_eq!(
+        store
+            .list_groups()
+            .await
+            .unwrap()
+            .iter()
+            .map(|g| g.name.as_str())
+            .collect::<Vec<_>>(),
+        ["eng", "finance"]
+    );
+
+    // Membership lives on the device and is indexed per group, page by page.
+    for i in 0..5 {
+        store
+            .commit_enrollment(&EnrollmentCommit {
+                device: device(&format!("G-DEV-{i}"), None),
+                token: None,
+            })
+            .await
+            .unwrap();
+    }
+    let join = |id: String, changes: Vec<(String, bool)>| {
+        let store = store.clone();
+        async move {
+            store
+                .save_management(&ManagementUpdate {
+                    device_id: id,
+                    device: DevicePatch {
+                        groups: changes,
+                        ..DevicePatch::default()
+                    },
+                    session: SessionWrite::Keep,
+                    commands: vec![],
+                    profiles: vec![],
+                })
+                .await
+                .unwrap()
+        }
+    };
+    for i in 0..5 {
+        join(
+            format!("G-DEV-{i}"),
+            vec![("finance".into(), true), ("eng".into(), i % 2 == 0)],
+        )
+        .await;
+    }
+    let d0 = store.get_device("G-DEV-0").await.unwrap().unwrap();
+    assert_eq!(d0.groups, ["eng", "finance"], "sorted");
+    let mut seen = Vec::new();
+    let mut after = None;
+    loop {
+        let page = store
+            .list_group_devices("finance", &PageRequest::new(after, Some(2)))
+            .await
+            .unwrap();
+        assert!(page.items.len() <= 2);
+        seen.extend(page.items);
+        match page.next {
+            Some(n) => after = Some(n),
+            None => break,
+        }
+    }
+    assert_eq!(
+        seen,
+        (0..5).map(|i| format!("G-DEV-{i}")).collect::<Vec<_>>()
+    );
+    let eng = store
+        .list_group_devices("eng", &PageRequest::new(None, Some(50)))
+        .await
+        .unwrap();
+    assert_eq!(eng.items, ["G-DEV-0", "G-DEV-2", "G-DEV-4"]);
+    join("G-DEV-2".into(), vec![("eng".into(), false)]).await;
+    let eng = store
+        .list_group_devices("eng", &PageRequest::new(None, Some(50)))
+        .await
+        .unwrap();
+    assert_eq!(
+        eng.items,
+        ["G-DEV-0", "G-DEV-4"],
+        "leaving updates the index"
+    );
+    assert_eq!(
+        store.get_device("G-DEV-2").await.unwrap().unwrap().groups,
+        ["finance"]
+    );
+    assert!(store.delete_group("eng").await.unwrap());
+    assert!(!store.delete_group("eng").await.unwrap());
+    assert_eq!(store.get_group("eng").await.unwrap(), None);
+
+    // Profile states: upserted by management writes, loaded with the snapshot in profile
+    // id order, and listed per profile across devices page by page.
+    let state = |dev: &str, p: &str, s: DeliveryState| {
+        let mut st = DeviceProfile::new(dev, p, 1, now);
+        st.state = s;
+        st
+    };
+    store
+        .save_management(&ManagementUpdate {
+            device_id: "G-DEV-0".into(),
+            device: DevicePatch::default(),
+            session: SessionWrite::Keep,
+            commands: vec![],
+            profiles: vec![
+                state("G-DEV-0", "p-camera", DeliveryState::Sent),
+                state("G-DEV-0", "p-bitlocker", DeliveryState::Sent),
+            ],
+        })
+        .await
+        .unwrap();
+    for i in 1..4 {
+        let id = format!("G-DEV-{i}");
+        store
+            .save_management(&ManagementUpdate {
+                device_id: id.clone(),
+                device: DevicePatch::default(),
+                session: SessionWrite::Keep,
+                commands: vec![],
+                profiles: vec![state(&id, "p-camera", DeliveryState::Verified)],
+            })
+            .await
+            .unwrap();
+    }
+    let snap = store
+        .load_management("G-DEV-0", "1")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        snap.profiles,
+        [
+            state("G-DEV-0", "p-bitlocker", DeliveryState::Sent),
+            state("G-DEV-0", "p-camera", DeliveryState::Sent)
+        ]
+    );
+    // An upsert replaces the whole record.
+    let mut verified = state("G-DEV-0", "p-camera", DeliveryState::Verified);
+    verified.last_verified_at = Some(now);
+    verified.applied = vec!["./Device/Vendor/MSFT/Policy/Config/Camera/AllowCamera".into()];
+    store
+        .save_management(&ManagementUpdate {
+            device_id: "G-DEV-0".into(),
+            device: DevicePatch::default(),
+            session: SessionWrite::Keep,
+            commands: vec![],
+            profiles: vec![verified.clone()],
+        })
+        .await
+        .unwrap();
+    let snap = store
+        .load_management("G-DEV-0", "1")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(snap.profiles[1], verified);
+    assert!(
+        store
+            .load_management("G-DEV-4", "1")
+            .await
+            .unwrap()
+            .unwrap()
+            .profiles
+            .is_empty()
+    );
+    let mut listed = Vec::new();
+    let mut after = None;
+    loop {
+        let page = store
+            .list_profile_devices("p-camera", &PageRequest::new(after, Some(3)))
+            .await
+            .unwrap();
+        listed.extend(page.items);
+        match page.next {
+            Some(n) => after = Some(n),
+            None => break,
+        }
+    }
+    assert_eq!(
+        listed
+            .iter()
+            .map(|s| s.device_id.as_str())
+            .collect::<Vec<_>>(),
+        ["G-DEV-0", "G-DEV-1", "G-DEV-2", "G-DEV-3"]
+    );
+    assert_eq!(listed[0], verified);
+    let bl = store
+        .list_profile_devices("p-bitlocker", &PageRequest::new(None, Some(10)))
+        .await
+        .unwrap();
+    assert_eq!(bl.items.len(), 1);
+    assert!(bl.next.is_none());
 }

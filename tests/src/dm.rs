@@ -351,3 +351,32 @@ impl DmClient {
         self.pending_nonce.as_deref()
     }
 }
+
+impl DmClient {
+    /// Answers every server command in `reply` from a modelled CSP tree, as the device
+    /// would: one Status per command in order (one for each command inside an Atomic or
+    /// Sequence too, CmdRef = its CmdID; a strict client sends none for the container
+    /// itself), each successful Get followed by its Results (`Item/Source/LocURI` = the
+    /// Get's target, `Meta/Format` the node's). The tree changes as the commands say (see
+    /// [`crate::csp`]).
+    pub fn answer_from(&mut self, reply: &Reply, tree: &mut crate::csp::CspTree) -> Vec<Command> {
+        let mut out = Vec::new();
+        for c in reply.commands() {
+            for a in tree.apply(c) {
+                if !(a.is_container() && self.mode == ClientMode::Strict) {
+                    out.push(self.status_for(reply, &a.cmd_ref, a.cmd, a.code));
+                }
+                if let Some(items) = a.results {
+                    out.push(Command::Results(Results {
+                        cmd_id: self.cmd_id(),
+                        msg_ref: Some(reply.msg.hdr.msg_id.clone()),
+                        cmd_ref: a.cmd_ref,
+                        meta: None,
+                        items,
+                    }));
+                }
+            }
+        }
+        out
+    }
+}

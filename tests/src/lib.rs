@@ -4,9 +4,11 @@
 pub mod ca_conformance;
 pub mod client;
 pub mod conformance;
+pub mod csp;
 pub mod der;
 pub mod device;
 pub mod dm;
+pub mod fleet;
 pub mod inprocess;
 pub mod messages;
 pub mod moto;

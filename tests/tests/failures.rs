@@ -12,6 +12,7 @@ use winmdm_core::commands::QueuedCommand;
 use winmdm_core::config::{EnrollmentConfig, PreferredAuth};
 use winmdm_core::model::{Device, Page, PageRequest, User};
 use winmdm_core::password::hash_password;
+use winmdm_core::profiles::{DeviceProfile, Group, Profile};
 use winmdm_core::session::{ManagementSnapshot, ManagementUpdate};
 use winmdm_core::store::{EnrollmentCommit, Store, StoreError};
 use winmdm_e2e::HttpResponse;
@@ -88,6 +89,47 @@ impl Store for FlakyStore {
         p: &PageRequest,
     ) -> Result<Page<QueuedCommand>, StoreError> {
         self.inner.list_commands(d, p).await
+    }
+    async fn create_profile(&self, p: &Profile) -> Result<(), StoreError> {
+        self.inner.create_profile(p).await
+    }
+    async fn update_profile(&self, p: &Profile, v: u64) -> Result<(), StoreError> {
+        self.inner.update_profile(p, v).await
+    }
+    async fn get_profile(&self, id: &str) -> Result<Option<Profile>, StoreError> {
+        self.inner.get_profile(id).await
+    }
+    async fn list_profiles(&self) -> Result<Vec<Profile>, StoreError> {
+        self.inner.list_profiles().await
+    }
+    async fn delete_profile(&self, id: &str) -> Result<bool, StoreError> {
+        self.inner.delete_profile(id).await
+    }
+    async fn create_group(&self, g: &Group) -> Result<(), StoreError> {
+        self.inner.create_group(g).await
+    }
+    async fn get_group(&self, n: &str) -> Result<Option<Group>, StoreError> {
+        self.inner.get_group(n).await
+    }
+    async fn list_groups(&self) -> Result<Vec<Group>, StoreError> {
+        self.inner.list_groups().await
+    }
+    async fn delete_group(&self, n: &str) -> Result<bool, StoreError> {
+        self.inner.delete_group(n).await
+    }
+    async fn list_group_devices(
+        &self,
+        g: &str,
+        p: &PageRequest,
+    ) -> Result<Page<String>, StoreError> {
+        self.inner.list_group_devices(g, p).await
+    }
+    async fn list_profile_devices(
+        &self,
+        id: &str,
+        p: &PageRequest,
+    ) -> Result<Page<DeviceProfile>, StoreError> {
+        self.inner.list_profile_devices(id, p).await
     }
 }
 

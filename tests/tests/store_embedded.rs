@@ -47,3 +47,9 @@ async fn write_after_concurrent_change_keeps_both() {
     let (_d, s) = store();
     conformance::write_after_concurrent_change_keeps_both(s).await;
 }
+
+#[tokio::test]
+async fn profiles_groups_and_states() {
+    let (_d, s) = store();
+    conformance::profiles_groups_and_states(s).await;
+}

@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use async_trait::async_trait;
 use winmdm_core::commands::QueuedCommand;
 use winmdm_core::model::{Device, Page, PageRequest, User};
+use winmdm_core::profiles::{DeviceProfile, Group, Profile};
 use winmdm_core::session::{ManagementSnapshot, ManagementUpdate, SessionState, SessionWrite};
 use winmdm_core::store::{EnrollmentCommit, Store, StoreError};
 
@@ -45,6 +46,9 @@ pub struct MemStore {
     hw_index: Mutex<HashMap<String, String>>,
     sessions: Mutex<HashMap<(String, String), SessionState>>,
     commands: Mutex<Vec<QueuedCommand>>,
+    profiles: Mutex<Vec<Profile>>,
+    /// Profile states by (device id, profile id), loaded with the device as DynamoDB does.
+    device_profiles: Mutex<HashMap<(String, String), DeviceProfile>>,
     pub reads: AtomicUsize,
     pub writes: AtomicUsize,
 }
@@ -61,6 +65,33 @@ impl MemStore {
     }
     pub fn add_command(&self, c: QueuedCommand) {
         self.commands.lock().unwrap().push(c);
+    }
+    pub fn add_profile(&self, p: Profile) {
+        self.profiles.lock().unwrap().push(p);
+    }
+    /// The device's profile states (for checking what a benchmark session did).
+    pub fn device_profiles(&self, device_id: &str) -> Vec<DeviceProfile> {
+        let mut v: Vec<DeviceProfile> = self
+            .device_profiles
+            .lock()
+            .unwrap()
+            .values()
+            .filter(|p| p.device_id == device_id)
+            .cloned()
+            .collect();
+        v.sort_by(|a, b| a.profile_id.cmp(&b.profile_id));
+        v
+    }
+    /// Forgets the device's sessions and profile states, as if it had never connected.
+    pub fn forget_sessions_and_profiles(&self, device_id: &str) {
+        self.sessions
+            .lock()
+            .unwrap()
+            .retain(|(d, _), _| d != device_id);
+        self.device_profiles
+            .lock()
+            .unwrap()
+            .retain(|(d, _), _| d != device_id);
     }
     pub fn calls(&self) -> (usize, usize) {
         (
@@ -154,10 +185,12 @@ impl Store for MemStore {
             .filter(|c| c.device_id == device_id && c.state.is_open())
             .cloned()
             .collect();
+        let profiles = self.device_profiles(device_id);
         Ok(Some(ManagementSnapshot {
             device,
             session,
             open_commands,
+            profiles,
         }))
     }
     async fn save_management(&self, u: &ManagementUpdate) -> Result<(), StoreError> {
@@ -188,6 +221,10 @@ impl Store for MemStore {
                 *existing = c.clone();
             }
         }
+        let mut states = self.device_profiles.lock().unwrap();
+        for p in &u.profiles {
+            states.insert((p.device_id.clone(), p.profile_id.clone()), p.clone());
+        }
         Ok(())
     }
     async fn enqueue_command(&self, c: &QueuedCommand) -> Result<(), StoreError> {
@@ -203,6 +240,57 @@ impl Store for MemStore {
         _: &str,
         _: &PageRequest,
     ) -> Result<Page<QueuedCommand>, StoreError> {
+        Err(unused())
+    }
+    async fn create_profile(&self, p: &Profile) -> Result<(), StoreError> {
+        self.writes.fetch_add(1, Ordering::Relaxed);
+        self.add_profile(p.clone());
+        Ok(())
+    }
+    async fn update_profile(&self, _: &Profile, _: u64) -> Result<(), StoreError> {
+        Err(unused())
+    }
+    async fn get_profile(&self, id: &str) -> Result<Option<Profile>, StoreError> {
+        self.reads.fetch_add(1, Ordering::Relaxed);
+        Ok(self
+            .profiles
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|p| p.id == id)
+            .cloned())
+    }
+    async fn list_profiles(&self) -> Result<Vec<Profile>, StoreError> {
+        self.reads.fetch_add(1, Ordering::Relaxed);
+        Ok(self.profiles.lock().unwrap().clone())
+    }
+    async fn delete_profile(&self, _: &str) -> Result<bool, StoreError> {
+        Err(unused())
+    }
+    async fn create_group(&self, _: &Group) -> Result<(), StoreError> {
+        Err(unused())
+    }
+    async fn get_group(&self, _: &str) -> Result<Option<Group>, StoreError> {
+        Err(unused())
+    }
+    async fn list_groups(&self) -> Result<Vec<Group>, StoreError> {
+        Err(unused())
+    }
+    async fn delete_group(&self, _: &str) -> Result<bool, StoreError> {
+        Err(unused())
+    }
+    async fn list_group_devices(
+        &self,
+        _: &str,
+        _: &PageRequest,
+    ) -> Result<Page<String>, StoreError> {
+        Err(unused())
+    }
+    async fn list_profile_devices(
+        &self,
+        _: &str,
+        _: &PageRequest,
+    ) -> Result<Page<DeviceProfile>, StoreError> {
         Err(unused())
     }
 }
