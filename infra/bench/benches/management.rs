@@ -77,7 +77,18 @@ fn management(c: &mut Criterion) {
     rt.block_on(m.service.handle(package1.as_bytes(), Some(&m.cert)))
         .unwrap();
     let (reads, writes) = m.store.calls();
-    println!("store calls for one management message: {reads} read(s), {writes} write(s)");
+    println!(
+        "store calls for a process's first management message (reads the profile catalog): \
+         {reads} read(s), {writes} write(s)"
+    );
+    rt.block_on(m.service.handle(package1.as_bytes(), Some(&m.cert)))
+        .unwrap();
+    let (r2, w2) = m.store.calls();
+    println!(
+        "store calls for a management message (catalog cached): {} read(s), {} write(s)",
+        r2 - reads,
+        w2 - writes
+    );
     c.bench_function("syncml: first package (mTLS, nothing queued)", |b| {
         b.to_async(&rt).iter(|| async {
             m.service
@@ -209,6 +220,7 @@ fn management(c: &mut Criterion) {
                     device: Default::default(),
                     session: winmdm_core::session::SessionWrite::Put(Box::new(session)),
                     commands: vec![],
+                    profiles: Vec::new(),
                 }),
         )
         .unwrap();
@@ -229,7 +241,198 @@ fn management(c: &mut Criterion) {
     });
 }
 
+/// A profile of `n` Policy CSP settings for every device, as an operator would write it.
+fn bench_profile(index: usize, n: usize) -> winmdm_core::profiles::Profile {
+    use winmdm_core::profiles::{Assignment, Profile, ProfileScope, Setting};
+    let now = OffsetDateTime::now_utc();
+    Profile {
+        id: format!("p{index}"),
+        name: format!("Profile {index}"),
+        description: String::new(),
+        scope: ProfileScope::Device,
+        revision: 1,
+        version: 1,
+        settings: (0..n)
+            .map(|i| Setting {
+                verb: Verb::Replace,
+                item: ItemSpec {
+                    target: format!("./Device/Vendor/MSFT/Policy/Config/Bench{index}/Setting{i}"),
+                    format: Some("int".into()),
+                    type_: None,
+                    data: Some(i.to_string()),
+                },
+            })
+            .collect(),
+        assignment: Assignment {
+            include: vec!["all".into()],
+            exclude: Vec::new(),
+        },
+        template: None,
+        created_at: now,
+        updated_at: now,
+    }
+}
+
+/// A device with 5 assigned profiles of 10 settings each: the first package (work out the
+/// desired state, build 5 Atomics and 50 Gets), and the device's answer (5 + 50 Statuses
+/// for the writes, 50 for the Gets and 50 Results to verify).
+fn profiles(c: &mut Criterion) {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Arc::new(LocalCa::open_or_create(dir.path()).unwrap());
+    let device = Device::new();
+    let csr = verify_csr(&device.csr(CsrSignature::Sha256, CsrSubject::Windows), 2048).unwrap();
+    let now = OffsetDateTime::now_utc();
+    let cert = rt
+        .block_on(ca.issue(&IssueRequest {
+            csr: &csr,
+            common_name: &device.device_id,
+            not_before: now - Duration::hours(1),
+            not_after: now + Duration::days(365),
+            idempotency_token: "t",
+        }))
+        .unwrap()
+        .der;
+    let m = managed(ca.clone(), &device, &cert);
+    for i in 0..5 {
+        m.store.add_profile(bench_profile(i, 10));
+    }
+    let mut client = DmClient::new(&device.device_id, SERVER);
+    client.start_session();
+    let package1 = client.message(|c| c.package1("user", &device.hw_dev_id), true);
+
+    // Once through, checked: what the first package carries, what the answer settles,
+    // and the store calls of each message (the catalog is read once per process).
+    let first = rt
+        .block_on(m.service.handle(package1.as_bytes(), Some(&m.cert)))
+        .unwrap();
+    let reply = winmdm_e2e::dm::Reply::parse(first.xml.as_bytes());
+    let atomics = reply
+        .commands()
+        .iter()
+        .filter(|c| matches!(c, Command::Container(k) if k.kind == winmdm_wire::syncml::ContainerKind::Atomic))
+        .count();
+    let gets = reply
+        .item_commands()
+        .iter()
+        .filter(|c| c.verb == winmdm_wire::syncml::ItemVerb::Get)
+        .count();
+    assert_eq!((atomics, gets), (5, 50), "{}", first.xml);
+    let mut tree = winmdm_e2e::csp::CspTree::for_device(&device.device_id, &device.hw_dev_id);
+    let answer_cmds = client.answer_from(&reply, &mut tree);
+    let answer = client.message(|_| answer_cmds, true);
+    let calls = m.store.calls();
+    rt.block_on(m.service.handle(answer.as_bytes(), Some(&m.cert)))
+        .unwrap();
+    let states = m.store.device_profiles(&device.device_id);
+    assert!(
+        states.len() == 5
+            && states
+                .iter()
+                .all(|s| s.state == winmdm_core::profiles::DeliveryState::Verified),
+        "{states:?}"
+    );
+    let after = m.store.calls();
+    println!(
+        "store calls for the verifying message: {} read(s), {} write(s)",
+        after.0 - calls.0,
+        after.1 - calls.1
+    );
+    m.store.forget_sessions_and_profiles(&device.device_id);
+    let before = m.store.calls();
+    rt.block_on(m.service.handle(package1.as_bytes(), Some(&m.cert)))
+        .unwrap();
+    let after = m.store.calls();
+    println!(
+        "store calls for a first package with 5 profiles to send (catalog cached): {} read(s), {} write(s)",
+        after.0 - before.0,
+        after.1 - before.1
+    );
+
+    c.bench_function("profiles: first package, 5 profiles x 10 settings", |b| {
+        b.iter_batched(
+            || m.store.forget_sessions_and_profiles(&device.device_id),
+            |()| {
+                rt.block_on(m.service.handle(package1.as_bytes(), Some(&m.cert)))
+                    .unwrap()
+            },
+            BatchSize::SmallInput,
+        )
+    });
+    c.bench_function("profiles: verifying message, 50 Gets answered", |b| {
+        b.iter_batched(
+            || {
+                m.store.forget_sessions_and_profiles(&device.device_id);
+                rt.block_on(m.service.handle(package1.as_bytes(), Some(&m.cert)))
+                    .unwrap()
+            },
+            |_| {
+                rt.block_on(m.service.handle(answer.as_bytes(), Some(&m.cert)))
+                    .unwrap()
+            },
+            BatchSize::SmallInput,
+        )
+    });
+}
+
+/// The profile engine alone (no parsing, no store): working out 5 profiles x 10 settings
+/// and building their Atomics and Gets, and verifying the device's answer to them
+/// (55 write Statuses, 50 Get Statuses and 50 Results).
+fn profile_engine(c: &mut Criterion) {
+    use winmdm_core::profile_engine::{MESSAGE_OVERHEAD, Outbox, ProfileConfig, ProfileRun};
+    let now = OffsetDateTime::now_utc();
+    let catalog: Vec<_> = (0..5).map(|i| bench_profile(i, 10)).collect();
+    let config = ProfileConfig::default();
+    let groups = vec!["all".to_owned()];
+    let send = || {
+        let mut out = Vec::new();
+        let mut next = 2u32;
+        let mut sent = Vec::new();
+        let mut run = ProfileRun::new(&config, &catalog, "dev", &groups, Vec::new(), now);
+        let mut ob = Outbox {
+            out: &mut out,
+            next_cmd_id: &mut next,
+            sent: &mut sent,
+            msg_id: 1,
+            session_key: "s1",
+            budget: 65_536 - MESSAGE_OVERHEAD,
+            capacity: 65_536 - MESSAGE_OVERHEAD,
+            user_logged_in: true,
+            max_sent: 1_000,
+        };
+        let (n, more) = run.send(&mut ob);
+        assert_eq!((n, more), (5, false));
+        (out, sent, run.into_changed())
+    };
+    let (_, sent, states) = send();
+    let verify = |states: Vec<_>| {
+        let mut run = ProfileRun::new(&config, &catalog, "dev", &groups, states, now);
+        for entry in &sent {
+            run.on_status(entry, 200);
+            if let SentKind::ProfileGet { index } = entry.kind {
+                run.on_results(entry, Some(index.to_string()));
+            }
+        }
+        run.settle();
+        run.into_changed()
+    };
+    let verified = verify(states.clone());
+    assert!(
+        verified.len() == 5
+            && verified
+                .iter()
+                .all(|s| s.state == winmdm_core::profiles::DeliveryState::Verified),
+        "{verified:?}"
+    );
+    c.bench_function("profile engine: desired state + 5 Atomics + 50 Gets", |b| {
+        b.iter(send)
+    });
+    c.bench_function("profile engine: verify 50 Results", |b| {
+        b.iter_batched(|| states.clone(), verify, BatchSize::SmallInput)
+    });
+}
+
 use winmdm_core::store::Store as _;
 
-criterion_group!(benches, management);
+criterion_group!(benches, management, profiles, profile_engine);
 criterion_main!(benches);

@@ -6,8 +6,14 @@
 //! Status and Results). Reports operations per second with p50/p99 latency, then checks
 //! that every device and every command is stored exactly once.
 //!
+//! In `profiles` mode, phase 2 instead creates 5 profiles of 10 settings each, assigned to
+//! every device, and runs rounds of whole sessions (each device answering from its own
+//! modelled CSP tree) until every device has every profile verified; it reports messages
+//! per second and the sessions each device needed, and checks the counts the status API
+//! gives.
+//!
 //! Usage: `cargo run --release -p winmdm-bench --bin loadgen -- [devices] [concurrency]
-//! [on-premise|federated]`.
+//! [on-premise|federated|profiles]`.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -44,7 +50,8 @@ async fn main() {
     let federated = match args.get(3).map(String::as_str) {
         None | Some("on-premise") => false,
         Some("federated") => true,
-        Some(other) => panic!("unknown mode {other}: on-premise or federated"),
+        Some("profiles") => return profiles(devices, concurrency).await,
+        Some(other) => panic!("unknown mode {other}: on-premise, federated or profiles"),
     };
     let s = Arc::new(
         TestServer::start_with(|o| {
@@ -238,5 +245,128 @@ async fn main() {
         "\nchecked: {} devices and {} commands, each stored exactly once",
         ids.len(),
         ids.len()
+    );
+}
+
+/// Profiles per device and settings per profile in `profiles` mode.
+const PROFILES: usize = 5;
+const SETTINGS: usize = 10;
+
+async fn profiles(devices: usize, concurrency: usize) {
+    use winmdm_e2e::fleet::{FleetDevice, Server};
+    let s = Arc::new(TestServer::start().await);
+    let gate = Arc::new(Semaphore::new(concurrency));
+
+    let mut tasks = Vec::new();
+    for _ in 0..devices {
+        let s = s.clone();
+        let gate = gate.clone();
+        tasks.push(tokio::spawn(async move {
+            let _permit = gate.acquire().await.unwrap();
+            let mut d = FleetDevice::enroll(&Server::Local(&s)).await;
+            for p in 0..PROFILES {
+                d.tree
+                    .add_root(&format!("./Vendor/MSFT/Policy/Config/Load{p}/"));
+            }
+            d
+        }));
+    }
+    let mut fleet = Vec::new();
+    for t in tasks {
+        fleet.push(t.await.unwrap());
+    }
+
+    let mut ids = Vec::new();
+    for p in 0..PROFILES {
+        let syncml: String = (0..SETTINGS)
+            .map(|i| {
+                format!(
+                    "<Replace><Item><Meta><Format xmlns=\"syncml:metinf\">int</Format></Meta>\
+                     <Target><LocURI>./Device/Vendor/MSFT/Policy/Config/Load{p}/Setting{i}\
+                     </LocURI></Target><Data>{i}</Data></Item></Replace>"
+                )
+            })
+            .collect();
+        let r = s
+            .admin(
+                "POST",
+                "/profiles",
+                Some(serde_json::json!({
+                    "name": format!("Load {p}"),
+                    "syncml": syncml,
+                    "assignment": {"include": ["all"]},
+                })),
+            )
+            .await;
+        assert_eq!(r.status, 201, "{}", r.text());
+        ids.push(r.json()["id"].as_str().unwrap().to_owned());
+    }
+
+    println!("| operation | count | rate | p50 | p99 |");
+    println!("|---|---|---|---|---|");
+    let started = Instant::now();
+    let mut latencies = Vec::new();
+    let mut messages = 0;
+    let mut rounds = 0;
+    loop {
+        rounds += 1;
+        assert!(rounds <= 5, "not converged after 5 sessions per device");
+        let mut tasks = Vec::new();
+        for mut d in fleet {
+            let s = s.clone();
+            let gate = gate.clone();
+            tasks.push(tokio::spawn(async move {
+                let _permit = gate.acquire().await.unwrap();
+                let t = Instant::now();
+                let n = d.session(&Server::Local(&s)).await;
+                (d, n, t.elapsed())
+            }));
+        }
+        fleet = Vec::new();
+        for t in tasks {
+            let (d, n, took) = t.await.unwrap();
+            fleet.push(d);
+            messages += n;
+            latencies.push(took);
+        }
+        let mut verified = 0;
+        for id in &ids {
+            let st = s
+                .admin("GET", &format!("/profiles/{id}/status"), None)
+                .await
+                .json();
+            assert_eq!(st["targeted"], devices, "{st}");
+            assert_eq!(st["counts"]["failed"].as_u64().unwrap_or(0), 0, "{st}");
+            verified += st["counts"]["verified"].as_u64().unwrap_or(0) as usize;
+        }
+        if verified == devices * PROFILES {
+            break;
+        }
+    }
+    let wall = started.elapsed();
+    report(
+        &format!("management session ({PROFILES} profiles x {SETTINGS} settings to converge)"),
+        &mut latencies,
+        wall,
+    );
+    println!(
+        "\n{messages} messages in {:.2} s: {:.0} messages/s; every device verified all \
+         {PROFILES} profiles after {rounds} session(s) each",
+        wall.as_secs_f64(),
+        messages as f64 / wall.as_secs_f64()
+    );
+    for d in &fleet {
+        for p in 0..PROFILES {
+            for i in 0..SETTINGS {
+                let node = format!("./Device/Vendor/MSFT/Policy/Config/Load{p}/Setting{i}");
+                assert_eq!(d.tree.value(&node), Some(i.to_string().as_str()), "{node}");
+            }
+        }
+    }
+    println!(
+        "checked: {} devices x {} nodes hold the profiles' values; status API counts {} verified",
+        devices,
+        PROFILES * SETTINGS,
+        devices * PROFILES
     );
 }
