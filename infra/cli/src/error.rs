@@ -26,6 +26,8 @@ pub enum CliError {
     Timeout(u64, String),
     #[error("the device answered the command with status {0}")]
     CommandFailed(String),
+    #[error("{0}")]
+    ProfileFailed(String),
     #[error("the admin API failed (HTTP {0}): {1}; try again")]
     Server(u16, String),
     #[error("{0}")]
@@ -43,7 +45,7 @@ impl CliError {
             CliError::Unreachable(..) => 5,
             CliError::Conflict(_) => 6,
             CliError::Timeout(..) => 7,
-            CliError::CommandFailed(_) => 8,
+            CliError::CommandFailed(_) | CliError::ProfileFailed(_) => 8,
         }
     }
 }

@@ -4,6 +4,7 @@ mod api;
 mod config;
 mod error;
 mod output;
+mod profiles;
 mod sigv4;
 
 use std::io::IsTerminal;
@@ -41,14 +42,14 @@ EXIT CODES:
   0 success                      5 the admin API is unreachable
   1 other error                  6 conflict (e.g. the user exists)
   2 invalid usage or request     7 --wait timed out
-  3 not found                    8 the device answered the command with a failure status
-  4 credentials refused";
+  3 not found                    8 a device answered with a failure: the command's status,
+  4 credentials refused            or (profiles --wait) the profile failed on a device";
 
 #[derive(Debug, Parser)]
 #[command(
     name = "winmdm",
     version,
-    about = "Operate a winmdm server: users, devices and the commands sent to them",
+    about = "Operate a winmdm server: users, devices, the commands sent to them, configuration profiles and groups",
     after_help = AFTER_HELP
 )]
 struct Cli {
@@ -94,6 +95,12 @@ enum Command {
     /// Commands queued for devices, and their results.
     #[command(subcommand)]
     Commands(CommandsCmd),
+    /// Configuration profiles: settings every targeted device is kept at.
+    #[command(subcommand)]
+    Profiles(profiles::ProfilesCmd),
+    /// Static groups of devices, which profiles are assigned to.
+    #[command(subcommand)]
+    Groups(profiles::GroupsCmd),
 }
 
 #[derive(Debug, Subcommand)]
@@ -130,6 +137,10 @@ enum DevicesCmd {
         #[arg(long)]
         force: bool,
     },
+    /// The device's profiles: state, revision, last verification, drift, reason.
+    Profiles { id: String },
+    /// Send a profile to the device again at its next session (after a failure).
+    ResendProfile { id: String, profile: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -386,6 +397,14 @@ async fn run(cli: Cli) -> Result<(), CliError> {
                 println!("{id}: removed");
             }
         }
+        Command::Devices(DevicesCmd::Profiles { id }) => {
+            profiles::device_profiles(&api, &id, json_out).await?
+        }
+        Command::Devices(DevicesCmd::ResendProfile { id, profile }) => {
+            profiles::resend(&api, &id, &profile, json_out).await?
+        }
+        Command::Profiles(cmd) => profiles::run(&api, cmd, json_out).await?,
+        Command::Groups(cmd) => profiles::run_groups(&api, cmd, json_out).await?,
         Command::Commands(CommandsCmd::Send(args)) => send(&api, *args, json_out).await?,
         Command::Commands(CommandsCmd::Show { device, id }) => {
             let c = api

@@ -226,3 +226,275 @@ fn profile_file_selects_the_api_and_token() {
         .unwrap();
     assert_eq!(o.status.code(), Some(2));
 }
+
+/// Runs whole sessions of `fleet` (each answering from its CSP tree) until `cli` exits;
+/// returns what it printed and its exit code.
+async fn sessions_until_exit(
+    s: &TestServer,
+    fleet: &mut [winmdm_e2e::fleet::FleetDevice],
+    mut cli: std::process::Child,
+) -> (String, Option<i32>) {
+    use winmdm_e2e::fleet::Server;
+    for _ in 0..200 {
+        for d in fleet.iter_mut() {
+            d.session(&Server::Local(s)).await;
+        }
+        if let Some(status) = cli.try_wait().unwrap() {
+            let mut out = String::new();
+            use std::io::Read;
+            cli.stdout.take().unwrap().read_to_string(&mut out).unwrap();
+            cli.stderr.take().unwrap().read_to_string(&mut out).unwrap();
+            return (out, status.code());
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let _ = cli.kill();
+    panic!("the CLI did not finish");
+}
+
+const CAMERA: &str = "./Device/Vendor/MSFT/Policy/Config/Camera/AllowCamera";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn profiles_and_groups_from_the_command_line() {
+    use winmdm_e2e::fleet::{FleetDevice, Server};
+    let s = TestServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut fleet = vec![
+        FleetDevice::enroll(&Server::Local(&s)).await,
+        FleetDevice::enroll(&Server::Local(&s)).await,
+    ];
+    let (d1, d2) = (fleet[0].id().to_owned(), fleet[1].id().to_owned());
+
+    // A group with one of the two devices.
+    let o = run(winmdm(&s, &["groups", "add", "finance"])).await;
+    assert!(o.status.success(), "{}", text(&o));
+    let o = run(winmdm(&s, &["groups", "add-device", "finance", &d1])).await;
+    assert!(o.status.success(), "{}", text(&o));
+    let o = run(winmdm(&s, &["groups", "add-device", "finance", "NO-SUCH"])).await;
+    assert_eq!(o.status.code(), Some(3), "{}", text(&o));
+    let o = run(winmdm(&s, &["--json", "groups", "show", "finance"])).await;
+    let g: serde_json::Value = serde_json::from_slice(&o.stdout).expect("JSON");
+    assert_eq!(g["devices"], serde_json::json!([d1]));
+
+    // A SyncML profile for the group, followed with --wait while the devices check in.
+    let file = dir.path().join("camera.xml");
+    std::fs::write(
+        &file,
+        format!(
+            "<Replace><Item><Meta><Format xmlns=\"syncml:metinf\">int</Format></Meta>\
+             <Target><LocURI>{CAMERA}</LocURI></Target><Data>0</Data></Item></Replace>"
+        ),
+    )
+    .unwrap();
+    let cli = winmdm(
+        &s,
+        &[
+            "profiles",
+            "add",
+            file.to_str().unwrap(),
+            "--name",
+            "Camera off",
+            "--include",
+            "finance",
+            "--wait",
+            "--timeout",
+            "60",
+        ],
+    )
+    .spawn()
+    .unwrap();
+    let (out, code) = sessions_until_exit(&s, &mut fleet, cli).await;
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("1/1 verified"), "{out}");
+    assert_eq!(fleet[0].tree.value(CAMERA), Some("0"));
+    assert_eq!(fleet[1].tree.value(CAMERA), None, "not in the group");
+
+    let o = run(winmdm(&s, &["--json", "profiles", "list"])).await;
+    let list: serde_json::Value = serde_json::from_slice(&o.stdout).expect("JSON");
+    assert_eq!(list.as_array().unwrap().len(), 1);
+    assert_eq!(list[0]["name"], "Camera off");
+    let o = run(winmdm(&s, &["profiles", "show", "Camera off"])).await;
+    let t = text(&o);
+    assert!(o.status.success(), "{t}");
+    assert!(
+        t.contains(CAMERA) && t.contains(&d1) && t.contains("verified"),
+        "{t}"
+    );
+    assert!(!t.contains(&d2), "{t}");
+    let o = run(winmdm(&s, &["devices", "profiles", &d1])).await;
+    assert!(
+        text(&o).contains("Camera off") && text(&o).contains("verified"),
+        "{}",
+        text(&o)
+    );
+
+    // Re-assigned to every device; the second converges.
+    let cli = winmdm(
+        &s,
+        &[
+            "profiles",
+            "assign",
+            "Camera off",
+            "--include",
+            "all",
+            "--wait",
+            "--timeout",
+            "60",
+        ],
+    )
+    .spawn()
+    .unwrap();
+    let (out, code) = sessions_until_exit(&s, &mut fleet, cli).await;
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("2/2 verified"), "{out}");
+    assert_eq!(fleet[1].tree.value(CAMERA), Some("0"));
+
+    // Templates, with typed and checked parameters.
+    let o = run(winmdm(&s, &["profiles", "templates"])).await;
+    assert!(
+        text(&o).contains("bitlocker") && text(&o).contains("min_length"),
+        "{}",
+        text(&o)
+    );
+    let o = run(winmdm(
+        &s,
+        &[
+            "profiles",
+            "from-template",
+            "password",
+            "--name",
+            "Passwords",
+            "--param",
+            "min_length=14",
+        ],
+    ))
+    .await;
+    assert!(o.status.success(), "{}", text(&o));
+    let o = run(winmdm(&s, &["--json", "profiles", "show", "Passwords"])).await;
+    let p: serde_json::Value = serde_json::from_slice(&o.stdout).expect("JSON");
+    assert!(
+        p["settings"].as_array().unwrap().iter().any(|x| x["target"]
+            .as_str()
+            .unwrap()
+            .ends_with("MinDevicePasswordLength")
+            && x["data"] == "14"),
+        "{p}"
+    );
+    let o = run(winmdm(
+        &s,
+        &[
+            "profiles",
+            "from-template",
+            "password",
+            "--name",
+            "P2",
+            "--param",
+            "min_length=99",
+        ],
+    ))
+    .await;
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    let o = run(winmdm(
+        &s,
+        &[
+            "profiles",
+            "from-template",
+            "password",
+            "--name",
+            "P3",
+            "--param",
+            "nope=1",
+        ],
+    ))
+    .await;
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(
+        text(&o).contains("min_length"),
+        "names what it takes: {}",
+        text(&o)
+    );
+
+    // Invalid profiles are refused with the element named; names are unique.
+    let bad = dir.path().join("exec.xml");
+    std::fs::write(
+        &bad,
+        "<Exec><Item><Target><LocURI>./Device/Vendor/MSFT/Reboot/RebootNow</LocURI></Target></Item></Exec>",
+    )
+    .unwrap();
+    let o = run(winmdm(
+        &s,
+        &["profiles", "add", bad.to_str().unwrap(), "--name", "X"],
+    ))
+    .await;
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("Exec"), "{}", text(&o));
+    let o = run(winmdm(
+        &s,
+        &[
+            "profiles",
+            "add",
+            file.to_str().unwrap(),
+            "--name",
+            "Camera off",
+        ],
+    ))
+    .await;
+    assert_eq!(o.status.code(), Some(6), "{}", text(&o));
+
+    // A profile a device cannot apply: --wait ends with exit code 8 and the reason shows.
+    let unsupported = dir.path().join("unsupported.json");
+    std::fs::write(
+        &unsupported,
+        r#"{"settings":[{"target":"./Device/Vendor/MSFT/NoSuchCsp/Setting","format":"int","data":"1"}]}"#,
+    )
+    .unwrap();
+    let cli = winmdm(
+        &s,
+        &[
+            "profiles",
+            "add",
+            unsupported.to_str().unwrap(),
+            "--name",
+            "Unsupported",
+            "--include",
+            "finance",
+            "--wait",
+            "--timeout",
+            "60",
+        ],
+    )
+    .spawn()
+    .unwrap();
+    let (out, code) = sessions_until_exit(&s, &mut fleet, cli).await;
+    assert_eq!(code, Some(8), "{out}");
+    assert!(out.contains("1 failed"), "{out}");
+    let o = run(winmdm(&s, &["devices", "profiles", &d1])).await;
+    assert!(
+        text(&o).contains("NoSuchCsp"),
+        "the reason names the node: {}",
+        text(&o)
+    );
+    let o = run(winmdm(
+        &s,
+        &["devices", "resend-profile", &d1, "Unsupported"],
+    ))
+    .await;
+    assert!(o.status.success(), "{}", text(&o));
+
+    // Deleting: the profile goes and the device's node with it.
+    let o = run(winmdm(&s, &["profiles", "delete", "Camera off"])).await;
+    assert!(o.status.success(), "{}", text(&o));
+    for d in fleet.iter_mut() {
+        d.session(&Server::Local(&s)).await;
+    }
+    assert_eq!(fleet[0].tree.value(CAMERA), None, "removed from the device");
+    let o = run(winmdm(&s, &["profiles", "show", "Camera off"])).await;
+    assert_eq!(o.status.code(), Some(3), "{}", text(&o));
+    let o = run(winmdm(&s, &["profiles", "delete", "Unsupported"])).await;
+    assert!(o.status.success(), "{}", text(&o));
+    let o = run(winmdm(&s, &["groups", "delete", "finance"])).await;
+    assert!(o.status.success(), "{}", text(&o));
+    let o = run(winmdm(&s, &["groups", "show", "finance"])).await;
+    assert_eq!(o.status.code(), Some(3), "{}", text(&o));
+    s.shutdown().await;
+}
