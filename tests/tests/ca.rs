@@ -21,6 +21,190 @@ async fn acm_private_ca_on_moto() {
     issues_certificates_that_chain(&ca, false).await;
 }
 
+/// Records the KMS operations a client calls (its `X-Amz-Target` headers).
+#[derive(Debug, Default, Clone)]
+struct KmsCalls(std::sync::Arc<std::sync::Mutex<Vec<String>>>);
+
+impl kms::config::Intercept for KmsCalls {
+    fn name(&self) -> &'static str {
+        "KmsCalls"
+    }
+
+    fn read_before_transmit(
+        &self,
+        ctx: &kms::config::interceptors::BeforeTransmitInterceptorContextRef<'_>,
+        _: &kms::config::RuntimeComponents,
+        _: &mut kms::config::ConfigBag,
+    ) -> Result<(), kms::error::BoxError> {
+        if let Some(t) = ctx.request().headers().get("x-amz-target") {
+            self.0
+                .lock()
+                .unwrap()
+                .push(t.trim_start_matches("TrentService.").to_owned());
+        }
+        Ok(())
+    }
+}
+
+use winmdm_aws::aws_sdk_kms as kms;
+
+async fn kms_key(
+    client: &kms::Client,
+    spec: kms::types::KeySpec,
+    usage: kms::types::KeyUsageType,
+) -> String {
+    client
+        .create_key()
+        .key_spec(spec)
+        .key_usage(usage)
+        .send()
+        .await
+        .expect("create key")
+        .key_metadata
+        .unwrap()
+        .key_id
+}
+
+/// `openssl verify` as the independent verifier: the chain, the signature and the
+/// purpose (TLS client).
+fn openssl_verifies(root_der: &[u8], cert_der: &[u8]) -> Result<(), String> {
+    let dir = tempfile::tempdir().unwrap();
+    let (root, cert) = (dir.path().join("root.der"), dir.path().join("cert.der"));
+    std::fs::write(&root, root_der).unwrap();
+    std::fs::write(&cert, cert_der).unwrap();
+    let pem = |der: &std::path::Path| {
+        let out = dir
+            .path()
+            .join(der.file_name().unwrap())
+            .with_extension("pem");
+        let ok = std::process::Command::new("openssl")
+            .args(["x509", "-inform", "DER", "-in"])
+            .arg(der)
+            .arg("-out")
+            .arg(&out)
+            .status()
+            .expect("openssl runs")
+            .success();
+        assert!(ok, "openssl reads {}", der.display());
+        out
+    };
+    let (root, cert) = (pem(&root), pem(&cert));
+    let o = std::process::Command::new("openssl")
+        .args(["verify", "-x509_strict", "-purpose", "sslclient", "-CAfile"])
+        .arg(&root)
+        .arg(&cert)
+        .output()
+        .expect("openssl runs");
+    if o.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        ))
+    }
+}
+
+/// The KMS-keyed CA on moto's KMS (real RSA and ECDSA signatures): the CA suite, an
+/// independent verifier, and one KMS call per certificate.
+#[tokio::test]
+async fn kms_ca_on_moto() {
+    use kms::types::{KeySpec, KeyUsageType};
+    let moto = Moto::start().await;
+    let calls = KmsCalls::default();
+    let client = kms::Client::from_conf(
+        kms::config::Builder::from(&moto.sdk_config().await)
+            .interceptor(calls.clone())
+            .build(),
+    );
+    for spec in [KeySpec::Rsa2048, KeySpec::EccNistP256] {
+        let key = kms_key(&client, spec.clone(), KeyUsageType::SignVerify).await;
+        let root = winmdm_aws::kms_ca::create_root(
+            &client,
+            &key,
+            "winmdm device CA",
+            time::Duration::days(3650),
+        )
+        .await
+        .expect("root made through KMS");
+        openssl_verifies(&root, &root).expect("the root verifies as its own anchor");
+        let ca =
+            winmdm_aws::KmsCa::new(client.clone(), key.clone(), root.clone(), None).expect("CA");
+        issues_certificates_that_chain(&ca, true).await;
+
+        calls.0.lock().unwrap().clear();
+        let device = winmdm_e2e::device::Device::new();
+        let csr = winmdm_core::csr::verify_csr(
+            &device.csr(
+                winmdm_e2e::device::CsrSignature::Sha256,
+                winmdm_e2e::device::CsrSubject::Windows,
+            ),
+            2048,
+        )
+        .unwrap();
+        let now = time::OffsetDateTime::now_utc();
+        let issued = winmdm_core::ca::CertificateAuthority::issue(
+            &ca,
+            &winmdm_core::ca::IssueRequest {
+                csr: &csr,
+                common_name: &device.device_id,
+                not_before: now - time::Duration::minutes(5),
+                not_after: now + time::Duration::days(365),
+                idempotency_token: "t",
+            },
+        )
+        .await
+        .expect("issued");
+        assert_eq!(
+            *calls.0.lock().unwrap(),
+            ["Sign"],
+            "one KMS call per certificate ({spec:?})"
+        );
+        openssl_verifies(&root, &issued.der)
+            .unwrap_or_else(|e| panic!("openssl verifies the {spec:?} device certificate: {e}"));
+    }
+
+    // A CA certificate that is not the key's: the first issue fails loudly, nothing is
+    // handed out.
+    let key_a = kms_key(&client, KeySpec::Rsa2048, KeyUsageType::SignVerify).await;
+    let key_b = kms_key(&client, KeySpec::Rsa2048, KeyUsageType::SignVerify).await;
+    let root_a = winmdm_aws::kms_ca::create_root(&client, &key_a, "a", time::Duration::days(1))
+        .await
+        .unwrap();
+    let wrong = winmdm_aws::KmsCa::new(client.clone(), key_b, root_a, None).unwrap();
+    let device = winmdm_e2e::device::Device::new();
+    let csr = winmdm_core::csr::verify_csr(
+        &device.csr(
+            winmdm_e2e::device::CsrSignature::Sha256,
+            winmdm_e2e::device::CsrSubject::Windows,
+        ),
+        2048,
+    )
+    .unwrap();
+    let now = time::OffsetDateTime::now_utc();
+    let err = winmdm_core::ca::CertificateAuthority::issue(
+        &wrong,
+        &winmdm_core::ca::IssueRequest {
+            csr: &csr,
+            common_name: &device.device_id,
+            not_before: now,
+            not_after: now + time::Duration::days(1),
+            idempotency_token: "t",
+        },
+    )
+    .await
+    .expect_err("a key that does not match the CA certificate");
+    assert!(err.to_string().contains("does not match"), "{err}");
+
+    // Only signing keys make a CA.
+    let enc = kms_key(&client, KeySpec::Rsa2048, KeyUsageType::EncryptDecrypt).await;
+    let err = winmdm_aws::kms_ca::create_root(&client, &enc, "x", time::Duration::days(1))
+        .await
+        .expect_err("an encryption key");
+    assert!(err.to_string().contains("SIGN_VERIFY"), "{err}");
+}
+
 const THROTTLED: &str = r#"{"__type":"ThrottlingException","message":"Rate exceeded"}"#;
 
 /// What the fake endpoint answers to one operation.

@@ -3,14 +3,18 @@
 //! [`secrets`], which reads the sign-in token key from Secrets Manager at start.
 
 pub mod dynamo;
+pub mod kms_ca;
 pub mod pca;
 pub mod secrets;
 
 pub use aws_config::SdkConfig;
+/// The KMS SDK, for tools and tests that create keys.
+pub use aws_sdk_kms;
 /// The Secrets Manager SDK, for tools and tests that create secrets.
 pub use aws_sdk_secretsmanager;
 
 pub use dynamo::DynamoStore;
+pub use kms_ca::KmsCa;
 pub use pca::PcaCa;
 
 /// Loads the AWS configuration (region, credentials) from the standard chain, with an
@@ -36,6 +40,15 @@ pub fn dynamodb_client(
         b = b.endpoint_url(e);
     }
     aws_sdk_dynamodb::Client::from_conf(b.build())
+}
+
+/// A KMS client, with an endpoint override for emulators.
+pub fn kms_client(config: &aws_config::SdkConfig, endpoint: Option<&str>) -> aws_sdk_kms::Client {
+    let mut b = aws_sdk_kms::config::Builder::from(config);
+    if let Some(e) = endpoint {
+        b = b.endpoint_url(e);
+    }
+    aws_sdk_kms::Client::from_conf(b.build())
 }
 
 /// An ACM PCA client, with an endpoint override for emulators.

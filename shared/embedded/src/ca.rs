@@ -4,14 +4,10 @@
 use std::path::Path;
 
 use async_trait::async_trait;
-use rand::RngCore;
-use rand::rngs::OsRng;
-use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
-    Issuer, KeyPair, KeyUsagePurpose, PKCS_RSA_SHA256, SerialNumber, SubjectPublicKeyInfo,
-};
+use rcgen::{Issuer, KeyPair, PKCS_RSA_SHA256, SubjectPublicKeyInfo};
 use time::{Duration, OffsetDateTime};
 use winmdm_core::ca::{CaChain, CaError, CertificateAuthority, IssueRequest, IssuedCertificate};
+use winmdm_core::cert_profile;
 
 const KEY_FILE: &str = "ca-key.pem";
 const CERT_FILE: &str = "ca-cert.der";
@@ -39,14 +35,6 @@ pub enum LocalCaError {
     Invalid(String, String),
 }
 
-fn random_serial() -> SerialNumber {
-    let mut b = [0u8; 16];
-    OsRng.fill_bytes(&mut b);
-    // Positive and non-zero, as RFC 5280 requires.
-    b[0] = (b[0] & 0x7f) | 0x01;
-    SerialNumber::from_slice(&b)
-}
-
 impl LocalCa {
     /// Loads the CA from `dir`, generating and persisting a new root on first use.
     pub fn open_or_create(dir: &Path) -> Result<Self, LocalCaError> {
@@ -61,21 +49,11 @@ impl LocalCa {
             |e: rcgen::Error| LocalCaError::Invalid(dir.display().to_string(), e.to_string());
         if !key_path.exists() {
             let key = KeyPair::generate_for(&PKCS_RSA_SHA256).map_err(invalid)?;
-            let mut params = CertificateParams::default();
-            let mut dn = DistinguishedName::new();
-            dn.push(DnType::CommonName, "winmdm device root CA");
-            dn.push(DnType::OrganizationName, "winmdm");
-            params.distinguished_name = dn;
-            params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
-            params.key_usages = vec![
-                KeyUsagePurpose::KeyCertSign,
-                KeyUsagePurpose::CrlSign,
-                KeyUsagePurpose::DigitalSignature,
-            ];
-            let now = OffsetDateTime::now_utc();
-            params.not_before = now - Duration::hours(1);
-            params.not_after = now + ROOT_VALIDITY;
-            params.serial_number = Some(random_serial());
+            let params = cert_profile::device_root(
+                "winmdm device root CA",
+                OffsetDateTime::now_utc(),
+                ROOT_VALIDITY,
+            );
             let cert = params.self_signed(&key).map_err(invalid)?;
             // Certificate first, key last: the key's presence marks a complete CA.
             write_file(&cert_path, cert.der(), false).map_err(io(&cert_path))?;
@@ -124,22 +102,12 @@ impl CertificateAuthority for LocalCa {
     async fn issue(&self, req: &IssueRequest<'_>) -> Result<IssuedCertificate, CaError> {
         let public_key = SubjectPublicKeyInfo::from_der(req.csr.spki_der())
             .map_err(|e| CaError::Rejected(format!("unusable public key: {e}")))?;
-        let mut params = CertificateParams::default();
-        let mut dn = DistinguishedName::new();
-        dn.push(DnType::CommonName, req.common_name);
-        params.distinguished_name = dn;
-        params.is_ca = IsCa::ExplicitNoCa;
-        params.key_usages = vec![
-            KeyUsagePurpose::DigitalSignature,
-            KeyUsagePurpose::KeyEncipherment,
-        ];
-        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-        params.use_authority_key_identifier_extension = true;
-        params.not_before = req.not_before;
-        params.not_after = req.not_after;
-        let serial = random_serial();
-        let serial_hex = serial.as_ref().iter().map(|b| format!("{b:02x}")).collect();
-        params.serial_number = Some(serial);
+        let params = cert_profile::device_certificate(req);
+        let serial_hex = params
+            .serial_number
+            .as_ref()
+            .map(cert_profile::serial_hex)
+            .unwrap_or_default();
         let cert = params
             .signed_by(&public_key, &self.issuer)
             .map_err(|e| CaError::Internal(e.to_string()))?;
