@@ -121,3 +121,88 @@ async fn enroll_and_manage_on_dynamodb_and_acm_pca() {
     );
     s.shutdown().await;
 }
+
+/// The same flow with the CA key in KMS (moto): winmdm-local makes the CA certificate
+/// through KMS once, the device enrolls with Windows' own CSR subject, its certificate
+/// chains to that root (which the provisioning doc installs), and a management session
+/// runs on DynamoDB.
+#[tokio::test]
+async fn enroll_and_manage_on_dynamodb_and_a_kms_ca() {
+    // Same values as the other test in this binary, so setting them cannot race it.
+    unsafe {
+        std::env::set_var("AWS_ACCESS_KEY_ID", "testing");
+        std::env::set_var("AWS_SECRET_ACCESS_KEY", "testing");
+        std::env::set_var("AWS_REGION", "us-east-1");
+    }
+    let moto = Moto::start().await;
+    let endpoint = moto.endpoint.clone();
+    let kms = winmdm_aws::aws_sdk_kms::Client::new(&moto.sdk_config().await);
+    let key_id = kms
+        .create_key()
+        .key_spec(winmdm_aws::aws_sdk_kms::types::KeySpec::Rsa2048)
+        .key_usage(winmdm_aws::aws_sdk_kms::types::KeyUsageType::SignVerify)
+        .send()
+        .await
+        .unwrap()
+        .key_metadata
+        .unwrap()
+        .key_id;
+    let dir = tempfile::tempdir().unwrap();
+    let ca_path = dir.path().join("kms-ca.pem");
+    let start = |ca_path: std::path::PathBuf, key_id: String, endpoint: String| {
+        TestServer::start_with(move |o| {
+            o.auth_policy = winmdm_core::config::PreferredAuth::OnPremise;
+            o.table = Some("winmdm-kms".into());
+            o.dynamodb_endpoint = Some(endpoint.clone());
+            o.create_table = true;
+            o.kms_key_id = Some(key_id.clone());
+            o.kms_ca_cert = Some(ca_path.clone());
+            o.kms_endpoint = Some(endpoint.clone());
+            o.region = Some("us-east-1".into());
+        })
+    };
+    let s = start(ca_path.clone(), key_id.clone(), endpoint.clone()).await;
+    let made = std::fs::read_to_string(&ca_path).expect("the CA certificate was written");
+    s.create_user(TEST_UPN, TEST_PASSWORD).await;
+
+    let device = Device::new();
+    let csr = device.csr(CsrSignature::Sha256, CsrSubject::Windows);
+    let ctx = messages::context_items(&device.device_id, &device.hw_dev_id, "Full");
+    let creds = Credentials::Password {
+        username: TEST_UPN.into(),
+        password: TEST_PASSWORD.into(),
+    };
+    let msg = messages::request_security_token("urn:uuid:kms", &s.enroll_url(), &creds, &csr, &ctx);
+    let resp = s.http.soap(&s.enroll_url(), &msg).await;
+    let enrolled = EnrolledDevice::from_response(device, &resp);
+    assert_eq!(
+        winmdm_aws::pca::pem_certificates(&made),
+        vec![enrolled.provisioned.root_der.clone()],
+        "the provisioning doc installs the root made through KMS"
+    );
+    let (_, root) = X509Certificate::from_der(&enrolled.provisioned.root_der).unwrap();
+    let (_, cert) = X509Certificate::from_der(&enrolled.provisioned.client_der).unwrap();
+    cert.verify_signature(Some(root.public_key()))
+        .expect("signed by the KMS key");
+    assert_eq!(
+        cert.subject()
+            .iter_common_name()
+            .next()
+            .unwrap()
+            .as_str()
+            .unwrap(),
+        enrolled.id()
+    );
+
+    let mut c = enrolled.dm_client();
+    c.start_session();
+    let xml = c.message(|c| c.package1("user", &enrolled.device.hw_dev_id), true);
+    let reply = Reply::parse(&s.syncml(&xml).await.body);
+    assert_eq!(reply.header_status().data, "200");
+    s.shutdown().await;
+
+    // A restart reads the certificate it made; it does not make another.
+    let s = start(ca_path.clone(), key_id, endpoint).await;
+    assert_eq!(std::fs::read_to_string(&ca_path).unwrap(), made);
+    s.shutdown().await;
+}

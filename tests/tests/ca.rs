@@ -331,3 +331,60 @@ async fn pca_throttling_is_retried_within_the_budget_then_reported_unavailable()
         "within the budget"
     );
 }
+
+/// The functions' configuration of the KMS CA: the key needs its certificate, one CA at
+/// a time, and the state serves the configured certificate as the chain (no AWS call at
+/// start).
+#[tokio::test]
+async fn kms_ca_from_the_function_environment() {
+    use std::collections::HashMap;
+    let dir = tempfile::tempdir().unwrap();
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_RSA_SHA256).unwrap();
+    let root = winmdm_core::cert_profile::device_root(
+        "winmdm device root CA",
+        time::OffsetDateTime::now_utc(),
+        time::Duration::days(1),
+    )
+    .self_signed(&key)
+    .unwrap();
+    let pem = winmdm_aws::kms_ca::pem(root.der());
+    let data_dir = dir.path().to_str().unwrap().to_owned();
+    let state = |vars: &[(&str, &str)]| {
+        let mut map: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        map.insert("WINMDM_PUBLIC_URL".into(), "https://e.example.com".into());
+        map.insert("AWS_REGION".into(), "us-east-1".into());
+        map.insert("WINMDM_DATA_DIR".into(), data_dir.clone());
+        async move { winmdm_http::AppState::from_vars(move |k| map.get(k).cloned()).await }
+    };
+    let err = state(&[("WINMDM_KMS_KEY_ID", "k")]).await.err().unwrap();
+    assert!(err.to_string().contains("WINMDM_KMS_CA_CERT"), "{err}");
+    let err = state(&[
+        ("WINMDM_KMS_KEY_ID", "k"),
+        ("WINMDM_KMS_CA_CERT", "not PEM"),
+    ])
+    .await
+    .err()
+    .unwrap();
+    assert!(err.to_string().contains("exactly one PEM"), "{err}");
+    let err = state(&[
+        ("WINMDM_KMS_KEY_ID", "k"),
+        ("WINMDM_KMS_CA_CERT", &pem),
+        (
+            "WINMDM_PCA_ARN",
+            "arn:aws:acm-pca:us-east-1:1:certificate-authority/x",
+        ),
+    ])
+    .await
+    .err()
+    .unwrap();
+    assert!(err.to_string().contains("choose one CA"), "{err}");
+    let s = state(&[("WINMDM_KMS_KEY_ID", "k"), ("WINMDM_KMS_CA_CERT", &pem)])
+        .await
+        .expect("configured");
+    let chain = s.ca.chain().await.unwrap();
+    assert_eq!(chain.root_der, root.der().to_vec());
+    assert_eq!(chain.intermediate_der, None);
+}

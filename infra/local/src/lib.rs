@@ -87,6 +87,17 @@ pub struct Options {
     /// ACM PCA endpoint override (an emulator such as moto).
     #[arg(long, requires = "pca_arn")]
     pub pca_endpoint: Option<String>,
+    /// Sign device certificates with this KMS key (RSA_2048 or ECC_NIST_P256,
+    /// SIGN_VERIFY) instead of the local CA; needs --kms-ca-cert.
+    #[arg(long, conflicts_with = "pca_arn", requires = "kms_ca_cert")]
+    pub kms_key_id: Option<String>,
+    /// The KMS key's CA certificate (PEM). If the file does not exist, a self-signed root
+    /// is made through KMS and written there (once).
+    #[arg(long, requires = "kms_key_id")]
+    pub kms_ca_cert: Option<PathBuf>,
+    /// KMS endpoint override (an emulator such as moto).
+    #[arg(long, requires = "kms_key_id")]
+    pub kms_endpoint: Option<String>,
     /// AWS region for DynamoDB and ACM PCA (default: the standard AWS configuration).
     #[arg(long)]
     pub region: Option<String>,
@@ -245,6 +256,10 @@ pub async fn start(opts: Options) -> Result<LocalServer, LocalError> {
         dynamodb_endpoint: opts.dynamodb_endpoint.clone(),
         pca_arn: opts.pca_arn.clone(),
         pca_endpoint: opts.pca_endpoint.clone(),
+        kms: match (&opts.kms_key_id, &opts.kms_ca_cert) {
+            (Some(key_id), Some(path)) => Some(kms_ca(&opts, key_id, path).await?),
+            _ => None,
+        },
     };
     if let (true, Some(table)) = (opts.create_table, &opts.table) {
         let sdk = winmdm_aws::sdk_config(opts.region.clone(), None).await;
@@ -814,4 +829,50 @@ mod tests {
         drop(w);
         assert_eq!(reader.await.unwrap(), 1024);
     }
+}
+
+/// The KMS CA's settings: its certificate from `path`, made through KMS (a self-signed
+/// root, 20 years) and written there the first time.
+async fn kms_ca(
+    opts: &Options,
+    key_id: &str,
+    path: &std::path::Path,
+) -> Result<winmdm_http::state::KmsCaConfig, LocalError> {
+    let ca_der = match std::fs::read_to_string(path) {
+        Ok(pem) => {
+            let mut certs = winmdm_aws::pca::pem_certificates(&pem);
+            match (certs.pop(), certs.is_empty()) {
+                (Some(der), true) => der,
+                _ => {
+                    return Err(LocalError::Options(format!(
+                        "{} must hold exactly one PEM certificate",
+                        path.display()
+                    )));
+                }
+            }
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            let sdk = winmdm_aws::sdk_config(opts.region.clone(), None).await;
+            let client = winmdm_aws::kms_client(&sdk, opts.kms_endpoint.as_deref());
+            let der = winmdm_aws::kms_ca::create_root(
+                &client,
+                key_id,
+                "winmdm device root CA",
+                time::Duration::days(20 * 365),
+            )
+            .await
+            .map_err(|e| LocalError::Options(format!("making the KMS CA certificate: {e}")))?;
+            std::fs::write(path, winmdm_aws::kms_ca::pem(&der))
+                .map_err(|e| LocalError::Options(format!("{}: {e}", path.display())))?;
+            info!(path = %path.display(), "made the KMS CA certificate");
+            der
+        }
+        Err(e) => return Err(LocalError::Options(format!("{}: {e}", path.display()))),
+    };
+    Ok(winmdm_http::state::KmsCaConfig {
+        key_id: key_id.to_owned(),
+        ca_der,
+        root_der: None,
+        endpoint: opts.kms_endpoint.clone(),
+    })
 }

@@ -262,6 +262,19 @@ pub async fn create_root(
     sign_certificate(client, key_id, signing, capture.take()?, &spki).await
 }
 
+/// A certificate as PEM (`CERTIFICATE`, 64-character lines).
+pub fn pem(der: &[u8]) -> String {
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+    let mut out = String::from("-----BEGIN CERTIFICATE-----\n");
+    for line in b64.as_bytes().chunks(64) {
+        out.push_str(std::str::from_utf8(line).expect("base64 is ASCII"));
+        out.push('\n');
+    }
+    out.push_str("-----END CERTIFICATE-----\n");
+    out
+}
+
 pub struct KmsCa {
     client: Client,
     key_id: String,

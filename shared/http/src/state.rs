@@ -67,14 +67,40 @@ pub struct AwsBackends {
     /// DynamoDB table; `None` keeps the embedded store.
     pub table: Option<String>,
     pub dynamodb_endpoint: Option<String>,
-    /// ACM Private CA ARN; `None` keeps the local CA.
+    /// ACM Private CA ARN; `None` keeps the local CA (or the KMS CA below).
     pub pca_arn: Option<String>,
     pub pca_endpoint: Option<String>,
+    /// A CA whose key is in KMS, instead of ACM PCA or the local CA.
+    pub kms: Option<KmsCaConfig>,
+}
+
+/// The KMS-keyed CA: the key, and the CA certificate made for it once (at deploy time,
+/// or by `winmdm-local --kms-ca-cert`), so starting a function calls nothing.
+#[derive(Debug, Clone)]
+pub struct KmsCaConfig {
+    pub key_id: String,
+    /// The CA certificate (DER) whose public key is the KMS key's.
+    pub ca_der: Vec<u8>,
+    /// The root above it, when the CA certificate was issued by another CA (an ACM PCA
+    /// root); `None` when it is self-signed.
+    pub root_der: Option<Vec<u8>>,
+    pub endpoint: Option<String>,
 }
 
 impl AwsBackends {
     pub fn is_empty(&self) -> bool {
-        self.table.is_none() && self.pca_arn.is_none()
+        self.table.is_none() && self.pca_arn.is_none() && self.kms.is_none()
+    }
+}
+
+/// The one certificate in a PEM text, as DER.
+fn one_pem_certificate(name: &str, pem: &str) -> Result<Vec<u8>, InitError> {
+    let mut certs = winmdm_aws::pca::pem_certificates(pem);
+    match (certs.pop(), certs.is_empty()) {
+        (Some(der), true) => Ok(der),
+        _ => Err(InitError::Config(format!(
+            "{name} must hold exactly one PEM certificate"
+        ))),
     }
 }
 
@@ -160,10 +186,27 @@ impl AppState {
             }
             _ => Arc::new(open_redb(data_dir)?),
         };
-        let ca: Arc<dyn CertificateAuthority> = match (&aws.pca_arn, sdk) {
-            (Some(arn), Some(sdk)) => {
+        let ca: Arc<dyn CertificateAuthority> = match (&aws.pca_arn, &aws.kms, sdk) {
+            (Some(_), Some(_), _) => {
+                return Err(InitError::Config(
+                    "choose one CA: an ACM PCA ARN or a KMS key, not both".into(),
+                ));
+            }
+            (Some(arn), None, Some(sdk)) => {
                 let client = winmdm_aws::acmpca_client(sdk, aws.pca_endpoint.as_deref());
                 Arc::new(winmdm_aws::PcaCa::new(client, arn.clone()))
+            }
+            (None, Some(k), Some(sdk)) => {
+                let client = winmdm_aws::kms_client(sdk, k.endpoint.as_deref());
+                Arc::new(
+                    winmdm_aws::KmsCa::new(
+                        client,
+                        k.key_id.clone(),
+                        k.ca_der.clone(),
+                        k.root_der.clone(),
+                    )
+                    .map_err(|e| InitError::Config(format!("the KMS CA: {e}")))?,
+                )
             }
             _ => Arc::new(open_local_ca(data_dir)?),
         };
@@ -213,6 +256,10 @@ impl AppState {
     /// - `WINMDM_ADMIN_AUTH`: `iam` (trust API Gateway) or `bearer` with `WINMDM_ADMIN_TOKEN`.
     /// - `WINMDM_TABLE` (DynamoDB) and `WINMDM_PCA_ARN` (ACM Private CA), with
     ///   `AWS_REGION`; `WINMDM_DYNAMODB_ENDPOINT` / `WINMDM_PCA_ENDPOINT` only for tests.
+    /// - Or, instead of ACM PCA, a CA whose key is in KMS: `WINMDM_KMS_KEY_ID` with
+    ///   `WINMDM_KMS_CA_CERT` (the CA certificate made for that key, PEM) and, when that
+    ///   certificate is not self-signed, `WINMDM_KMS_CA_ROOT` (PEM);
+    ///   `WINMDM_KMS_ENDPOINT` only for tests.
     ///   Without them the embedded store and local CA in `WINMDM_DATA_DIR` (default
     ///   `/tmp/winmdm`) are used.
     /// - The key (≥ 32 bytes) signing federated sign-in tokens, which the functions that
@@ -280,6 +327,26 @@ impl AppState {
             dynamodb_endpoint: env("WINMDM_DYNAMODB_ENDPOINT"),
             pca_arn: env("WINMDM_PCA_ARN"),
             pca_endpoint: env("WINMDM_PCA_ENDPOINT"),
+            kms: match env("WINMDM_KMS_KEY_ID") {
+                None => None,
+                Some(key_id) => Some(KmsCaConfig {
+                    key_id,
+                    ca_der: one_pem_certificate(
+                        "WINMDM_KMS_CA_CERT",
+                        &env("WINMDM_KMS_CA_CERT").ok_or_else(|| {
+                            InitError::Config(
+                                "WINMDM_KMS_KEY_ID needs WINMDM_KMS_CA_CERT (the CA \
+                                 certificate made for the key, PEM)"
+                                    .into(),
+                            )
+                        })?,
+                    )?,
+                    root_der: env("WINMDM_KMS_CA_ROOT")
+                        .map(|p| one_pem_certificate("WINMDM_KMS_CA_ROOT", &p))
+                        .transpose()?,
+                    endpoint: env("WINMDM_KMS_ENDPOINT"),
+                }),
+            },
         };
         let source = token_key_source(
             env("WINMDM_SIGN_IN_TOKENS").as_deref(),
