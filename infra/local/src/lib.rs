@@ -727,6 +727,52 @@ mod tls {
     }
 }
 
+/// The KMS CA's settings: its certificate from `path`, made through KMS (a self-signed
+/// root, 20 years) and written there the first time.
+async fn kms_ca(
+    opts: &Options,
+    key_id: &str,
+    path: &std::path::Path,
+) -> Result<winmdm_http::state::KmsCaConfig, LocalError> {
+    let ca_der = match std::fs::read_to_string(path) {
+        Ok(pem) => {
+            let mut certs = winmdm_aws::pca::pem_certificates(&pem);
+            match (certs.pop(), certs.is_empty()) {
+                (Some(der), true) => der,
+                _ => {
+                    return Err(LocalError::Options(format!(
+                        "{} must hold exactly one PEM certificate",
+                        path.display()
+                    )));
+                }
+            }
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            let sdk = winmdm_aws::sdk_config(opts.region.clone(), None).await;
+            let client = winmdm_aws::kms_client(&sdk, opts.kms_endpoint.as_deref());
+            let der = winmdm_aws::kms_ca::create_root(
+                &client,
+                key_id,
+                "winmdm device root CA",
+                time::Duration::days(20 * 365),
+            )
+            .await
+            .map_err(|e| LocalError::Options(format!("making the KMS CA certificate: {e}")))?;
+            std::fs::write(path, winmdm_aws::kms_ca::pem(&der))
+                .map_err(|e| LocalError::Options(format!("{}: {e}", path.display())))?;
+            info!(path = %path.display(), "made the KMS CA certificate");
+            der
+        }
+        Err(e) => return Err(LocalError::Options(format!("{}: {e}", path.display()))),
+    };
+    Ok(winmdm_http::state::KmsCaConfig {
+        key_id: key_id.to_owned(),
+        ca_der,
+        root_der: None,
+        endpoint: opts.kms_endpoint.clone(),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
@@ -829,50 +875,4 @@ mod tests {
         drop(w);
         assert_eq!(reader.await.unwrap(), 1024);
     }
-}
-
-/// The KMS CA's settings: its certificate from `path`, made through KMS (a self-signed
-/// root, 20 years) and written there the first time.
-async fn kms_ca(
-    opts: &Options,
-    key_id: &str,
-    path: &std::path::Path,
-) -> Result<winmdm_http::state::KmsCaConfig, LocalError> {
-    let ca_der = match std::fs::read_to_string(path) {
-        Ok(pem) => {
-            let mut certs = winmdm_aws::pca::pem_certificates(&pem);
-            match (certs.pop(), certs.is_empty()) {
-                (Some(der), true) => der,
-                _ => {
-                    return Err(LocalError::Options(format!(
-                        "{} must hold exactly one PEM certificate",
-                        path.display()
-                    )));
-                }
-            }
-        }
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            let sdk = winmdm_aws::sdk_config(opts.region.clone(), None).await;
-            let client = winmdm_aws::kms_client(&sdk, opts.kms_endpoint.as_deref());
-            let der = winmdm_aws::kms_ca::create_root(
-                &client,
-                key_id,
-                "winmdm device root CA",
-                time::Duration::days(20 * 365),
-            )
-            .await
-            .map_err(|e| LocalError::Options(format!("making the KMS CA certificate: {e}")))?;
-            std::fs::write(path, winmdm_aws::kms_ca::pem(&der))
-                .map_err(|e| LocalError::Options(format!("{}: {e}", path.display())))?;
-            info!(path = %path.display(), "made the KMS CA certificate");
-            der
-        }
-        Err(e) => return Err(LocalError::Options(format!("{}: {e}", path.display()))),
-    };
-    Ok(winmdm_http::state::KmsCaConfig {
-        key_id: key_id.to_owned(),
-        ca_der,
-        root_der: None,
-        endpoint: opts.kms_endpoint.clone(),
-    })
 }
