@@ -6,14 +6,14 @@ use std::sync::Arc;
 
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
 use time::{Duration, OffsetDateTime};
-use winmdm_bench::MemStore;
-use winmdm_core::ca::{CertificateAuthority, IssueRequest, thumbprint};
+use winmdm_bench::Managed;
+use winmdm_core::ca::{CertificateAuthority, IssueRequest};
 use winmdm_core::clock::SystemClock;
 use winmdm_core::commands::{
     CommandSpec, CommandState, ItemSpec, QueuedCommand, SentIn, Verb, VerbSpec,
 };
 use winmdm_core::csr::verify_csr;
-use winmdm_core::management::{ManagementConfig, ManagementService};
+use winmdm_core::management::ManagementConfig;
 use winmdm_core::session::{SentCommand, SentKind, SessionState};
 use winmdm_e2e::device::{CsrSignature, CsrSubject, Device};
 use winmdm_e2e::dm::DmClient;
@@ -26,30 +26,14 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 const SERVER: &str = "https://manage.example.com/ManagementServer/MDM.svc";
 
-struct Managed {
-    store: Arc<MemStore>,
-    service: ManagementService,
-    cert: Vec<u8>,
-    device_id: String,
-}
-
 fn managed(ca: Arc<LocalCa>, device: &Device, cert: &[u8]) -> Managed {
-    let store = Arc::new(MemStore::default());
-    let mut record = winmdm_e2e::conformance::device(&device.device_id, Some(&device.hw_dev_id));
-    record.cert.thumbprint = thumbprint(cert);
-    store.add_device(record);
-    let service = ManagementService::new(
+    Managed::new(
         ManagementConfig::new(SERVER.into()),
-        store.clone(),
         ca,
         Arc::new(SystemClock),
-    );
-    Managed {
-        store,
-        service,
-        cert: cert.to_vec(),
-        device_id: device.device_id.clone(),
-    }
+        device,
+        cert,
+    )
 }
 
 fn management(c: &mut Criterion) {

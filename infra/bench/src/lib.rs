@@ -101,6 +101,39 @@ impl MemStore {
     }
 }
 
+/// A management service over a [`MemStore`] holding one enrolled device, whose current
+/// certificate is `cert` (for mTLS messages).
+pub struct Managed {
+    pub store: std::sync::Arc<MemStore>,
+    pub service: winmdm_core::management::ManagementService,
+    pub cert: Vec<u8>,
+    pub device_id: String,
+}
+
+impl Managed {
+    pub fn new(
+        config: winmdm_core::management::ManagementConfig,
+        ca: std::sync::Arc<dyn winmdm_core::ca::CertificateAuthority>,
+        clock: std::sync::Arc<dyn winmdm_core::clock::Clock>,
+        device: &winmdm_e2e::device::Device,
+        cert: &[u8],
+    ) -> Self {
+        let store = std::sync::Arc::new(MemStore::default());
+        let mut record =
+            winmdm_e2e::conformance::device(&device.device_id, Some(&device.hw_dev_id));
+        record.cert.thumbprint = winmdm_core::ca::thumbprint(cert);
+        store.add_device(record);
+        let service =
+            winmdm_core::management::ManagementService::new(config, store.clone(), ca, clock);
+        Self {
+            store,
+            service,
+            cert: cert.to_vec(),
+            device_id: device.device_id.clone(),
+        }
+    }
+}
+
 fn unused() -> StoreError {
     StoreError::Unavailable("not used by the benchmarks".into())
 }

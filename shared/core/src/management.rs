@@ -54,6 +54,9 @@ pub struct ManagementConfig {
     /// How long a process keeps the profile catalog before reading it again (profile edits
     /// reach devices within this; `winmdm-local` also drops it on every admin change).
     pub catalog_ttl: std::time::Duration,
+    /// How stale a device's `last_seen_at` may get before a message that changes nothing
+    /// else writes it (the only write of an idle poll).
+    pub last_seen_interval: Duration,
 }
 
 impl ManagementConfig {
@@ -71,6 +74,7 @@ impl ManagementConfig {
             max_commands_per_session: 500,
             profiles: ProfileConfig::default(),
             catalog_ttl: std::time::Duration::from_secs(30),
+            last_seen_interval: Duration::hours(1),
         }
     }
 
@@ -212,6 +216,9 @@ impl ManagementService {
             Ok(s) => s,
             Err(e) => return Ok(self.storage_failure(&msg.hdr, &e)),
         };
+        // Whether a session record is stored at all (this session's or a stale one): a
+        // reply that ends the session must delete it, which is a write.
+        let stored_session = snapshot.as_ref().is_some_and(|s| s.session.is_some());
         if let Some(s) = snapshot.as_mut() {
             // The stored session is this one only if the SessionID matches and this message
             // does not start a new session (Windows' SessionID counter wraps, and some
@@ -240,7 +247,7 @@ impl ManagementService {
             AuthOutcome::Trusted(trust) => {
                 let snapshot = snapshot.expect("trusted implies a known device");
                 Ok(self
-                    .process(msg, parsed.rejected, snapshot, trust, now)
+                    .process(msg, parsed.rejected, snapshot, stored_session, trust, now)
                     .await)
             }
             AuthOutcome::Refused { code, nonce } => {
@@ -428,6 +435,7 @@ impl ManagementService {
         msg: SyncMl,
         rejected: Vec<syncml::RejectedCommand>,
         snapshot: ManagementSnapshot,
+        stored_session: bool,
         trust: Trust,
         now: OffsetDateTime,
     ) -> ManageReply {
@@ -476,8 +484,14 @@ impl ManagementService {
             session.client_msg_id = m;
         }
 
+        // `last_seen_at` is written when it is older than the configured interval, so a
+        // device polling with nothing to do costs no write (the listing's "last seen" is
+        // as fresh as that interval).
         let mut patch = DevicePatch {
-            last_seen_at: Some(now),
+            last_seen_at: device
+                .last_seen_at
+                .is_none_or(|t| now - t >= self.config.last_seen_interval)
+                .then_some(now),
             ..DevicePatch::default()
         };
         let mut chal = None;
@@ -634,6 +648,11 @@ impl ManagementService {
         if run.info_changed {
             patch.dm_info = Some(run.info.clone());
         }
+        // The HWDevID is recorded only for a device that has none (the store ignores it
+        // otherwise), so a report of it is no reason to write.
+        if device.hw_dev_id.is_some() {
+            patch.hw_dev_id = None;
+        }
         // The device acknowledged the DMClient Unenroll: it is no longer managed.
         for action in &run.succeeded_actions {
             match action.as_str() {
@@ -709,7 +728,17 @@ impl ManagementService {
             commands: changed,
             profiles: profiles.map(ProfileRun::into_changed).unwrap_or_default(),
         };
-        if let Err(e) = self.store.save_management(&update).await {
+        // A message that changed nothing (mTLS, nothing queued or settled, DevInfo as
+        // stored, last_seen_at recent, no session to keep or delete) writes nothing.
+        let writes_nothing = update.device.is_empty()
+            && update.commands.is_empty()
+            && update.profiles.is_empty()
+            && match &update.session {
+                SessionWrite::Keep => true,
+                SessionWrite::Delete { .. } => !stored_session,
+                SessionWrite::Put(_) => false,
+            };
+        if !writes_nothing && let Err(e) = self.store.save_management(&update).await {
             // Nothing was written: the device gets a 500 and retries; the commands it was
             // about to receive stay queued.
             return self.storage_failure(hdr, &e);
