@@ -15,7 +15,7 @@ if [ "$arch" = "--arm64" ]; then
     rustup target add aarch64-unknown-linux-gnu >/dev/null
 fi
 
-functions=(discovery policy enroll auth manage renew admin)
+functions=(discovery policy enroll auth manage renew admin ca-setup)
 packages=()
 for f in "${functions[@]}"; do packages+=(-p "winmdm-fn-$f"); done
 cargo lambda build --release "$arch" "${packages[@]}"

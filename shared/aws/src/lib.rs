@@ -6,10 +6,13 @@ pub mod dynamo;
 pub mod kms_ca;
 pub mod pca;
 pub mod secrets;
+pub mod setup;
 
 pub use aws_config::SdkConfig;
 /// The KMS SDK, for tools and tests that create keys.
 pub use aws_sdk_kms;
+/// The S3 SDK, for tests that read the truststore.
+pub use aws_sdk_s3;
 /// The Secrets Manager SDK, for tools and tests that create secrets.
 pub use aws_sdk_secretsmanager;
 
@@ -40,6 +43,16 @@ pub fn dynamodb_client(
         b = b.endpoint_url(e);
     }
     aws_sdk_dynamodb::Client::from_conf(b.build())
+}
+
+/// An S3 client (path-style addressing, which emulators need), with an endpoint
+/// override for emulators.
+pub fn s3_client(config: &aws_config::SdkConfig, endpoint: Option<&str>) -> aws_sdk_s3::Client {
+    let mut b = aws_sdk_s3::config::Builder::from(config);
+    if let Some(e) = endpoint {
+        b = b.endpoint_url(e).force_path_style(true);
+    }
+    aws_sdk_s3::Client::from_conf(b.build())
 }
 
 /// A KMS client, with an endpoint override for emulators.

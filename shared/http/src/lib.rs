@@ -15,6 +15,7 @@
 pub mod admin;
 pub mod admin_profiles;
 pub mod auth;
+pub mod ca_setup;
 pub mod client_addr;
 pub mod discovery;
 pub mod enroll;

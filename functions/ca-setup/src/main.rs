@@ -1,0 +1,11 @@
+//! Lambda function behind the template's `CaSetup` custom resource: makes the KMS CA's
+//! certificate once and writes the mutual-TLS truststore (see `winmdm_http::ca_setup`).
+
+// See the workspace Cargo.toml for why.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+#[tokio::main]
+async fn main() -> Result<(), lambda_http::Error> {
+    winmdm_http::ca_setup::run().await
+}

@@ -1,0 +1,323 @@
+//! The stack's CA setup, run by CloudFormation as a custom resource (the `ca-setup`
+//! function): it makes sure the CA that signs device certificates has its certificate,
+//! and writes the management domain's mutual-TLS truststore, so a deployment needs no
+//! manual step between `sam deploy` and the first enrollment.
+//!
+//! - `CaMode: kms`: the CA certificate is a root self-signed through the stack's KMS key.
+//!   It is made once: on every later Create/Update the truststore object is read back and
+//!   reused as long as its certificate is the key's (a new root would orphan every
+//!   enrolled device).
+//! - `CaMode: pca`: the truststore is ACM PCA's CA certificate and chain.
+//!
+//! The truststore is written to a versioned bucket; the version id goes back to
+//! CloudFormation, which hands it to the API Gateway domain, so the domain picks up a new
+//! truststore on every change. Delete leaves bucket and object alone (the bucket is kept
+//! on stack deletion: devices still chain to it).
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use time::Duration;
+use winmdm_core::ca::CaError;
+use x509_parser::prelude::{FromDer, X509Certificate};
+
+use crate::kms_ca;
+use crate::pca::pem_certificates;
+
+/// A CloudFormation custom resource request (the fields winmdm uses).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct CustomResourceRequest {
+    pub request_type: RequestType,
+    #[serde(rename = "ResponseURL")]
+    pub response_url: String,
+    pub stack_id: String,
+    pub request_id: String,
+    pub logical_resource_id: String,
+    #[serde(default)]
+    pub physical_resource_id: Option<String>,
+    #[serde(default)]
+    pub resource_properties: Value,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum RequestType {
+    Create,
+    Update,
+    Delete,
+}
+
+/// What the function PUTs to the request's `ResponseURL`.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct CustomResourceResponse {
+    pub status: &'static str,
+    pub reason: String,
+    pub physical_resource_id: String,
+    pub stack_id: String,
+    pub request_id: String,
+    pub logical_resource_id: String,
+    pub data: Value,
+}
+
+/// The resource's properties, as the template sets them.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct SetupProperties {
+    pub ca_mode: String,
+    /// The KMS key (`kms`).
+    #[serde(default)]
+    pub key_id: Option<String>,
+    /// The ACM PCA (`pca`).
+    #[serde(default)]
+    pub pca_arn: Option<String>,
+    #[serde(default = "default_common_name")]
+    pub common_name: String,
+    /// Root validity in days (`kms`).
+    #[serde(default)]
+    pub root_validity_days: Option<String>,
+    pub bucket: String,
+    pub object_key: String,
+}
+
+fn default_common_name() -> String {
+    "winmdm device root CA".into()
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    #[error("invalid resource properties: {0}")]
+    Properties(String),
+    #[error(transparent)]
+    Ca(#[from] CaError),
+    #[error("S3: {0}")]
+    S3(String),
+}
+
+/// What the setup made.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SetupOutput {
+    /// The certificate that signs device certificates (PEM), for the functions.
+    pub ca_pem: String,
+    /// The truststore (PEM bundle), as written.
+    pub truststore_pem: String,
+    pub truststore_version: String,
+}
+
+/// The AWS clients the setup uses.
+pub struct SetupClients {
+    pub kms: aws_sdk_kms::Client,
+    pub pca: aws_sdk_acmpca::Client,
+    pub s3: aws_sdk_s3::Client,
+}
+
+/// Runs one request; the response to send to CloudFormation, whatever happened (a
+/// custom resource that never answers hangs the stack for an hour).
+pub async fn handle(clients: &SetupClients, req: &CustomResourceRequest) -> CustomResourceResponse {
+    let physical = req
+        .physical_resource_id
+        .clone()
+        .unwrap_or_else(|| format!("winmdm-ca-setup-{}", req.logical_resource_id));
+    let respond = |status, reason: String, data| CustomResourceResponse {
+        status,
+        reason,
+        physical_resource_id: physical.clone(),
+        stack_id: req.stack_id.clone(),
+        request_id: req.request_id.clone(),
+        logical_resource_id: req.logical_resource_id.clone(),
+        data,
+    };
+    if req.request_type == RequestType::Delete {
+        return respond(
+            "SUCCESS",
+            "kept: devices chain to this CA".into(),
+            Value::Null,
+        );
+    }
+    let props: SetupProperties = match serde_json::from_value(req.resource_properties.clone()) {
+        Ok(p) => p,
+        Err(e) => {
+            return respond(
+                "FAILED",
+                format!("invalid resource properties: {e}"),
+                Value::Null,
+            );
+        }
+    };
+    match ensure(clients, &props).await {
+        Ok(out) => respond(
+            "SUCCESS",
+            "truststore written".into(),
+            serde_json::json!({
+                "CertificatePem": out.ca_pem,
+                "TruststoreUri": format!("s3://{}/{}", props.bucket, props.object_key),
+                "TruststoreVersion": out.truststore_version,
+            }),
+        ),
+        Err(e) => respond("FAILED", e.to_string(), Value::Null),
+    }
+}
+
+/// Makes sure the CA certificate exists and the truststore holds it.
+pub async fn ensure(
+    clients: &SetupClients,
+    p: &SetupProperties,
+) -> Result<SetupOutput, SetupError> {
+    let (ca_pem, truststore_pem) = match p.ca_mode.as_str() {
+        "kms" => {
+            let key_id = p
+                .key_id
+                .as_deref()
+                .ok_or_else(|| SetupError::Properties("CaMode kms needs KeyId".into()))?;
+            let existing = read_object(&clients.s3, &p.bucket, &p.object_key).await?;
+            let root = match existing
+                .as_deref()
+                .and_then(|pem| pem_certificates(pem).pop())
+            {
+                Some(der) if is_the_keys_certificate(&clients.kms, key_id, &der).await? => der,
+                _ => {
+                    let days =
+                        match p.root_validity_days.as_deref() {
+                            None => 20 * 365,
+                            Some(d) => d.trim().parse::<i64>().ok().filter(|d| *d > 0).ok_or_else(
+                                || SetupError::Properties(format!("RootValidityDays {d:?}")),
+                            )?,
+                        };
+                    kms_ca::create_root(&clients.kms, key_id, &p.common_name, Duration::days(days))
+                        .await?
+                }
+            };
+            let pem = kms_ca::pem(&root);
+            (pem.clone(), pem)
+        }
+        "pca" => {
+            let arn = p
+                .pca_arn
+                .as_deref()
+                .ok_or_else(|| SetupError::Properties("CaMode pca needs PcaArn".into()))?;
+            let out = clients
+                .pca
+                .get_certificate_authority_certificate()
+                .certificate_authority_arn(arn)
+                .send()
+                .await
+                .map_err(|e| {
+                    CaError::Internal(aws_sdk_acmpca::error::DisplayErrorContext(&e).to_string())
+                })?;
+            let cert = out
+                .certificate
+                .ok_or_else(|| CaError::Internal("the CA has no certificate yet".into()))?;
+            let mut bundle = cert.trim().to_owned();
+            bundle.push('\n');
+            if let Some(chain) = out.certificate_chain {
+                bundle.push_str(chain.trim());
+                bundle.push('\n');
+            }
+            (cert, bundle)
+        }
+        other => {
+            return Err(SetupError::Properties(format!(
+                "CaMode must be pca or kms, not {other:?}"
+            )));
+        }
+    };
+    let version = clients
+        .s3
+        .put_object()
+        .bucket(&p.bucket)
+        .key(&p.object_key)
+        .content_type("application/x-pem-file")
+        .body(truststore_pem.clone().into_bytes().into())
+        .send()
+        .await
+        .map_err(|e| SetupError::S3(aws_sdk_s3::error::DisplayErrorContext(&e).to_string()))?
+        .version_id
+        .ok_or_else(|| {
+            SetupError::S3(format!(
+                "bucket {} returned no version id: enable versioning",
+                p.bucket
+            ))
+        })?;
+    Ok(SetupOutput {
+        ca_pem,
+        truststore_pem,
+        truststore_version: version,
+    })
+}
+
+/// The object's text, or `None` if there is none.
+async fn read_object(
+    s3: &aws_sdk_s3::Client,
+    bucket: &str,
+    key: &str,
+) -> Result<Option<String>, SetupError> {
+    match s3.get_object().bucket(bucket).key(key).send().await {
+        Ok(out) => {
+            let bytes = out
+                .body
+                .collect()
+                .await
+                .map_err(|e| SetupError::S3(e.to_string()))?
+                .into_bytes();
+            Ok(Some(String::from_utf8_lossy(&bytes).into_owned()))
+        }
+        Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_key()) => Ok(None),
+        Err(e) => Err(SetupError::S3(
+            aws_sdk_s3::error::DisplayErrorContext(&e).to_string(),
+        )),
+    }
+}
+
+/// Whether `der` is a CA certificate for the KMS key's public key.
+async fn is_the_keys_certificate(
+    kms: &aws_sdk_kms::Client,
+    key_id: &str,
+    der: &[u8],
+) -> Result<bool, SetupError> {
+    let Ok((_, cert)) = X509Certificate::from_der(der) else {
+        return Ok(false);
+    };
+    let key = kms
+        .get_public_key()
+        .key_id(key_id)
+        .send()
+        .await
+        .map_err(|e| CaError::Internal(aws_sdk_kms::error::DisplayErrorContext(&e).to_string()))?;
+    Ok(cert.is_ca()
+        && key
+            .public_key
+            .is_some_and(|k| k.as_ref() == cert.public_key().raw))
+}
+
+/// PUTs the response to CloudFormation's pre-signed S3 URL (HTTPS, system roots; an
+/// empty Content-Type, which the pre-signed URL's signature expects).
+pub async fn put_response(url: &str, resp: &CustomResourceResponse) -> Result<(), String> {
+    use http_body_util::{BodyExt, Full};
+    use hyper::body::Bytes;
+    let body = serde_json::to_vec(resp).map_err(|e| e.to_string())?;
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_native_roots()
+        .map_err(|e| format!("loading the system's root certificates: {e}"))?
+        .https_or_http()
+        .enable_http1()
+        .build();
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build::<_, Full<Bytes>>(https);
+    let req = hyper::Request::put(url)
+        .header("content-type", "")
+        .header("content-length", body.len())
+        .body(Full::new(Bytes::from(body)))
+        .map_err(|e| e.to_string())?;
+    let res = client.request(req).await.map_err(|e| e.to_string())?;
+    let status = res.status();
+    if status.is_success() {
+        Ok(())
+    } else {
+        let text = res
+            .into_body()
+            .collect()
+            .await
+            .map(|b| String::from_utf8_lossy(&b.to_bytes()).into_owned())
+            .unwrap_or_default();
+        Err(format!("HTTP {status}: {text}"))
+    }
+}

@@ -1,0 +1,256 @@
+//! The stack's CA setup (the `CaSetup` custom resource) against moto's KMS, ACM PCA and
+//! S3: the KMS root is made once and kept across updates, the truststore is written to a
+//! versioned bucket with a new version each time, PCA mode publishes the PCA's chain, bad
+//! properties fail with a reason, and the answer reaches CloudFormation's pre-signed URL
+//! as it expects it.
+
+use serde_json::{Value, json};
+use winmdm_aws::aws_sdk_kms as kms;
+use winmdm_aws::aws_sdk_s3 as s3;
+use winmdm_aws::setup::{self, CustomResourceRequest, SetupClients};
+use winmdm_e2e::moto::Moto;
+use x509_parser::prelude::{FromDer, X509Certificate};
+
+const BUCKET: &str = "winmdm-truststore";
+const OBJECT: &str = "truststore.pem";
+
+fn request(kind: &str, props: Value) -> CustomResourceRequest {
+    serde_json::from_value(json!({
+        "RequestType": kind,
+        "ResponseURL": "http://127.0.0.1:9/unused",
+        "StackId": "arn:aws:cloudformation:us-east-1:123456789012:stack/winmdm/1",
+        "RequestId": "r1",
+        "LogicalResourceId": "CaSetup",
+        "PhysicalResourceId": if kind == "Create" { Value::Null } else { json!("winmdm-ca-setup-CaSetup") },
+        "ResourceProperties": props,
+    }))
+    .expect("a CloudFormation request")
+}
+
+async fn truststore(s3: &s3::Client) -> String {
+    let out = s3
+        .get_object()
+        .bucket(BUCKET)
+        .key(OBJECT)
+        .send()
+        .await
+        .unwrap();
+    String::from_utf8(out.body.collect().await.unwrap().into_bytes().to_vec()).unwrap()
+}
+
+async fn signing_key(kms: &kms::Client) -> String {
+    kms.create_key()
+        .key_spec(kms::types::KeySpec::Rsa2048)
+        .key_usage(kms::types::KeyUsageType::SignVerify)
+        .send()
+        .await
+        .unwrap()
+        .key_metadata
+        .unwrap()
+        .key_id
+}
+
+#[tokio::test]
+async fn ca_setup_makes_the_kms_root_once_and_publishes_the_truststore() {
+    let moto = Moto::start().await;
+    let sdk = moto.sdk_config().await;
+    let clients = SetupClients {
+        kms: kms::Client::new(&sdk),
+        pca: winmdm_aws::acmpca_client(&sdk, None),
+        s3: winmdm_aws::s3_client(&sdk, Some(&moto.endpoint)),
+    };
+    clients
+        .s3
+        .create_bucket()
+        .bucket(BUCKET)
+        .send()
+        .await
+        .unwrap();
+    clients
+        .s3
+        .put_bucket_versioning()
+        .bucket(BUCKET)
+        .versioning_configuration(
+            s3::types::VersioningConfiguration::builder()
+                .status(s3::types::BucketVersioningStatus::Enabled)
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let key = signing_key(&clients.kms).await;
+    let props = |key: &str| {
+        json!({"CaMode": "kms", "KeyId": key, "Bucket": BUCKET, "ObjectKey": OBJECT,
+               "CommonName": "Contoso device CA", "RootValidityDays": "3650"})
+    };
+
+    let created = setup::handle(&clients, &request("Create", props(&key))).await;
+    assert_eq!(created.status, "SUCCESS", "{}", created.reason);
+    let pem = created.data["CertificatePem"].as_str().unwrap().to_owned();
+    assert_eq!(
+        truststore(&clients.s3).await,
+        pem,
+        "the truststore is the root"
+    );
+    let der = winmdm_aws::pca::pem_certificates(&pem).pop().unwrap();
+    let (_, root) = X509Certificate::from_der(&der).unwrap();
+    root.verify_signature(None)
+        .expect("self-signed through KMS");
+    assert!(root.is_ca());
+    assert!(root.subject().to_string().contains("Contoso device CA"));
+    let public = clients
+        .kms
+        .get_public_key()
+        .key_id(&key)
+        .send()
+        .await
+        .unwrap()
+        .public_key
+        .unwrap();
+    assert_eq!(
+        root.public_key().raw,
+        public.as_ref(),
+        "the KMS key's certificate"
+    );
+    assert_eq!(
+        created.data["TruststoreUri"],
+        format!("s3://{BUCKET}/{OBJECT}")
+    );
+    let v1 = created.data["TruststoreVersion"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(!v1.is_empty());
+
+    // An update (any stack change) keeps the root: enrolled devices still chain to it.
+    let updated = setup::handle(&clients, &request("Update", props(&key))).await;
+    assert_eq!(updated.status, "SUCCESS", "{}", updated.reason);
+    assert_eq!(updated.data["CertificatePem"], pem.as_str());
+    assert_eq!(updated.physical_resource_id, created.physical_resource_id);
+    assert_ne!(
+        updated.data["TruststoreVersion"],
+        v1.as_str(),
+        "a new version"
+    );
+
+    // A different key gets its own root.
+    let other = signing_key(&clients.kms).await;
+    let rekeyed = setup::handle(&clients, &request("Update", props(&other))).await;
+    assert_eq!(rekeyed.status, "SUCCESS", "{}", rekeyed.reason);
+    assert_ne!(rekeyed.data["CertificatePem"], pem.as_str());
+
+    // PCA mode: the truststore is the PCA's certificate.
+    let arn = moto.root_ca().await;
+    let pca = setup::handle(
+        &clients,
+        &request(
+            "Update",
+            json!({"CaMode": "pca", "PcaArn": arn, "Bucket": BUCKET, "ObjectKey": OBJECT}),
+        ),
+    )
+    .await;
+    assert_eq!(pca.status, "SUCCESS", "{}", pca.reason);
+    let pca_cert = clients
+        .pca
+        .get_certificate_authority_certificate()
+        .certificate_authority_arn(&arn)
+        .send()
+        .await
+        .unwrap()
+        .certificate
+        .unwrap();
+    assert_eq!(
+        winmdm_aws::pca::pem_certificates(&truststore(&clients.s3).await),
+        winmdm_aws::pca::pem_certificates(&pca_cert)
+    );
+
+    // Bad properties fail with the reason (CloudFormation shows it); Delete keeps all.
+    let bad = setup::handle(
+        &clients,
+        &request(
+            "Create",
+            json!({"CaMode": "kms", "Bucket": BUCKET, "ObjectKey": OBJECT}),
+        ),
+    )
+    .await;
+    assert_eq!(bad.status, "FAILED");
+    assert!(bad.reason.contains("KeyId"), "{}", bad.reason);
+    let wrong_mode = setup::handle(
+        &clients,
+        &request(
+            "Create",
+            json!({"CaMode": "hsm", "Bucket": BUCKET, "ObjectKey": OBJECT}),
+        ),
+    )
+    .await;
+    assert_eq!(wrong_mode.status, "FAILED");
+    let deleted = setup::handle(&clients, &request("Delete", Value::Null)).await;
+    assert_eq!(deleted.status, "SUCCESS");
+    assert!(!truststore(&clients.s3).await.is_empty(), "kept");
+}
+
+/// The answer goes to the pre-signed URL as a PUT with an empty Content-Type and the
+/// documented JSON fields.
+#[tokio::test]
+async fn the_answer_reaches_the_presigned_url() {
+    use http_body_util::{BodyExt, Full};
+    use hyper::body::Bytes;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        let (stream, _) = listener.accept().await.unwrap();
+        let tx = std::sync::Mutex::new(Some(tx));
+        let svc = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+            let tx = tx.lock().unwrap().take();
+            async move {
+                let method = req.method().clone();
+                let ct = req
+                    .headers()
+                    .get("content-type")
+                    .map(|v| v.to_str().unwrap().to_owned());
+                let path = req.uri().to_string();
+                let body = req.into_body().collect().await.unwrap().to_bytes();
+                if let Some(tx) = tx {
+                    let _ = tx.send((method, ct, path, body));
+                }
+                Ok::<_, std::convert::Infallible>(hyper::Response::new(Full::new(Bytes::new())))
+            }
+        });
+        let _ = hyper::server::conn::http1::Builder::new()
+            .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+            .await;
+    });
+    let mut req = request("Delete", Value::Null);
+    req.response_url = format!("http://{addr}/cfn-response?X-Amz-Signature=abc");
+    let clients_unused = {
+        let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .region(aws_config::Region::new("us-east-1"))
+            .load()
+            .await;
+        SetupClients {
+            kms: kms::Client::new(&sdk),
+            pca: winmdm_aws::acmpca_client(&sdk, None),
+            s3: winmdm_aws::s3_client(&sdk, None),
+        }
+    };
+    let resp = setup::handle(&clients_unused, &req).await;
+    setup::put_response(&req.response_url, &resp).await.unwrap();
+    let (method, ct, path, body) = rx.await.unwrap();
+    assert_eq!(method, hyper::Method::PUT);
+    assert_eq!(ct.as_deref(), Some(""));
+    assert_eq!(path, "/cfn-response?X-Amz-Signature=abc");
+    let v: Value = serde_json::from_slice(&body).unwrap();
+    for k in [
+        "Status",
+        "Reason",
+        "PhysicalResourceId",
+        "StackId",
+        "RequestId",
+        "LogicalResourceId",
+    ] {
+        assert!(v.get(k).is_some(), "{k} in {v}");
+    }
+    assert_eq!(v["Status"], "SUCCESS");
+    assert_eq!(v["PhysicalResourceId"], "winmdm-ca-setup-CaSetup");
+}
