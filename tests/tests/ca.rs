@@ -381,6 +381,30 @@ async fn kms_ca_from_the_function_environment() {
     .err()
     .unwrap();
     assert!(err.to_string().contains("choose one CA"), "{err}");
+    let err = state(&[
+        ("WINMDM_KMS_KEY_ID", "k"),
+        ("WINMDM_KMS_CA_CERT_S3", "s3://bucket"),
+    ])
+    .await
+    .err()
+    .unwrap();
+    assert!(err.to_string().contains("s3://bucket/key"), "{err}");
+    let err = state(&[
+        ("WINMDM_KMS_KEY_ID", "k"),
+        ("WINMDM_KMS_CA_CERT", &pem),
+        ("WINMDM_KMS_CA_CERT_S3", "s3://b/k"),
+    ])
+    .await
+    .err()
+    .unwrap();
+    assert!(err.to_string().contains("not both"), "{err}");
+    // From S3: nothing is read at start.
+    state(&[
+        ("WINMDM_KMS_KEY_ID", "k"),
+        ("WINMDM_KMS_CA_CERT_S3", "s3://b/truststore.pem"),
+    ])
+    .await
+    .expect("configured without a call");
     let s = state(&[("WINMDM_KMS_KEY_ID", "k"), ("WINMDM_KMS_CA_CERT", &pem)])
         .await
         .expect("configured");

@@ -122,6 +122,21 @@ async fn ca_setup_makes_the_kms_root_once_and_publishes_the_truststore() {
         .to_owned();
     assert!(!v1.is_empty());
 
+    // The functions read that certificate from the truststore on first use and issue
+    // under it.
+    let ca = winmdm_aws::KmsCa::with_s3_certificate(
+        clients.kms.clone(),
+        key.clone(),
+        clients.s3.clone(),
+        BUCKET,
+        OBJECT,
+    );
+    winmdm_e2e::ca_conformance::issues_certificates_that_chain(&ca, true).await;
+    let chain = winmdm_core::ca::CertificateAuthority::chain(&ca)
+        .await
+        .unwrap();
+    assert_eq!(chain.root_der, der);
+
     // An update (any stack change) keeps the root: enrolled devices still chain to it.
     let updated = setup::handle(&clients, &request("Update", props(&key))).await;
     assert_eq!(updated.status, "SUCCESS", "{}", updated.reason);

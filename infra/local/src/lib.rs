@@ -767,8 +767,10 @@ async fn kms_ca(
     };
     Ok(winmdm_http::state::KmsCaConfig {
         key_id: key_id.to_owned(),
-        ca_der,
-        root_der: None,
+        certificate: winmdm_http::state::KmsCaCertificate::Given {
+            ca_der,
+            root_der: None,
+        },
         endpoint: opts.kms_endpoint.clone(),
     })
 }

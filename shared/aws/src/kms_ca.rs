@@ -275,34 +275,25 @@ pub fn pem(der: &[u8]) -> String {
     out
 }
 
-pub struct KmsCa {
-    client: Client,
-    key_id: String,
-    signing: KmsSigning,
+/// A CA certificate kept as a PEM object in S3 (the stack's truststore: the self-signed
+/// root the stack's `CaSetup` made), read on first use so that starting a function calls
+/// nothing.
+struct S3Certificate {
+    client: aws_sdk_s3::Client,
+    bucket: String,
+    key: String,
+}
+
+/// The CA certificate, checked and ready to sign under.
+struct Loaded {
     chain: Arc<CaChain>,
+    signing: KmsSigning,
     /// The CA certificate's SubjectPublicKeyInfo.
     spki: Vec<u8>,
 }
 
-impl std::fmt::Debug for KmsCa {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("KmsCa")
-            .field("key_id", &self.key_id)
-            .field("signing", &self.signing)
-            .finish_non_exhaustive()
-    }
-}
-
-impl KmsCa {
-    /// A CA signing with `key_id` under the CA certificate `ca_der` (made by
-    /// [`create_root`], or issued for the KMS key by another CA, given with its
-    /// `root_der`). Calls nothing: the key is first used at the first issue.
-    pub fn new(
-        client: Client,
-        key_id: impl Into<String>,
-        ca_der: Vec<u8>,
-        root_der: Option<Vec<u8>>,
-    ) -> Result<Self, CaError> {
+impl Loaded {
+    fn new(ca_der: Vec<u8>, root_der: Option<Vec<u8>>) -> Result<Self, CaError> {
         let (_, cert) = X509Certificate::from_der(&ca_der)
             .map_err(|e| CaError::Internal(format!("the CA certificate does not parse: {e}")))?;
         if !cert.is_ca() {
@@ -323,22 +314,119 @@ impl KmsCa {
             },
         };
         Ok(Self {
-            client,
-            key_id: key_id.into(),
-            signing,
             chain: Arc::new(chain),
+            signing,
             spki,
         })
+    }
+}
+
+pub struct KmsCa {
+    client: Client,
+    key_id: String,
+    /// Where the CA certificate is read from on first use; `None` when it was given.
+    source: Option<S3Certificate>,
+    loaded: tokio::sync::OnceCell<Loaded>,
+}
+
+impl std::fmt::Debug for KmsCa {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KmsCa")
+            .field("key_id", &self.key_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl KmsCa {
+    /// A CA signing with `key_id` under the CA certificate `ca_der` (made by
+    /// [`create_root`], or issued for the KMS key by another CA, given with its
+    /// `root_der`). Calls nothing: the key is first used at the first issue.
+    pub fn new(
+        client: Client,
+        key_id: impl Into<String>,
+        ca_der: Vec<u8>,
+        root_der: Option<Vec<u8>>,
+    ) -> Result<Self, CaError> {
+        let loaded = Loaded::new(ca_der, root_der)?;
+        Ok(Self {
+            client,
+            key_id: key_id.into(),
+            source: None,
+            loaded: tokio::sync::OnceCell::new_with(Some(loaded)),
+        })
+    }
+
+    /// A CA whose certificate is the one PEM certificate in an S3 object (a self-signed
+    /// root), read on first use and kept for the life of the process.
+    pub fn with_s3_certificate(
+        client: Client,
+        key_id: impl Into<String>,
+        s3: aws_sdk_s3::Client,
+        bucket: impl Into<String>,
+        key: impl Into<String>,
+    ) -> Self {
+        Self {
+            client,
+            key_id: key_id.into(),
+            source: Some(S3Certificate {
+                client: s3,
+                bucket: bucket.into(),
+                key: key.into(),
+            }),
+            loaded: tokio::sync::OnceCell::new(),
+        }
+    }
+
+    async fn loaded(&self) -> Result<&Loaded, CaError> {
+        self.loaded
+            .get_or_try_init(|| async {
+                let Some(S3Certificate {
+                    client,
+                    bucket,
+                    key,
+                }) = &self.source
+                else {
+                    return Err(CaError::Internal("no CA certificate".into()));
+                };
+                let out = client
+                    .get_object()
+                    .bucket(bucket)
+                    .key(key)
+                    .send()
+                    .await
+                    .map_err(|e| {
+                        CaError::Unavailable(format!(
+                            "reading the CA certificate s3://{bucket}/{key}: {}",
+                            aws_sdk_s3::error::DisplayErrorContext(&e)
+                        ))
+                    })?;
+                let bytes = out
+                    .body
+                    .collect()
+                    .await
+                    .map_err(|e| CaError::Unavailable(e.to_string()))?
+                    .into_bytes();
+                let mut certs = crate::pca::pem_certificates(&String::from_utf8_lossy(&bytes));
+                match (certs.pop(), certs.is_empty()) {
+                    (Some(der), true) => Loaded::new(der, None),
+                    _ => Err(CaError::Internal(format!(
+                        "s3://{bucket}/{key} must hold exactly one PEM certificate, \
+                         the KMS key's root"
+                    ))),
+                }
+            })
+            .await
     }
 }
 
 #[async_trait]
 impl CertificateAuthority for KmsCa {
     async fn chain(&self) -> Result<Arc<CaChain>, CaError> {
-        Ok(self.chain.clone())
+        Ok(self.loaded().await?.chain.clone())
     }
 
     async fn issue(&self, req: &IssueRequest<'_>) -> Result<IssuedCertificate, CaError> {
+        let loaded = self.loaded().await?;
         let device_key = SubjectPublicKeyInfo::from_der(req.csr.spki_der())
             .map_err(|e| CaError::Rejected(format!("unusable public key: {e}")))?;
         let params = cert_profile::device_certificate(req);
@@ -347,9 +435,9 @@ impl CertificateAuthority for KmsCa {
             .as_ref()
             .map(cert_profile::serial_hex)
             .unwrap_or_default();
-        let capture = TbsCapture::new(&self.spki, self.signing)?;
+        let capture = TbsCapture::new(&loaded.spki, loaded.signing)?;
         {
-            let issuer = Issuer::from_ca_cert_der(&self.chain.issuer_der().into(), &capture)
+            let issuer = Issuer::from_ca_cert_der(&loaded.chain.issuer_der().into(), &capture)
                 .map_err(|e| CaError::Internal(format!("the CA certificate: {e}")))?;
             params
                 .signed_by(&device_key, &issuer)
@@ -358,9 +446,9 @@ impl CertificateAuthority for KmsCa {
         let der = sign_certificate(
             &self.client,
             &self.key_id,
-            self.signing,
+            loaded.signing,
             capture.take()?,
-            &self.spki,
+            &loaded.spki,
         )
         .await?;
         Ok(IssuedCertificate {

@@ -79,17 +79,71 @@ pub struct AwsBackends {
 #[derive(Debug, Clone)]
 pub struct KmsCaConfig {
     pub key_id: String,
-    /// The CA certificate (DER) whose public key is the KMS key's.
-    pub ca_der: Vec<u8>,
-    /// The root above it, when the CA certificate was issued by another CA (an ACM PCA
-    /// root); `None` when it is self-signed.
-    pub root_der: Option<Vec<u8>>,
+    pub certificate: KmsCaCertificate,
     pub endpoint: Option<String>,
+}
+
+/// Where the KMS CA's certificate comes from.
+#[derive(Debug, Clone)]
+pub enum KmsCaCertificate {
+    Given {
+        /// The CA certificate (DER) whose public key is the KMS key's.
+        ca_der: Vec<u8>,
+        /// The root above it, when the CA certificate was issued by another CA (an ACM
+        /// PCA root); `None` when it is self-signed.
+        root_der: Option<Vec<u8>>,
+    },
+    /// The one PEM certificate (a self-signed root) in an S3 object, read on first use:
+    /// the stack's truststore, which its `CaSetup` writes.
+    S3 {
+        bucket: String,
+        key: String,
+        endpoint: Option<String>,
+    },
 }
 
 impl AwsBackends {
     pub fn is_empty(&self) -> bool {
         self.table.is_none() && self.pca_arn.is_none() && self.kms.is_none()
+    }
+}
+
+/// The KMS CA's certificate from `WINMDM_KMS_CA_CERT` (PEM, with `WINMDM_KMS_CA_ROOT`
+/// when it is not self-signed) or `WINMDM_KMS_CA_CERT_S3` (`s3://bucket/key`).
+fn kms_ca_certificate(
+    env: &impl Fn(&str) -> Option<String>,
+) -> Result<KmsCaCertificate, InitError> {
+    match (env("WINMDM_KMS_CA_CERT"), env("WINMDM_KMS_CA_CERT_S3")) {
+        (Some(pem), None) => Ok(KmsCaCertificate::Given {
+            ca_der: one_pem_certificate("WINMDM_KMS_CA_CERT", &pem)?,
+            root_der: env("WINMDM_KMS_CA_ROOT")
+                .map(|p| one_pem_certificate("WINMDM_KMS_CA_ROOT", &p))
+                .transpose()?,
+        }),
+        (None, Some(uri)) => {
+            let (bucket, key) = uri
+                .strip_prefix("s3://")
+                .and_then(|rest| rest.split_once('/'))
+                .filter(|(b, k)| !b.is_empty() && !k.is_empty())
+                .ok_or_else(|| {
+                    InitError::Config(format!(
+                        "WINMDM_KMS_CA_CERT_S3 must be s3://bucket/key, not {uri:?}"
+                    ))
+                })?;
+            Ok(KmsCaCertificate::S3 {
+                bucket: bucket.to_owned(),
+                key: key.to_owned(),
+                endpoint: env("WINMDM_S3_ENDPOINT"),
+            })
+        }
+        (Some(_), Some(_)) => Err(InitError::Config(
+            "give WINMDM_KMS_CA_CERT or WINMDM_KMS_CA_CERT_S3, not both".into(),
+        )),
+        (None, None) => Err(InitError::Config(
+            "WINMDM_KMS_KEY_ID needs WINMDM_KMS_CA_CERT (the CA certificate made for the \
+             key, PEM) or WINMDM_KMS_CA_CERT_S3 (s3://bucket/key of it)"
+                .into(),
+        )),
     }
 }
 
@@ -198,15 +252,26 @@ impl AppState {
             }
             (None, Some(k), Some(sdk)) => {
                 let client = winmdm_aws::kms_client(sdk, k.endpoint.as_deref());
-                Arc::new(
-                    winmdm_aws::KmsCa::new(
+                Arc::new(match &k.certificate {
+                    KmsCaCertificate::Given { ca_der, root_der } => winmdm_aws::KmsCa::new(
                         client,
                         k.key_id.clone(),
-                        k.ca_der.clone(),
-                        k.root_der.clone(),
+                        ca_der.clone(),
+                        root_der.clone(),
                     )
                     .map_err(|e| InitError::Config(format!("the KMS CA: {e}")))?,
-                )
+                    KmsCaCertificate::S3 {
+                        bucket,
+                        key,
+                        endpoint,
+                    } => winmdm_aws::KmsCa::with_s3_certificate(
+                        client,
+                        k.key_id.clone(),
+                        winmdm_aws::s3_client(sdk, endpoint.as_deref()),
+                        bucket.clone(),
+                        key.clone(),
+                    ),
+                })
             }
             _ => Arc::new(open_local_ca(data_dir)?),
         };
@@ -258,8 +323,9 @@ impl AppState {
     ///   `AWS_REGION`; `WINMDM_DYNAMODB_ENDPOINT` / `WINMDM_PCA_ENDPOINT` only for tests.
     /// - Or, instead of ACM PCA, a CA whose key is in KMS: `WINMDM_KMS_KEY_ID` with
     ///   `WINMDM_KMS_CA_CERT` (the CA certificate made for that key, PEM) and, when that
-    ///   certificate is not self-signed, `WINMDM_KMS_CA_ROOT` (PEM);
-    ///   `WINMDM_KMS_ENDPOINT` only for tests.
+    ///   certificate is not self-signed, `WINMDM_KMS_CA_ROOT` (PEM); or instead of the
+    ///   certificate, `WINMDM_KMS_CA_CERT_S3` (`s3://bucket/key` of it, read on first
+    ///   use); `WINMDM_KMS_ENDPOINT` and `WINMDM_S3_ENDPOINT` only for tests.
     ///   Without them the embedded store and local CA in `WINMDM_DATA_DIR` (default
     ///   `/tmp/winmdm`) are used.
     /// - The key (≥ 32 bytes) signing federated sign-in tokens, which the functions that
@@ -331,19 +397,7 @@ impl AppState {
                 None => None,
                 Some(key_id) => Some(KmsCaConfig {
                     key_id,
-                    ca_der: one_pem_certificate(
-                        "WINMDM_KMS_CA_CERT",
-                        &env("WINMDM_KMS_CA_CERT").ok_or_else(|| {
-                            InitError::Config(
-                                "WINMDM_KMS_KEY_ID needs WINMDM_KMS_CA_CERT (the CA \
-                                 certificate made for the key, PEM)"
-                                    .into(),
-                            )
-                        })?,
-                    )?,
-                    root_der: env("WINMDM_KMS_CA_ROOT")
-                        .map(|p| one_pem_certificate("WINMDM_KMS_CA_ROOT", &p))
-                        .transpose()?,
+                    certificate: kms_ca_certificate(&env)?,
                     endpoint: env("WINMDM_KMS_ENDPOINT"),
                 }),
             },
