@@ -58,6 +58,8 @@ async fn ca_setup_makes_the_kms_root_once_and_publishes_the_truststore() {
         kms: kms::Client::new(&sdk),
         pca: winmdm_aws::acmpca_client(&sdk, None),
         s3: winmdm_aws::s3_client(&sdk, Some(&moto.endpoint)),
+        secrets: winmdm_aws::secrets::secretsmanager_client(&sdk, None),
+        store: None,
     };
     clients
         .s3
@@ -247,6 +249,8 @@ async fn the_answer_reaches_the_presigned_url() {
             kms: kms::Client::new(&sdk),
             pca: winmdm_aws::acmpca_client(&sdk, None),
             s3: winmdm_aws::s3_client(&sdk, None),
+            secrets: winmdm_aws::secrets::secretsmanager_client(&sdk, None),
+            store: None,
         }
     };
     let resp = setup::handle(&clients_unused, &req).await;
@@ -268,4 +272,86 @@ async fn the_answer_reaches_the_presigned_url() {
     }
     assert_eq!(v["Status"], "SUCCESS");
     assert_eq!(v["PhysicalResourceId"], "winmdm-ca-setup-CaSetup");
+}
+
+/// The first user from a UPN and a Secrets Manager secret: created once with an argon2id
+/// hash of the secret, never overwritten, refused with a reason when the password is too
+/// short.
+#[tokio::test]
+async fn first_user_from_a_secret() {
+    let moto = Moto::start().await;
+    let sdk = moto.sdk_config().await;
+    let store = std::sync::Arc::new(moto.dynamo_store("winmdm-first-user").await);
+    let clients = SetupClients {
+        kms: kms::Client::new(&sdk),
+        pca: winmdm_aws::acmpca_client(&sdk, None),
+        s3: winmdm_aws::s3_client(&sdk, Some(&moto.endpoint)),
+        secrets: winmdm_aws::secrets::secretsmanager_client(&sdk, None),
+        store: Some(store.clone()),
+    };
+    let secret = |value: &str| {
+        let c = clients.secrets.clone();
+        let value = value.to_owned();
+        async move {
+            c.create_secret()
+                .name(format!("pw-{}", uuid_like()))
+                .secret_string(value)
+                .send()
+                .await
+                .unwrap()
+                .arn
+                .unwrap()
+        }
+    };
+    let first_user = |upn: &str, arn: &str| {
+        let mut r = request("Create", json!({"Upn": upn, "PasswordSecretArn": arn}));
+        r.resource_type = "Custom::WinmdmFirstUser".into();
+        r
+    };
+    let arn = secret("a long generated passphrase").await;
+    let created = setup::handle(&clients, &first_user(" Alice@Example.com ", &arn)).await;
+    assert_eq!(created.status, "SUCCESS", "{}", created.reason);
+    assert_eq!(created.reason, "user created");
+    use winmdm_core::store::Store as _;
+    let user = store
+        .get_user("alice@example.com")
+        .await
+        .unwrap()
+        .expect("stored");
+    assert!(winmdm_core::password::verify_password(
+        b"a long generated passphrase",
+        Some(&user.password_hash)
+    ));
+
+    // Again (a stack update), even with another secret: the user is left alone.
+    let other = secret("another passphrase entirely").await;
+    let again = setup::handle(&clients, &first_user("alice@example.com", &other)).await;
+    assert_eq!(again.status, "SUCCESS", "{}", again.reason);
+    let still = store.get_user("alice@example.com").await.unwrap().unwrap();
+    assert_eq!(still.password_hash, user.password_hash);
+
+    let short = secret("short").await;
+    let refused = setup::handle(&clients, &first_user("bob@example.com", &short)).await;
+    assert_eq!(refused.status, "FAILED");
+    assert!(refused.reason.contains("at least"), "{}", refused.reason);
+    assert!(store.get_user("bob@example.com").await.unwrap().is_none());
+    let missing = setup::handle(
+        &clients,
+        &first_user(
+            "bob@example.com",
+            "arn:aws:secretsmanager:us-east-1:123456789012:secret:nope",
+        ),
+    )
+    .await;
+    assert_eq!(missing.status, "FAILED");
+}
+
+fn uuid_like() -> String {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static N: AtomicUsize = AtomicUsize::new(0);
+    format!(
+        "{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
 }

@@ -9,6 +9,10 @@
 //!   enrolled device).
 //! - `CaMode: pca`: the truststore is ACM PCA's CA certificate and chain.
 //!
+//! A second resource type, `Custom::WinmdmFirstUser`, creates the first enrollment user
+//! from a UPN and a Secrets Manager secret holding the password (never a template
+//! parameter), once: an existing user is left as it is.
+//!
 //! The truststore is written to a versioned bucket; the version id goes back to
 //! CloudFormation, which hands it to the API Gateway domain, so the domain picks up a new
 //! truststore on every change. Delete leaves bucket and object alone (the bucket is kept
@@ -33,6 +37,9 @@ pub struct CustomResourceRequest {
     pub stack_id: String,
     pub request_id: String,
     pub logical_resource_id: String,
+    /// `Custom::WinmdmCaSetup` (the default) or `Custom::WinmdmFirstUser`.
+    #[serde(default)]
+    pub resource_type: String,
     #[serde(default)]
     pub physical_resource_id: Option<String>,
     #[serde(default)]
@@ -88,6 +95,10 @@ pub enum SetupError {
     #[error("invalid resource properties: {0}")]
     Properties(String),
     #[error(transparent)]
+    Secret(#[from] crate::secrets::SecretError),
+    #[error(transparent)]
+    Store(#[from] winmdm_core::store::StoreError),
+    #[error(transparent)]
     Ca(#[from] CaError),
     #[error("S3: {0}")]
     S3(String),
@@ -103,11 +114,22 @@ pub struct SetupOutput {
     pub truststore_version: String,
 }
 
-/// The AWS clients the setup uses.
+/// The first user's properties.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct FirstUserProperties {
+    pub upn: String,
+    /// The secret whose `SecretString` is the password.
+    pub password_secret_arn: String,
+}
+
+/// The AWS clients (and the store, for the first user) the setup uses.
 pub struct SetupClients {
     pub kms: aws_sdk_kms::Client,
     pub pca: aws_sdk_acmpca::Client,
     pub s3: aws_sdk_s3::Client,
+    pub secrets: aws_sdk_secretsmanager::Client,
+    pub store: Option<std::sync::Arc<dyn winmdm_core::store::Store>>,
 }
 
 /// Runs one request; the response to send to CloudFormation, whatever happened (a
@@ -126,6 +148,34 @@ pub async fn handle(clients: &SetupClients, req: &CustomResourceRequest) -> Cust
         logical_resource_id: req.logical_resource_id.clone(),
         data,
     };
+    if req.resource_type == "Custom::WinmdmFirstUser" {
+        if req.request_type == RequestType::Delete {
+            return respond(
+                "SUCCESS",
+                "kept: the user may have devices".into(),
+                Value::Null,
+            );
+        }
+        let props: FirstUserProperties =
+            match serde_json::from_value(req.resource_properties.clone()) {
+                Ok(p) => p,
+                Err(e) => {
+                    return respond(
+                        "FAILED",
+                        format!("invalid resource properties: {e}"),
+                        Value::Null,
+                    );
+                }
+            };
+        return match ensure_first_user(clients, &props).await {
+            Ok(what) => respond(
+                "SUCCESS",
+                what.into(),
+                serde_json::json!({ "Upn": props.upn }),
+            ),
+            Err(e) => respond("FAILED", e.to_string(), Value::Null),
+        };
+    }
     if req.request_type == RequestType::Delete {
         return respond(
             "SUCCESS",
@@ -319,5 +369,47 @@ pub async fn put_response(url: &str, resp: &CustomResourceResponse) -> Result<()
             .map(|b| String::from_utf8_lossy(&b.to_bytes()).into_owned())
             .unwrap_or_default();
         Err(format!("HTTP {status}: {text}"))
+    }
+}
+
+/// Creates the first user unless a user with that UPN exists (its password is then left
+/// alone: the secret is the initial password, not a way to reset one).
+pub async fn ensure_first_user(
+    clients: &SetupClients,
+    p: &FirstUserProperties,
+) -> Result<&'static str, SetupError> {
+    let store = clients
+        .store
+        .as_ref()
+        .ok_or_else(|| SetupError::Properties("no table configured (WINMDM_TABLE)".into()))?;
+    let password =
+        match crate::secrets::get_secret_value(&clients.secrets, &p.password_secret_arn).await? {
+            crate::secrets::SecretValue::String(s) => s,
+            crate::secrets::SecretValue::Binary(_) => {
+                return Err(SetupError::Properties(
+                    "the password secret must be a SecretString".into(),
+                ));
+            }
+        };
+    let upn =
+        winmdm_core::model::check_new_user(&p.upn, &password).map_err(SetupError::Properties)?;
+    if store.get_user(&upn).await?.is_some() {
+        return Ok("the user exists; left as it is");
+    }
+    // argon2id (≈ 19 MiB, tens of ms): off the executor.
+    let hash = tokio::task::spawn_blocking(move || winmdm_core::password::hash_password(&password))
+        .await
+        .map_err(|e| SetupError::Properties(e.to_string()))?
+        .map_err(SetupError::Properties)?;
+    let user = winmdm_core::model::User {
+        upn,
+        password_hash: hash,
+        created_at: time::OffsetDateTime::now_utc(),
+    };
+    match store.create_user(&user).await {
+        Ok(()) => Ok("user created"),
+        // Created in between (a retried request): the same outcome.
+        Err(winmdm_core::store::StoreError::Conflict(_)) => Ok("the user exists; left as it is"),
+        Err(e) => Err(e.into()),
     }
 }

@@ -27,6 +27,24 @@ pub fn normalize_upn(upn: &str) -> String {
     upn.trim().to_lowercase()
 }
 
+/// Shortest password a user may be given.
+pub const MIN_PASSWORD_LEN: usize = 8;
+
+/// Checks a new user's UPN and password as an operator gives them; the normalised UPN,
+/// or what is wrong (for a 400 or a failed deployment).
+pub fn check_new_user(upn: &str, password: &str) -> Result<String, String> {
+    let upn = normalize_upn(upn);
+    if upn.is_empty() || upn.len() > 256 || upn.chars().any(|c| c.is_control() || c == '/') {
+        return Err("upn must be 1-256 characters without control characters or '/'".into());
+    }
+    if password.chars().count() < MIN_PASSWORD_LEN {
+        return Err(format!(
+            "password must be at least {MIN_PASSWORD_LEN} characters"
+        ));
+    }
+    Ok(upn)
+}
+
 /// `EnrollmentType` from the WSTEP context: `Full` enrolls a user, `Device` the machine.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

@@ -26,7 +26,7 @@ use time::format_description::well_known::Rfc3339;
 use tracing::{Instrument, info, info_span, warn};
 use winmdm_core::commands::{CommandRequest, QueuedCommand, parse_request};
 use winmdm_core::config::paths;
-use winmdm_core::model::{Device, DeviceStatus, PageRequest, User, normalize_upn};
+use winmdm_core::model::{Device, DeviceStatus, PageRequest, User, check_new_user, normalize_upn};
 use winmdm_core::session::{DevicePatch, ManagementUpdate, SessionWrite};
 use winmdm_core::store::StoreError;
 
@@ -182,8 +182,6 @@ struct NewUser {
     password: String,
 }
 
-const MIN_PASSWORD_LEN: usize = 8;
-
 async fn create_user(state: &AppState, req: &Request) -> Outcome {
     let body = match respond::body_bytes(req.body()) {
         Ok(b) => b,
@@ -198,19 +196,10 @@ async fn create_user(state: &AppState, req: &Request) -> Outcome {
             ));
         }
     };
-    let upn = normalize_upn(&new.upn);
-    if upn.is_empty() || upn.len() > 256 || upn.chars().any(|c| c.is_control() || c == '/') {
-        return Ok(json_error(
-            StatusCode::BAD_REQUEST,
-            "upn must be 1-256 characters without control characters or '/'",
-        ));
-    }
-    if new.password.chars().count() < MIN_PASSWORD_LEN {
-        return Ok(json_error(
-            StatusCode::BAD_REQUEST,
-            format!("password must be at least {MIN_PASSWORD_LEN} characters"),
-        ));
-    }
+    let upn = match check_new_user(&new.upn, &new.password) {
+        Ok(upn) => upn,
+        Err(msg) => return Ok(json_error(StatusCode::BAD_REQUEST, msg)),
+    };
     // argon2id off the executor, behind the same bound as sign-ins.
     let password_hash = match state
         .enrollment

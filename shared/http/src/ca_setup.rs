@@ -1,5 +1,6 @@
 //! The `ca-setup` function: CloudFormation's custom resource that makes the CA
-//! certificate (KMS) and writes the mutual-TLS truststore (`winmdm_aws::setup`). Not an
+//! certificate (KMS) and writes the mutual-TLS truststore, and creates the first user
+//! (`winmdm_aws::setup`). Not an
 //! HTTP endpoint: CloudFormation invokes it with the request and waits for the answer at
 //! the request's pre-signed `ResponseURL`.
 
@@ -12,10 +13,18 @@ use crate::logging;
 pub async fn run() -> Result<(), lambda_http::Error> {
     logging::init();
     let sdk = winmdm_aws::sdk_config(None, None).await;
+    let store = std::env::var("WINMDM_TABLE").ok().map(|table| {
+        std::sync::Arc::new(winmdm_aws::DynamoStore::new(
+            winmdm_aws::dynamodb_client(&sdk, None),
+            table,
+        )) as std::sync::Arc<dyn winmdm_core::store::Store>
+    });
     let clients: &'static SetupClients = Box::leak(Box::new(SetupClients {
         kms: winmdm_aws::kms_client(&sdk, None),
         pca: winmdm_aws::acmpca_client(&sdk, None),
         s3: winmdm_aws::s3_client(&sdk, None),
+        secrets: winmdm_aws::secrets::secretsmanager_client(&sdk, None),
+        store,
     }));
     lambda_runtime::run(service_fn(
         move |event: LambdaEvent<CustomResourceRequest>| async move {
