@@ -21,3 +21,147 @@ async fn conformance_suite_on_dynamodb() {
     conformance::write_after_concurrent_change_keeps_both(store(&moto, "t-cc").await).await;
     conformance::profiles_groups_and_states(store(&moto, "t-profiles").await).await;
 }
+
+/// Capacity units per management message on DynamoDB (moto), computed from item sizes
+/// (moto reports constants): an idle mTLS poll, the hourly `last_seen_at` bump, and the
+/// snapshot Query for a device with 0, 10 and 100 open commands. Printed for
+/// BENCHMARKS.md; `cargo test -p winmdm-e2e --test store_dynamodb capacity -- --nocapture`.
+#[tokio::test]
+async fn capacity_per_management_message() {
+    use time::{Duration, OffsetDateTime};
+    use winmdm_core::ca::{CertificateAuthority, IssueRequest};
+    use winmdm_core::clock::{Clock, ManualClock};
+    use winmdm_core::management::{ManagementConfig, ManagementService};
+    use winmdm_core::store::EnrollmentCommit;
+    use winmdm_e2e::device::{CsrSignature, CsrSubject, Device};
+    use winmdm_e2e::dm::{DmClient, Reply};
+
+    const SERVER: &str = "https://manage.example.com/ManagementServer/MDM.svc";
+    let moto = Moto::start().await;
+    let store = Arc::new(moto.dynamo_store("t-capacity").await);
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Arc::new(winmdm_embedded::LocalCa::open_or_create(dir.path()).unwrap());
+    let device = Device::new();
+    let csr =
+        winmdm_core::csr::verify_csr(&device.csr(CsrSignature::Sha256, CsrSubject::Windows), 2048)
+            .unwrap();
+    let start = OffsetDateTime::now_utc();
+    let cert = ca
+        .issue(&IssueRequest {
+            csr: &csr,
+            common_name: &device.device_id,
+            not_before: start - Duration::hours(1),
+            not_after: start + Duration::days(365),
+            idempotency_token: "t",
+        })
+        .await
+        .unwrap()
+        .der;
+    let mut record = conformance::device(&device.device_id, Some(&device.hw_dev_id));
+    record.cert.thumbprint = winmdm_core::ca::thumbprint(&cert);
+    store
+        .commit_enrollment(&EnrollmentCommit {
+            device: record,
+            token: None,
+        })
+        .await
+        .unwrap();
+    let clock = Arc::new(ManualClock::new(start));
+    let service = ManagementService::new(
+        ManagementConfig::new(SERVER.into()),
+        store.clone(),
+        ca,
+        clock.clone(),
+    );
+    let mut client = DmClient::new(&device.device_id, SERVER);
+    // One whole session; the capacity it used (read units, write units) and its messages.
+    let mut poll = async || {
+        let before = store.capacity();
+        client.start_session();
+        let xml = client.message(|c| c.package1("user", &device.hw_dev_id), true);
+        let mut reply = Reply::parse(
+            service
+                .handle(xml.as_bytes(), Some(&cert))
+                .await
+                .unwrap()
+                .xml
+                .as_bytes(),
+        );
+        let first = store.capacity();
+        let mut messages = 1;
+        while !reply.ends_session() {
+            let answer = client.message(|c| c.answer(&reply, |_| 200, |_| "1".into()), true);
+            let r = service
+                .handle(answer.as_bytes(), Some(&cert))
+                .await
+                .unwrap();
+            reply = Reply::parse(r.xml.as_bytes());
+            messages += 1;
+        }
+        let after = store.capacity();
+        (
+            first.read_units - before.read_units,
+            after.read_units - before.read_units,
+            after.write_units - before.write_units,
+            messages,
+        )
+    };
+
+    poll().await; // DevInfo and last_seen_at recorded.
+    clock.advance(Duration::minutes(5));
+    let (idle_read, _, idle_write, n) = poll().await;
+    assert_eq!((idle_write, n), (0.0, 1), "an idle poll writes nothing");
+    clock.advance(Duration::hours(1));
+    let (_, _, bump_write, _) = poll().await;
+    assert!(bump_write > 0.0, "the hourly last_seen_at bump writes");
+    let mut rows = vec![("idle poll (0 open commands)", idle_read, idle_write)];
+    rows.push(("hourly last_seen_at bump", idle_read, bump_write));
+    let mut snapshot_reads = vec![idle_read];
+    for open in [10, 100] {
+        for i in 0..open {
+            let c = winmdm_core::commands::QueuedCommand::new(
+                &device.device_id,
+                None,
+                winmdm_core::commands::CommandSpec::Single(winmdm_core::commands::VerbSpec {
+                    verb: winmdm_core::commands::Verb::Replace,
+                    items: vec![winmdm_core::commands::ItemSpec {
+                        target: format!("./Vendor/MSFT/Policy/Config/Test/Setting{i}"),
+                        format: Some("int".into()),
+                        type_: None,
+                        data: Some(i.to_string()),
+                    }],
+                }),
+                clock.now(),
+            );
+            store.enqueue_command(&c).await.unwrap();
+        }
+        clock.advance(Duration::minutes(1));
+        let (first_read, read, write, messages) = poll().await;
+        snapshot_reads.push(first_read);
+        // Every command is delivered and settled, however long the queue: a message never
+        // sends more than one DynamoDB transaction (100 items) can record, for its own
+        // write and for the answer's (before, 100 queued commands made every message of
+        // the device fail with a 500).
+        let snap = store
+            .load_management(&device.device_id, "x")
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(snap.open_commands.is_empty(), "{open}: all delivered");
+        if open == 100 {
+            assert!(messages > 2, "spread over several messages");
+        }
+        println!(
+            "{open} open commands: snapshot Query {first_read} RRU; the session: {messages} \
+             messages, {read} RRU, {write} WRU"
+        );
+    }
+    assert!(
+        snapshot_reads[0] <= snapshot_reads[1] && snapshot_reads[1] < snapshot_reads[2],
+        "the snapshot grows with the queue: {snapshot_reads:?}"
+    );
+    for (what, r, w) in rows {
+        println!("{what}: {r} RRU, {w} WRU");
+    }
+    println!("snapshot Query, 0 / 10 / 100 open commands: {snapshot_reads:?} RRU");
+}

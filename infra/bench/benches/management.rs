@@ -383,6 +383,7 @@ fn profile_engine(c: &mut Criterion) {
             capacity: 65_536 - MESSAGE_OVERHEAD,
             user_logged_in: true,
             max_sent: 1_000,
+            max_state_writes: usize::MAX,
         };
         let (n, more) = run.send(&mut ob);
         assert_eq!((n, more), (5, false));

@@ -88,6 +88,64 @@ pub struct DynamoStore {
     /// `save_management` of the same message, so a message costs one read: the write is
     /// conditional on that version and re-reads only if someone changed the device since.
     loaded: Arc<Mutex<HashMap<String, (i64, Device)>>>,
+    /// Capacity units the management path used, computed from item sizes (see
+    /// [`Capacity`]).
+    capacity: Arc<Mutex<Capacity>>,
+}
+
+/// Read and write request units, computed from the sizes of the items read and written
+/// with DynamoDB's published rules, not reported by DynamoDB (emulators report constants):
+/// a strongly consistent read costs 1 unit per 4 KB of the items a Query returns; a
+/// transactional write 2 units per KB of each item put, and 2 per delete or condition
+/// check (their items' sizes are not known here; 1 KB is assumed); a put of an item in
+/// the listing index (`GSI1PK`) 1 more unit per KB for the index copy. Only the management
+/// path is counted (`load_management`, and transactions).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Capacity {
+    pub read_units: f64,
+    pub write_units: f64,
+}
+
+/// An item's size as DynamoDB bills it: attribute names plus values (strings and binary
+/// by length, numbers by about one byte per two digits plus one, lists and maps with 3
+/// bytes of overhead plus 1 per element).
+pub fn item_size(item: &Item) -> usize {
+    fn value(v: &AttributeValue) -> usize {
+        match v {
+            AttributeValue::S(s) => s.len(),
+            AttributeValue::N(n) => n.len().div_ceil(2) + 1,
+            AttributeValue::B(b) => b.as_ref().len(),
+            AttributeValue::Bool(_) | AttributeValue::Null(_) => 1,
+            AttributeValue::L(l) => 3 + l.iter().map(|v| value(v) + 1).sum::<usize>(),
+            AttributeValue::M(m) => {
+                3 + m.iter().map(|(k, v)| k.len() + value(v) + 1).sum::<usize>()
+            }
+            AttributeValue::Ss(v) => v.iter().map(String::len).sum(),
+            AttributeValue::Ns(v) => v.iter().map(|n| n.len().div_ceil(2) + 1).sum(),
+            AttributeValue::Bs(v) => v.iter().map(|b| b.as_ref().len()).sum(),
+            _ => 0,
+        }
+    }
+    item.iter().map(|(k, v)| k.len() + value(v)).sum()
+}
+
+fn write_units(items: &[TransactWriteItem]) -> f64 {
+    let kb = |n: usize| n.div_ceil(1024).max(1) as f64;
+    items
+        .iter()
+        .map(|t| match t.put() {
+            Some(p) => {
+                let size = item_size(p.item());
+                let index = if p.item().contains_key("GSI1PK") {
+                    kb(size)
+                } else {
+                    0.0
+                };
+                2.0 * kb(size) + index
+            }
+            None => 2.0,
+        })
+        .sum()
 }
 
 fn s(v: impl Into<String>) -> AttributeValue {
@@ -266,7 +324,14 @@ impl DynamoStore {
             client,
             table: table.into(),
             loaded: Arc::new(Mutex::new(HashMap::new())),
+            capacity: Arc::new(Mutex::new(Capacity::default())),
         }
+    }
+
+    /// The capacity units the management path has used so far (computed, see
+    /// [`Capacity`]).
+    pub fn capacity(&self) -> Capacity {
+        *self.capacity.lock().expect("capacity lock")
     }
 
     /// Creates the table with its index and TTL if it does not exist: for local runs and
@@ -353,6 +418,7 @@ impl DynamoStore {
 
     async fn transact(&self, items: Vec<TransactWriteItem>) -> Result<(), TxError> {
         use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
+        self.capacity.lock().expect("capacity lock").write_units += write_units(&items);
         match self
             .client
             .transact_write_items()
@@ -661,6 +727,10 @@ impl Store for DynamoStore {
         Some(400 * 1024)
     }
 
+    fn max_items_per_write(&self) -> Option<usize> {
+        Some(MAX_TRANSACTION_ITEMS)
+    }
+
     async fn create_user(&self, user: &User) -> Result<(), StoreError> {
         let mut item = record(user_pk(&user.upn), "USER".into(), user)?;
         item.insert("GSI1PK".into(), s("USERS"));
@@ -787,7 +857,11 @@ impl Store for DynamoStore {
                 .send()
                 .await
                 .map_err(unavailable)?;
-            items.extend(out.items.unwrap_or_default());
+            let page = out.items.unwrap_or_default();
+            let bytes: usize = page.iter().map(item_size).sum();
+            self.capacity.lock().expect("capacity lock").read_units +=
+                bytes.div_ceil(4096).max(1) as f64;
+            items.extend(page);
             match out.last_evaluated_key {
                 Some(k) => start = Some(k),
                 None => break,

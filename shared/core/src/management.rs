@@ -57,7 +57,16 @@ pub struct ManagementConfig {
     /// How stale a device's `last_seen_at` may get before a message that changes nothing
     /// else writes it (the only write of an idle poll).
     pub last_seen_interval: Duration,
+    /// The most records one message's write may hold (DynamoDB: 100 per transaction),
+    /// from the store; a message sends no more than the write it causes, and the write
+    /// of the answer that settles it, can hold. `None`: no limit.
+    pub max_items_per_write: Option<usize>,
 }
+
+/// Records a management write holds besides commands and profile states: the device, the
+/// session, and the index entries a message can change (HWDevID, blocked-user), with room
+/// to spare.
+const FIXED_WRITE_ITEMS: usize = 6;
 
 impl ManagementConfig {
     pub fn new(server_url: String) -> Self {
@@ -75,13 +84,19 @@ impl ManagementConfig {
             profiles: ProfileConfig::default(),
             catalog_ttl: std::time::Duration::from_secs(30),
             last_seen_interval: Duration::hours(1),
+            max_items_per_write: None,
         }
     }
 
     /// Lowers the buffering limits to what a store can hold in one record (DynamoDB items
     /// are at most 400 KB): a large object then gets a 413 instead of breaking every later
     /// session of the device with a failed write.
-    pub fn fit_store(mut self, max_record_bytes: Option<usize>) -> Self {
+    pub fn fit_store(
+        mut self,
+        max_record_bytes: Option<usize>,
+        max_items_per_write: Option<usize>,
+    ) -> Self {
+        self.max_items_per_write = max_items_per_write;
         if let Some(max) = max_record_bytes {
             // Room for the rest of the record (session or command) beside the data.
             let room = max.saturating_sub(64 * 1024);
@@ -165,7 +180,7 @@ impl ManagementService {
     ) -> Self {
         let mut unknown_device_key = [0u8; 32];
         rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut unknown_device_key);
-        let config = config.fit_store(store.max_record_bytes());
+        let config = config.fit_store(store.max_record_bytes(), store.max_items_per_write());
         Self {
             config,
             store,
@@ -678,7 +693,15 @@ impl ManagementService {
                 items: Vec::new(),
             }));
         } else if enrolled && !abort && !request_pending {
-            (sent, more_remaining) = self.send_commands(&mut run, &mut session, msg_id, now);
+            // What the write may still hold: each command changed or sent counts as two
+            // records (settling it writes its result and deletes it from the queue).
+            let write_room = self.config.max_items_per_write.map(|max| {
+                max.saturating_sub(
+                    FIXED_WRITE_ITEMS + profiles.as_ref().map_or(0, ProfileRun::changed_count),
+                )
+            });
+            (sent, more_remaining) =
+                self.send_commands(&mut run, &mut session, msg_id, now, write_room);
             if !more_remaining
                 && session.outgoing.is_none()
                 && let Some(p) = profiles.as_mut()
@@ -698,6 +721,9 @@ impl ManagementService {
                     capacity: max.saturating_sub(MESSAGE_OVERHEAD),
                     user_logged_in: session.login_status.as_deref() == Some("user"),
                     max_sent: self.config.max_commands_per_session,
+                    max_state_writes: self.config.max_items_per_write.map_or(usize::MAX, |max| {
+                        max.saturating_sub(FIXED_WRITE_ITEMS + 2 * run.changed.len())
+                    }),
                 });
                 sent += n;
                 more_remaining = more;
@@ -920,6 +946,7 @@ impl ManagementService {
         session: &mut SessionState,
         msg_id: u32,
         now: OffsetDateTime,
+        write_room: Option<usize>,
     ) -> (usize, bool) {
         let max = session
             .max_msg_size
@@ -972,6 +999,11 @@ impl ManagementService {
             }
             if session.sent.len() >= self.config.max_commands_per_session {
                 return (sent, false);
+            }
+            if write_room.is_some_and(|room| 2 * (run.changed.len() + 1) > room) {
+                // The rest go in the next message, so that this message's write and the
+                // answer's settling write each fit the store's limit.
+                return (sent, true);
             }
             let cmd = &run.commands[i];
             if cmd.spec.targets_user() && session.login_status.as_deref() != Some("user") {

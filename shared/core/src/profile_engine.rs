@@ -80,6 +80,9 @@ pub struct Outbox<'o> {
     pub user_logged_in: bool,
     /// Commands a session may have sent in all; the rest wait for the next session.
     pub max_sent: usize,
+    /// Profile states this message's write may hold (the store's per-write limit less
+    /// what the message already writes); the rest go in the next message.
+    pub max_state_writes: usize,
 }
 
 impl Outbox<'_> {
@@ -125,6 +128,14 @@ impl<'a> ProfileRun<'a> {
             changed: Vec::new(),
             now,
         }
+    }
+
+    /// How many profile states this message has changed so far.
+    pub fn changed_count(&self) -> usize {
+        let mut ids: Vec<&String> = self.changed.iter().collect();
+        ids.sort();
+        ids.dedup();
+        ids.len()
     }
 
     /// The states this message changed, to be written with it.
@@ -221,6 +232,9 @@ impl<'a> ProfileRun<'a> {
             let wanted = profile.filter(|p| p.scope == ProfileScope::Device || ob.user_logged_in);
             if ob.sent.len() >= ob.max_sent {
                 return (sent, false);
+            }
+            if self.changed_count() >= ob.max_state_writes {
+                return (sent, true);
             }
             let s = self.states.get_mut(&id).expect("listed");
             let before = s.clone();
@@ -816,6 +830,7 @@ mod tests {
             capacity: 100_000,
             user_logged_in: false,
             max_sent: 500,
+            max_state_writes: usize::MAX,
         });
         (sent, out)
     }

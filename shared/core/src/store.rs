@@ -46,6 +46,13 @@ pub trait Store: Send + Sync {
         None
     }
 
+    /// The most records one write (one management message's `save_management`) may hold,
+    /// if the store has a limit (DynamoDB: 100 items per transaction): the management
+    /// service sends no more per message than that allows.
+    fn max_items_per_write(&self) -> Option<usize> {
+        None
+    }
+
     /// Adds a user; `Conflict` if the UPN exists.
     async fn create_user(&self, user: &User) -> Result<(), StoreError>;
     async fn get_user(&self, upn: &str) -> Result<Option<User>, StoreError>;
