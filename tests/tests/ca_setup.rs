@@ -138,6 +138,76 @@ async fn ca_setup_makes_the_kms_root_once_and_publishes_the_truststore() {
         .await
         .unwrap();
     assert_eq!(chain.root_der, der);
+    let device = winmdm_e2e::device::Device::new();
+    let csr = winmdm_core::csr::verify_csr(
+        &device.csr(
+            winmdm_e2e::device::CsrSignature::Sha256,
+            winmdm_e2e::device::CsrSubject::Windows,
+        ),
+        2048,
+    )
+    .unwrap();
+    let now = time::OffsetDateTime::now_utc();
+    let issued_before = winmdm_core::ca::CertificateAuthority::issue(
+        &ca,
+        &winmdm_core::ca::IssueRequest {
+            csr: &csr,
+            common_name: &device.device_id,
+            not_before: now,
+            not_after: now + time::Duration::days(1),
+            idempotency_token: "t",
+        },
+    )
+    .await
+    .unwrap()
+    .der;
+
+    // A certificate planted in the truststore object is not trusted: the functions use
+    // it only if it is the KMS key's own self-signed root.
+    let planted_key = rcgen::KeyPair::generate_for(&rcgen::PKCS_RSA_SHA256).unwrap();
+    let planted = winmdm_core::cert_profile::device_root(
+        "Contoso device CA",
+        time::OffsetDateTime::now_utc(),
+        time::Duration::days(1),
+    )
+    .self_signed(&planted_key)
+    .unwrap();
+    clients
+        .s3
+        .put_object()
+        .bucket(BUCKET)
+        .key(OBJECT)
+        .body(winmdm_aws::kms_ca::pem(planted.der()).into_bytes().into())
+        .send()
+        .await
+        .unwrap();
+    let fooled = winmdm_aws::KmsCa::with_s3_certificate(
+        clients.kms.clone(),
+        key.clone(),
+        clients.s3.clone(),
+        BUCKET,
+        OBJECT,
+    );
+    let err = winmdm_core::ca::CertificateAuthority::chain(&fooled)
+        .await
+        .expect_err("a planted root");
+    assert!(err.to_string().contains("refusing to trust"), "{err}");
+    // CaSetup puts the key's root back (and the functions trust it again).
+    let repaired = setup::handle(&clients, &request("Update", props(&key))).await;
+    assert_eq!(repaired.status, "SUCCESS", "{}", repaired.reason);
+    let repaired_pem = repaired.data["CertificatePem"].as_str().unwrap().to_owned();
+    let repaired_der = winmdm_aws::pca::pem_certificates(&repaired_pem)
+        .pop()
+        .unwrap();
+    let (_, repaired_root) = X509Certificate::from_der(&repaired_der).unwrap();
+    // A new root for the same key and name: certificates already issued still chain.
+    assert_eq!(repaired_root.public_key().raw, public.as_ref());
+    assert_eq!(repaired_root.subject(), root.subject());
+    let (_, issued) = X509Certificate::from_der(&issued_before).unwrap();
+    issued
+        .verify_signature(Some(repaired_root.public_key()))
+        .expect("a device certificate issued before still verifies");
+    let pem = repaired_pem;
 
     // An update (any stack change) keeps the root: enrolled devices still chain to it.
     let updated = setup::handle(&clients, &request("Update", props(&key))).await;

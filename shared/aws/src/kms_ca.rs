@@ -407,13 +407,39 @@ impl KmsCa {
                     .map_err(|e| CaError::Unavailable(e.to_string()))?
                     .into_bytes();
                 let mut certs = crate::pca::pem_certificates(&String::from_utf8_lossy(&bytes));
-                match (certs.pop(), certs.is_empty()) {
-                    (Some(der), true) => Loaded::new(der, None),
-                    _ => Err(CaError::Internal(format!(
-                        "s3://{bucket}/{key} must hold exactly one PEM certificate, \
-                         the KMS key's root"
-                    ))),
+                let der = match (certs.pop(), certs.is_empty()) {
+                    (Some(der), true) => der,
+                    _ => {
+                        return Err(CaError::Internal(format!(
+                            "s3://{bucket}/{key} must hold exactly one PEM certificate, \
+                             the KMS key's root"
+                        )));
+                    }
+                };
+                // The object is a trust anchor for client certificates: whoever could
+                // write it could otherwise make manage trust certificates of their own.
+                // It is used only if it is the KMS key's own, validly self-signed root.
+                let kms_key = self
+                    .client
+                    .get_public_key()
+                    .key_id(&self.key_id)
+                    .send()
+                    .await
+                    .map_err(|e| describe(&e))?
+                    .public_key
+                    .ok_or_else(|| CaError::Internal("KMS returned no public key".into()))?;
+                let (_, cert) = X509Certificate::from_der(&der).map_err(|e| {
+                    CaError::Internal(format!("s3://{bucket}/{key} does not parse: {e}"))
+                })?;
+                if cert.public_key().raw != kms_key.as_ref() || cert.verify_signature(None).is_err()
+                {
+                    return Err(CaError::Internal(format!(
+                        "s3://{bucket}/{key} is not the self-signed root of KMS key {}: \
+                         refusing to trust it",
+                        self.key_id
+                    )));
                 }
+                Loaded::new(der, None)
             })
             .await
     }

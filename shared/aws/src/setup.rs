@@ -333,6 +333,7 @@ async fn is_the_keys_certificate(
         .await
         .map_err(|e| CaError::Internal(aws_sdk_kms::error::DisplayErrorContext(&e).to_string()))?;
     Ok(cert.is_ca()
+        && cert.verify_signature(None).is_ok()
         && key
             .public_key
             .is_some_and(|k| k.as_ref() == cert.public_key().raw))
