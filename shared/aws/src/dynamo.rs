@@ -97,8 +97,9 @@ pub struct DynamoStore {
 /// with DynamoDB's published rules, not reported by DynamoDB (emulators report constants):
 /// a strongly consistent read costs 1 unit per 4 KB of the items a Query returns; a
 /// transactional write 2 units per KB of each item put, and 2 per delete or condition
-/// check (their items' sizes are not known here; 1 KB is assumed); a put of an item in
-/// the listing index (`GSI1PK`) 1 more unit per KB for the index copy. Only the management
+/// check (their items' sizes are not known here; 1 KB is assumed); a single put (sent as
+/// a plain conditional PutItem) 1 unit per KB; a put of an item in the listing index
+/// (`GSI1PK`) 1 more unit per KB for the index copy. Only the management
 /// path is counted (`load_management`, and transactions).
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct Capacity {
@@ -129,23 +130,29 @@ pub fn item_size(item: &Item) -> usize {
     item.iter().map(|(k, v)| k.len() + value(v)).sum()
 }
 
+fn kb(n: usize) -> f64 {
+    n.div_ceil(1024).max(1) as f64
+}
+
+/// Table write units of `items` as a transaction (2 per KB of each put; 2 per delete or
+/// condition check).
 fn write_units(items: &[TransactWriteItem]) -> f64 {
-    let kb = |n: usize| n.div_ceil(1024).max(1) as f64;
     items
         .iter()
         .map(|t| match t.put() {
-            Some(p) => {
-                let size = item_size(p.item());
-                let index = if p.item().contains_key("GSI1PK") {
-                    kb(size)
-                } else {
-                    0.0
-                };
-                2.0 * kb(size) + index
-            }
+            Some(p) => 2.0 * kb(item_size(p.item())),
             None => 2.0,
         })
         .sum()
+}
+
+/// Write units of a put's copy in the listing index (not doubled by transactions).
+fn index_units(item: &Item) -> f64 {
+    if item.contains_key("GSI1PK") {
+        kb(item_size(item))
+    } else {
+        0.0
+    }
 }
 
 fn s(v: impl Into<String>) -> AttributeValue {
@@ -418,7 +425,22 @@ impl DynamoStore {
 
     async fn transact(&self, items: Vec<TransactWriteItem>) -> Result<(), TxError> {
         use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
-        self.capacity.lock().expect("capacity lock").write_units += write_units(&items);
+        if let [only] = items.as_slice()
+            && let Some(p) = only.put()
+        {
+            // One item needs no transaction, which would bill it twice: a conditional
+            // PutItem is just as atomic (the typical write of a poll: the device item
+            // with its new last_seen_at, conditional on its version).
+            self.capacity.lock().expect("capacity lock").write_units +=
+                write_units(&items) / 2.0 + index_units(p.item());
+            return self.put_one(p).await;
+        }
+        self.capacity.lock().expect("capacity lock").write_units += write_units(&items)
+            + items
+                .iter()
+                .filter_map(|t| t.put())
+                .map(|p| index_units(p.item()))
+                .sum::<f64>();
         match self
             .client
             .transact_write_items()
@@ -449,6 +471,27 @@ impl DynamoStore {
                     other.message().unwrap_or("")
                 )))),
             },
+            Err(e) => Err(TxError::Store(unavailable(e))),
+        }
+    }
+
+    /// A transaction's single Put as a conditional PutItem.
+    async fn put_one(&self, p: &aws_sdk_dynamodb::types::Put) -> Result<(), TxError> {
+        match self
+            .client
+            .put_item()
+            .table_name(p.table_name())
+            .set_item(Some(p.item().clone()))
+            .set_condition_expression(p.condition_expression().map(str::to_owned))
+            .set_expression_attribute_names(p.expression_attribute_names().cloned())
+            .set_expression_attribute_values(p.expression_attribute_values().cloned())
+            .send()
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(SdkError::ServiceError(se)) if se.err().is_conditional_check_failed_exception() => {
+                Err(TxError::Condition(vec![0]))
+            }
             Err(e) => Err(TxError::Store(unavailable(e))),
         }
     }

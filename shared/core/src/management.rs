@@ -744,8 +744,13 @@ impl ManagementService {
             // A session that was aborted or that this reply ends is forgotten: nothing of
             // it (nonces, buffers) outlives it.
             session: if abort || (final_ && msg.final_ && sent == 0 && !request_pending) {
-                SessionWrite::Delete {
-                    slot: SESSION_SLOT.into(),
+                if stored_session {
+                    SessionWrite::Delete {
+                        slot: SESSION_SLOT.into(),
+                    }
+                } else {
+                    // Nothing stored to forget: a delete would be a write for nothing.
+                    SessionWrite::Keep
                 }
             } else {
                 session.slot = SESSION_SLOT.into();
@@ -759,11 +764,7 @@ impl ManagementService {
         let writes_nothing = update.device.is_empty()
             && update.commands.is_empty()
             && update.profiles.is_empty()
-            && match &update.session {
-                SessionWrite::Keep => true,
-                SessionWrite::Delete { .. } => !stored_session,
-                SessionWrite::Put(_) => false,
-            };
+            && update.session == SessionWrite::Keep;
         if !writes_nothing && let Err(e) = self.store.save_management(&update).await {
             // Nothing was written: the device gets a 500 and retries; the commands it was
             // about to receive stay queued.
