@@ -10,6 +10,26 @@ use x509_parser::prelude::{FromDer, X509Certificate};
 
 use crate::device::{CsrSignature, CsrSubject, Device};
 
+/// Has `ca` certify `device`'s key (its CSR as Windows writes it), valid from five
+/// minutes ago for `validity`.
+pub async fn certify(
+    ca: &dyn CertificateAuthority,
+    device: &Device,
+    validity: Duration,
+) -> Result<winmdm_core::ca::IssuedCertificate, winmdm_core::ca::CaError> {
+    let csr = verify_csr(&device.csr(CsrSignature::Sha256, CsrSubject::Windows), 2048)
+        .expect("the device's CSR verifies");
+    let now = OffsetDateTime::now_utc();
+    ca.issue(&winmdm_core::ca::IssueRequest {
+        csr: &csr,
+        common_name: &device.device_id,
+        not_before: now - Duration::minutes(5),
+        not_after: now + validity,
+        idempotency_token: &device.device_id[..16],
+    })
+    .await
+}
+
 pub async fn issues_certificates_that_chain(ca: &dyn CertificateAuthority, strict: bool) {
     let chain = ca.chain().await.expect("CA certificate available");
     let (_, root) = X509Certificate::from_der(&chain.root_der).expect("root parses");

@@ -1,6 +1,6 @@
 //! The CA suite on the local CA and on ACM Private CA (moto).
 
-use winmdm_e2e::ca_conformance::issues_certificates_that_chain;
+use winmdm_e2e::ca_conformance::{certify, issues_certificates_that_chain};
 use winmdm_e2e::moto::Moto;
 
 #[tokio::test]
@@ -134,25 +134,10 @@ async fn kms_ca_on_moto() {
         issues_certificates_that_chain(&ca, true).await;
 
         calls.0.lock().unwrap().clear();
-        let device = winmdm_e2e::device::Device::new();
-        let csr = winmdm_core::csr::verify_csr(
-            &device.csr(
-                winmdm_e2e::device::CsrSignature::Sha256,
-                winmdm_e2e::device::CsrSubject::Windows,
-            ),
-            2048,
-        )
-        .unwrap();
-        let now = time::OffsetDateTime::now_utc();
-        let issued = winmdm_core::ca::CertificateAuthority::issue(
+        let issued = certify(
             &ca,
-            &winmdm_core::ca::IssueRequest {
-                csr: &csr,
-                common_name: &device.device_id,
-                not_before: now - time::Duration::minutes(5),
-                not_after: now + time::Duration::days(365),
-                idempotency_token: "t",
-            },
+            &winmdm_e2e::device::Device::new(),
+            time::Duration::days(365),
         )
         .await
         .expect("issued");
@@ -173,25 +158,10 @@ async fn kms_ca_on_moto() {
         .await
         .unwrap();
     let wrong = winmdm_aws::KmsCa::new(client.clone(), key_b, root_a, None).unwrap();
-    let device = winmdm_e2e::device::Device::new();
-    let csr = winmdm_core::csr::verify_csr(
-        &device.csr(
-            winmdm_e2e::device::CsrSignature::Sha256,
-            winmdm_e2e::device::CsrSubject::Windows,
-        ),
-        2048,
-    )
-    .unwrap();
-    let now = time::OffsetDateTime::now_utc();
-    let err = winmdm_core::ca::CertificateAuthority::issue(
+    let err = certify(
         &wrong,
-        &winmdm_core::ca::IssueRequest {
-            csr: &csr,
-            common_name: &device.device_id,
-            not_before: now,
-            not_after: now + time::Duration::days(1),
-            idempotency_token: "t",
-        },
+        &winmdm_e2e::device::Device::new(),
+        time::Duration::days(1),
     )
     .await
     .expect_err("a key that does not match the CA certificate");

@@ -138,25 +138,10 @@ async fn ca_setup_makes_the_kms_root_once_and_publishes_the_truststore() {
         .await
         .unwrap();
     assert_eq!(chain.root_der, der);
-    let device = winmdm_e2e::device::Device::new();
-    let csr = winmdm_core::csr::verify_csr(
-        &device.csr(
-            winmdm_e2e::device::CsrSignature::Sha256,
-            winmdm_e2e::device::CsrSubject::Windows,
-        ),
-        2048,
-    )
-    .unwrap();
-    let now = time::OffsetDateTime::now_utc();
-    let issued_before = winmdm_core::ca::CertificateAuthority::issue(
+    let issued_before = winmdm_e2e::ca_conformance::certify(
         &ca,
-        &winmdm_core::ca::IssueRequest {
-            csr: &csr,
-            common_name: &device.device_id,
-            not_before: now,
-            not_after: now + time::Duration::days(1),
-            idempotency_token: "t",
-        },
+        &winmdm_e2e::device::Device::new(),
+        time::Duration::days(1),
     )
     .await
     .unwrap()

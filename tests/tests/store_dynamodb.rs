@@ -29,11 +29,10 @@ async fn conformance_suite_on_dynamodb() {
 #[tokio::test]
 async fn capacity_per_management_message() {
     use time::{Duration, OffsetDateTime};
-    use winmdm_core::ca::{CertificateAuthority, IssueRequest};
     use winmdm_core::clock::{Clock, ManualClock};
     use winmdm_core::management::{ManagementConfig, ManagementService};
     use winmdm_core::store::EnrollmentCommit;
-    use winmdm_e2e::device::{CsrSignature, CsrSubject, Device};
+    use winmdm_e2e::device::Device;
     use winmdm_e2e::dm::{DmClient, Reply};
 
     const SERVER: &str = "https://manage.example.com/ManagementServer/MDM.svc";
@@ -42,18 +41,8 @@ async fn capacity_per_management_message() {
     let dir = tempfile::tempdir().unwrap();
     let ca = Arc::new(winmdm_embedded::LocalCa::open_or_create(dir.path()).unwrap());
     let device = Device::new();
-    let csr =
-        winmdm_core::csr::verify_csr(&device.csr(CsrSignature::Sha256, CsrSubject::Windows), 2048)
-            .unwrap();
     let start = OffsetDateTime::now_utc();
-    let cert = ca
-        .issue(&IssueRequest {
-            csr: &csr,
-            common_name: &device.device_id,
-            not_before: start - Duration::hours(1),
-            not_after: start + Duration::days(365),
-            idempotency_token: "t",
-        })
+    let cert = winmdm_e2e::ca_conformance::certify(ca.as_ref(), &device, Duration::days(365))
         .await
         .unwrap()
         .der;

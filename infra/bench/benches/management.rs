@@ -7,15 +7,13 @@ use std::sync::Arc;
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
 use time::{Duration, OffsetDateTime};
 use winmdm_bench::Managed;
-use winmdm_core::ca::{CertificateAuthority, IssueRequest};
 use winmdm_core::clock::SystemClock;
 use winmdm_core::commands::{
     CommandSpec, CommandState, ItemSpec, QueuedCommand, SentIn, Verb, VerbSpec,
 };
-use winmdm_core::csr::verify_csr;
 use winmdm_core::management::ManagementConfig;
 use winmdm_core::session::{SentCommand, SentKind, SessionState};
-use winmdm_e2e::device::{CsrSignature, CsrSubject, Device};
+use winmdm_e2e::device::Device;
 use winmdm_e2e::dm::DmClient;
 use winmdm_embedded::LocalCa;
 use winmdm_wire::syncml::{Command, Item, Meta, Results, Status};
@@ -41,16 +39,12 @@ fn management(c: &mut Criterion) {
     let dir = tempfile::tempdir().unwrap();
     let ca = Arc::new(LocalCa::open_or_create(dir.path()).unwrap());
     let device = Device::new();
-    let csr = verify_csr(&device.csr(CsrSignature::Sha256, CsrSubject::Windows), 2048).unwrap();
-    let now = OffsetDateTime::now_utc();
     let cert = rt
-        .block_on(ca.issue(&IssueRequest {
-            csr: &csr,
-            common_name: &device.device_id,
-            not_before: now - Duration::hours(1),
-            not_after: now + Duration::days(365),
-            idempotency_token: "t",
-        }))
+        .block_on(winmdm_e2e::ca_conformance::certify(
+            ca.as_ref(),
+            &device,
+            Duration::days(365),
+        ))
         .unwrap()
         .der;
 
@@ -265,16 +259,12 @@ fn profiles(c: &mut Criterion) {
     let dir = tempfile::tempdir().unwrap();
     let ca = Arc::new(LocalCa::open_or_create(dir.path()).unwrap());
     let device = Device::new();
-    let csr = verify_csr(&device.csr(CsrSignature::Sha256, CsrSubject::Windows), 2048).unwrap();
-    let now = OffsetDateTime::now_utc();
     let cert = rt
-        .block_on(ca.issue(&IssueRequest {
-            csr: &csr,
-            common_name: &device.device_id,
-            not_before: now - Duration::hours(1),
-            not_after: now + Duration::days(365),
-            idempotency_token: "t",
-        }))
+        .block_on(winmdm_e2e::ca_conformance::certify(
+            ca.as_ref(),
+            &device,
+            Duration::days(365),
+        ))
         .unwrap()
         .der;
     let m = managed(ca.clone(), &device, &cert);

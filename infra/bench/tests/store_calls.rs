@@ -6,12 +6,10 @@ use std::sync::Arc;
 
 use time::{Duration, OffsetDateTime};
 use winmdm_bench::Managed;
-use winmdm_core::ca::{CertificateAuthority, IssueRequest};
 use winmdm_core::clock::ManualClock;
 use winmdm_core::commands::{CommandSpec, ItemSpec, QueuedCommand, Verb, VerbSpec};
-use winmdm_core::csr::verify_csr;
 use winmdm_core::management::ManagementConfig;
-use winmdm_e2e::device::{CsrSignature, CsrSubject, Device};
+use winmdm_e2e::device::Device;
 use winmdm_e2e::dm::{DmClient, Reply};
 use winmdm_embedded::LocalCa;
 
@@ -22,16 +20,8 @@ async fn an_idle_mtls_poll_writes_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let ca = Arc::new(LocalCa::open_or_create(dir.path()).unwrap());
     let device = Device::new();
-    let csr = verify_csr(&device.csr(CsrSignature::Sha256, CsrSubject::Windows), 2048).unwrap();
     let start = OffsetDateTime::now_utc();
-    let cert = ca
-        .issue(&IssueRequest {
-            csr: &csr,
-            common_name: &device.device_id,
-            not_before: start - Duration::hours(1),
-            not_after: start + Duration::days(365),
-            idempotency_token: "t",
-        })
+    let cert = winmdm_e2e::ca_conformance::certify(ca.as_ref(), &device, Duration::days(365))
         .await
         .unwrap()
         .der;

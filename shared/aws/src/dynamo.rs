@@ -475,6 +475,28 @@ impl DynamoStore {
         }
     }
 
+    /// Puts an item that must not exist yet; `Conflict` naming `what` if it does.
+    async fn put_new(&self, item: Item, what: String) -> Result<(), StoreError> {
+        let r = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .condition_expression("attribute_not_exists(PK)")
+            .send()
+            .await;
+        match r {
+            Ok(_) => Ok(()),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|se| se.is_conditional_check_failed_exception()) =>
+            {
+                Err(StoreError::Conflict(what))
+            }
+            Err(e) => Err(unavailable(e)),
+        }
+    }
+
     /// A transaction's single Put as a conditional PutItem.
     async fn put_one(&self, p: &aws_sdk_dynamodb::types::Put) -> Result<(), TxError> {
         match self
@@ -778,24 +800,7 @@ impl Store for DynamoStore {
         let mut item = record(user_pk(&user.upn), "USER".into(), user)?;
         item.insert("GSI1PK".into(), s("USERS"));
         item.insert("GSI1SK".into(), s(user.upn.clone()));
-        let r = self
-            .client
-            .put_item()
-            .table_name(&self.table)
-            .set_item(Some(item))
-            .condition_expression("attribute_not_exists(PK)")
-            .send()
-            .await;
-        match r {
-            Ok(_) => Ok(()),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|se| se.is_conditional_check_failed_exception()) =>
-            {
-                Err(StoreError::Conflict(format!("user {}", user.upn)))
-            }
-            Err(e) => Err(unavailable(e)),
-        }
+        self.put_new(item, format!("user {}", user.upn)).await
     }
 
     async fn get_user(&self, upn: &str) -> Result<Option<User>, StoreError> {
@@ -1256,24 +1261,7 @@ impl Store for DynamoStore {
         let mut item = record(group_pk(&group.name), "GROUP".into(), group)?;
         item.insert("GSI1PK".into(), s("GROUPS"));
         item.insert("GSI1SK".into(), s(group.name.clone()));
-        let r = self
-            .client
-            .put_item()
-            .table_name(&self.table)
-            .set_item(Some(item))
-            .condition_expression("attribute_not_exists(PK)")
-            .send()
-            .await;
-        match r {
-            Ok(_) => Ok(()),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|se| se.is_conditional_check_failed_exception()) =>
-            {
-                Err(StoreError::Conflict(format!("group {}", group.name)))
-            }
-            Err(e) => Err(unavailable(e)),
-        }
+        self.put_new(item, format!("group {}", group.name)).await
     }
 
     async fn get_group(&self, name: &str) -> Result<Option<Group>, StoreError> {

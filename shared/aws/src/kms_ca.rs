@@ -262,6 +262,27 @@ pub async fn create_root(
     sign_certificate(client, key_id, signing, capture.take()?, &spki).await
 }
 
+/// The KMS key's public half (SubjectPublicKeyInfo, DER).
+pub async fn public_key(client: &Client, key_id: &str) -> Result<Vec<u8>, CaError> {
+    Ok(client
+        .get_public_key()
+        .key_id(key_id)
+        .send()
+        .await
+        .map_err(|e| describe(&e))?
+        .public_key
+        .ok_or_else(|| CaError::Internal("KMS returned no public key".into()))?
+        .into_inner())
+}
+
+/// Whether `der` is a CA certificate for `public_key` (SubjectPublicKeyInfo) with a valid
+/// self-signature: the only root a KMS CA trusts from storage it does not control.
+pub fn is_self_signed_root_of(der: &[u8], public_key: &[u8]) -> bool {
+    X509Certificate::from_der(der).is_ok_and(|(_, cert)| {
+        cert.is_ca() && cert.public_key().raw == public_key && cert.verify_signature(None).is_ok()
+    })
+}
+
 /// A certificate as PEM (`CERTIFICATE`, 64-character lines).
 pub fn pem(der: &[u8]) -> String {
     use base64::Engine as _;
@@ -419,20 +440,7 @@ impl KmsCa {
                 // The object is a trust anchor for client certificates: whoever could
                 // write it could otherwise make manage trust certificates of their own.
                 // It is used only if it is the KMS key's own, validly self-signed root.
-                let kms_key = self
-                    .client
-                    .get_public_key()
-                    .key_id(&self.key_id)
-                    .send()
-                    .await
-                    .map_err(|e| describe(&e))?
-                    .public_key
-                    .ok_or_else(|| CaError::Internal("KMS returned no public key".into()))?;
-                let (_, cert) = X509Certificate::from_der(&der).map_err(|e| {
-                    CaError::Internal(format!("s3://{bucket}/{key} does not parse: {e}"))
-                })?;
-                if cert.public_key().raw != kms_key.as_ref() || cert.verify_signature(None).is_err()
-                {
+                if !is_self_signed_root_of(&der, &public_key(&self.client, &self.key_id).await?) {
                     return Err(CaError::Internal(format!(
                         "s3://{bucket}/{key} is not the self-signed root of KMS key {}: \
                          refusing to trust it",

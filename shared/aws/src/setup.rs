@@ -22,7 +22,6 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use time::Duration;
 use winmdm_core::ca::CaError;
-use x509_parser::prelude::{FromDer, X509Certificate};
 
 use crate::kms_ca;
 use crate::pca::pem_certificates;
@@ -223,7 +222,14 @@ pub async fn ensure(
                 .as_deref()
                 .and_then(|pem| pem_certificates(pem).pop())
             {
-                Some(der) if is_the_keys_certificate(&clients.kms, key_id, &der).await? => der,
+                Some(der)
+                    if kms_ca::is_self_signed_root_of(
+                        &der,
+                        &kms_ca::public_key(&clients.kms, key_id).await?,
+                    ) =>
+                {
+                    der
+                }
                 _ => {
                     let days =
                         match p.root_validity_days.as_deref() {
@@ -315,28 +321,6 @@ async fn read_object(
             aws_sdk_s3::error::DisplayErrorContext(&e).to_string(),
         )),
     }
-}
-
-/// Whether `der` is a CA certificate for the KMS key's public key.
-async fn is_the_keys_certificate(
-    kms: &aws_sdk_kms::Client,
-    key_id: &str,
-    der: &[u8],
-) -> Result<bool, SetupError> {
-    let Ok((_, cert)) = X509Certificate::from_der(der) else {
-        return Ok(false);
-    };
-    let key = kms
-        .get_public_key()
-        .key_id(key_id)
-        .send()
-        .await
-        .map_err(|e| CaError::Internal(aws_sdk_kms::error::DisplayErrorContext(&e).to_string()))?;
-    Ok(cert.is_ca()
-        && cert.verify_signature(None).is_ok()
-        && key
-            .public_key
-            .is_some_and(|k| k.as_ref() == cert.public_key().raw))
 }
 
 /// PUTs the response to CloudFormation's pre-signed S3 URL (HTTPS, system roots; an

@@ -13,7 +13,7 @@
 //! At-least-once and idempotent: an attempt records the session instance it went out in;
 //! a session that dropped leaves the profile `sent` and the next session sends it again.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use time::{Duration, OffsetDateTime};
 use winmdm_wire::syncml::{self, Command, Container, ContainerKind, Item, ItemCommand, Meta};
@@ -57,7 +57,8 @@ pub struct ProfileRun<'a> {
     /// The profiles assigned to this device, by id.
     assigned: BTreeMap<String, &'a Profile>,
     states: BTreeMap<String, DeviceProfile>,
-    changed: Vec<String>,
+    /// Profiles whose state this message changed (each written once).
+    changed: BTreeSet<String>,
     now: OffsetDateTime,
 }
 
@@ -125,23 +126,18 @@ impl<'a> ProfileRun<'a> {
                 .into_iter()
                 .map(|s| (s.profile_id.clone(), s))
                 .collect(),
-            changed: Vec::new(),
+            changed: BTreeSet::new(),
             now,
         }
     }
 
     /// How many profile states this message has changed so far.
     pub fn changed_count(&self) -> usize {
-        let mut ids: Vec<&String> = self.changed.iter().collect();
-        ids.sort();
-        ids.dedup();
-        ids.len()
+        self.changed.len()
     }
 
     /// The states this message changed, to be written with it.
     pub fn into_changed(mut self) -> Vec<DeviceProfile> {
-        self.changed.sort();
-        self.changed.dedup();
         self.changed
             .iter()
             .filter_map(|id| self.states.remove(id))
@@ -151,7 +147,7 @@ impl<'a> ProfileRun<'a> {
     fn touch(&mut self, id: &str) -> Option<&mut DeviceProfile> {
         let s = self.states.get_mut(id)?;
         s.updated_at = self.now;
-        self.changed.push(id.to_owned());
+        self.changed.insert(id.to_owned());
         Some(s)
     }
 
@@ -208,7 +204,7 @@ impl<'a> ProfileRun<'a> {
             settle_one(s, profile, config, now);
             if *s != before {
                 s.updated_at = now;
-                self.changed.push(id);
+                self.changed.insert(id);
             }
         }
     }
@@ -248,12 +244,12 @@ impl<'a> ProfileRun<'a> {
                 Work::None => {
                     if *s != before {
                         s.updated_at = self.now;
-                        self.changed.push(id.clone());
+                        self.changed.insert(id.clone());
                     }
                     continue;
                 }
                 Work::Apply => apply_commands(s, wanted.expect("apply needs the profile"), ob),
-                Work::Check => check_commands(s, wanted.expect("check needs the profile"), ob),
+                Work::Check => gets(wanted.expect("check needs the profile"), ob),
                 Work::Remove => remove_commands(s, ob),
             };
             let size: usize = commands
@@ -276,7 +272,7 @@ impl<'a> ProfileRun<'a> {
                 s.retry_at = None;
                 s.sent_in = None;
                 s.updated_at = self.now;
-                self.changed.push(id.clone());
+                self.changed.insert(id.clone());
                 continue;
             }
             if size > ob.budget {
@@ -292,7 +288,7 @@ impl<'a> ProfileRun<'a> {
             }
             let s = self.states.get_mut(&id).expect("listed");
             begin_attempt(s, &work, profile, ob.session_key, self.now);
-            self.changed.push(id.clone());
+            self.changed.insert(id.clone());
             sent += 1;
         }
         (sent, false)
@@ -465,22 +461,7 @@ fn apply_commands(s: &mut DeviceProfile, p: &Profile, ob: &mut Outbox<'_>) -> Pl
         })
         .cloned()
         .collect();
-    s.removals = dropped
-        .iter()
-        .map(|t| NodeOutcome {
-            target: t.clone(),
-            status: None,
-            get_status: None,
-            reported: None,
-        })
-        .collect();
-    for t in dropped {
-        let id = ob.id();
-        planned.push((
-            delete(&id, &t),
-            vec![(id, SentKind::ProfileDelete { target: t })],
-        ));
-    }
+    planned.extend(deletes(s, dropped, ob));
     planned.extend(gets(p, ob));
     planned
 }
@@ -504,13 +485,14 @@ fn gets(p: &Profile, ob: &mut Outbox<'_>) -> Planned {
         .collect()
 }
 
-fn check_commands(_s: &mut DeviceProfile, p: &Profile, ob: &mut Outbox<'_>) -> Planned {
-    gets(p, ob)
+fn remove_commands(s: &mut DeviceProfile, ob: &mut Outbox<'_>) -> Planned {
+    let targets = s.applied.clone();
+    deletes(s, targets, ob)
 }
 
-fn remove_commands(s: &mut DeviceProfile, ob: &mut Outbox<'_>) -> Planned {
-    s.removals = s
-        .applied
+/// A Delete of each of `targets`, recorded as the profile's pending removals.
+fn deletes(s: &mut DeviceProfile, targets: Vec<String>, ob: &mut Outbox<'_>) -> Planned {
+    s.removals = targets
         .iter()
         .map(|t| NodeOutcome {
             target: t.clone(),
@@ -519,8 +501,7 @@ fn remove_commands(s: &mut DeviceProfile, ob: &mut Outbox<'_>) -> Planned {
             reported: None,
         })
         .collect();
-    s.applied
-        .clone()
+    targets
         .into_iter()
         .map(|t| {
             let id = ob.id();
