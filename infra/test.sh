@@ -10,7 +10,13 @@ if ! cargo fmt --version >/dev/null 2>&1 || ! cargo clippy --version >/dev/null 
     rustup component add rustfmt clippy
 fi
 
-# moto, the AWS emulator (DynamoDB with transactions, ACM PCA), for the AWS adapter tests:
+# The openssl command line: the independent verifier of the certificates the KMS CA issues.
+if ! command -v openssl >/dev/null 2>&1; then
+    if [ "$(id -u)" = 0 ]; then apt-get install -y -q openssl >/dev/null; else sudo apt-get install -y -q openssl >/dev/null; fi
+fi
+
+# moto, the AWS emulator (DynamoDB with transactions, ACM PCA, KMS, S3, Secrets Manager),
+# for the AWS adapter tests:
 # pinned, in a local venv; each test starts its own server on a free loopback port.
 # cfn-lint checks template.yaml.
 MOTO_VERSION=5.2.5
