@@ -768,3 +768,109 @@ pub async fn profiles_groups_and_states(store: Arc<dyn Store>) {
     assert_eq!(bl.items.len(), 1);
     assert!(bl.next.is_none());
 }
+
+/// The fleet counters follow enrollments, re-enrollments of the same hardware, check-ins
+/// across hours and status changes, in the same writes; and a failed write changes none.
+pub async fn fleet_counters_follow_device_writes(store: Arc<dyn Store>) {
+    use winmdm_core::fleet_stats::{Overview, overview_ranges};
+    use winmdm_core::session::{DevicePatch, ManagementUpdate, SessionWrite};
+    let now = OffsetDateTime::now_utc();
+    let overview = |store: Arc<dyn Store>| async move {
+        let c = store.read_counters(&overview_ranges(now)).await.unwrap();
+        Overview::from_counters(now, &c)
+    };
+    for (id, hw) in [("CNT-A", "HW-CA"), ("CNT-B", "HW-CB"), ("CNT-C", "HW-CC")] {
+        store
+            .commit_enrollment(&EnrollmentCommit {
+                device: device(id, Some(hw)),
+                token: None,
+            })
+            .await
+            .unwrap();
+    }
+    let o = overview(store.clone()).await;
+    assert_eq!(o.by_status["enrolled"], 3);
+    assert_eq!(o.last_seen.never, 3);
+    assert_eq!(o.enrollments_per_day.last().unwrap().1, 3);
+    assert_eq!(o.expiring_certificates, 0);
+
+    // Same hardware under a new id: the old record leaves every count but the events.
+    let mut again = device("CNT-A2", Some("HW-CA"));
+    again.cert.not_after = now + Duration::days(10);
+    store
+        .commit_enrollment(&EnrollmentCommit {
+            device: again,
+            token: None,
+        })
+        .await
+        .unwrap();
+    let o = overview(store.clone()).await;
+    assert_eq!(o.by_status["enrolled"], 3);
+    assert_eq!(o.last_seen.never, 3);
+    assert_eq!(o.enrollments_per_day.last().unwrap().1, 4);
+    assert_eq!(o.expiring_certificates, 1);
+
+    let patch = |id: &str, device: DevicePatch| ManagementUpdate {
+        device_id: id.into(),
+        device,
+        session: SessionWrite::Keep,
+        commands: Vec::new(),
+        profiles: Vec::new(),
+    };
+    store
+        .save_management(&patch(
+            "CNT-B",
+            DevicePatch {
+                last_seen_at: Some(now),
+                ..DevicePatch::default()
+            },
+        ))
+        .await
+        .unwrap();
+    store
+        .save_management(&patch(
+            "CNT-C",
+            DevicePatch {
+                status: Some(DeviceStatus::Blocked),
+                last_seen_at: Some(now - Duration::days(2)),
+                ..DevicePatch::default()
+            },
+        ))
+        .await
+        .unwrap();
+    // A write to an unknown device fails and counts nothing.
+    assert!(
+        store
+            .save_management(&patch(
+                "CNT-NONE",
+                DevicePatch {
+                    last_seen_at: Some(now),
+                    ..DevicePatch::default()
+                },
+            ))
+            .await
+            .is_err()
+    );
+    let o = overview(store.clone()).await;
+    assert_eq!(o.by_status["enrolled"], 2);
+    assert_eq!(o.by_status["blocked"], 1);
+    assert_eq!(o.last_seen.never, 1);
+    assert_eq!(o.last_seen.hour, 1);
+    assert_eq!(o.last_seen.day, 1);
+    assert_eq!(o.last_seen.week, 2);
+
+    store
+        .save_management(&patch(
+            "CNT-C",
+            DevicePatch {
+                status: Some(DeviceStatus::Removed),
+                ..DevicePatch::default()
+            },
+        ))
+        .await
+        .unwrap();
+    let o = overview(store.clone()).await;
+    assert_eq!(o.by_status["blocked"], 0);
+    assert_eq!(o.by_status["removed"], 1);
+    assert_eq!(o.last_seen.week, 1);
+}

@@ -55,6 +55,12 @@ impl Store for FlakyStore {
     async fn list_devices(&self, page: &PageRequest) -> Result<Page<Device>, StoreError> {
         self.inner.list_devices(page).await
     }
+    async fn read_counters(
+        &self,
+        ranges: &[winmdm_core::fleet_stats::KeyRange],
+    ) -> Result<Vec<(String, i64)>, StoreError> {
+        self.inner.read_counters(ranges).await
+    }
     async fn is_token_consumed(&self, id: &str) -> Result<bool, StoreError> {
         self.inner.is_token_consumed(id).await
     }

@@ -20,6 +20,7 @@ async fn conformance_suite_on_dynamodb() {
     conformance::concurrent_races_have_one_winner(store(&moto, "t-race").await).await;
     conformance::write_after_concurrent_change_keeps_both(store(&moto, "t-cc").await).await;
     conformance::profiles_groups_and_states(store(&moto, "t-profiles").await).await;
+    conformance::fleet_counters_follow_device_writes(store(&moto, "t-counters").await).await;
 }
 
 /// Capacity units per management message on DynamoDB (moto), computed from item sizes

@@ -53,3 +53,9 @@ async fn profiles_groups_and_states() {
     let (_d, s) = store();
     conformance::profiles_groups_and_states(s).await;
 }
+
+#[tokio::test]
+async fn fleet_counters_follow_device_writes() {
+    let (_d, s) = store();
+    conformance::fleet_counters_follow_device_writes(s).await;
+}

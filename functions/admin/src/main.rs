@@ -1,6 +1,6 @@
-//! Lambda function for `/admin/v1/...` (operator API).
+//! Lambda function for `/admin/v1/...` (operator API) and `/console/...` (web console).
 //! Configuration comes from the environment (see `winmdm_http::state::AppState::from_env`);
-//! state is built once per cold start and the handler is `winmdm_http::admin::handle`.
+//! state is built once per cold start and the handler is `winmdm_http::admin::handle_with_console`.
 
 // See the workspace Cargo.toml for why.
 #[global_allocator]
@@ -8,5 +8,5 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
-    winmdm_http::run_lambda(winmdm_http::admin::handle).await
+    winmdm_http::run_lambda(winmdm_http::admin::handle_with_console).await
 }

@@ -181,6 +181,14 @@ impl Store for MemStore {
     async fn list_devices(&self, _: &PageRequest) -> Result<Page<Device>, StoreError> {
         Err(unused())
     }
+    async fn read_counters(
+        &self,
+        ranges: &[winmdm_core::fleet_stats::KeyRange],
+    ) -> Result<Vec<(String, i64)>, StoreError> {
+        self.reads.fetch_add(1, Ordering::Relaxed);
+        let _ = ranges;
+        Ok(Vec::new())
+    }
     async fn is_token_consumed(&self, id: &str) -> Result<bool, StoreError> {
         self.reads.fetch_add(1, Ordering::Relaxed);
         Ok(self.tokens.lock().unwrap().contains(id))

@@ -167,6 +167,47 @@ fn key(pk: impl Into<String>, sk: impl Into<String>) -> Item {
     HashMap::from([("PK".to_owned(), s(pk)), ("SK".to_owned(), s(sk))])
 }
 
+/// Fleet counters (`winmdm_core::fleet_stats`) are spread over this many partitions
+/// (`STATS#0`…), chosen by device id: at a million devices the busiest counter (the
+/// current check-in hour) takes a few hundred increments a second, which one partition
+/// could take, but not with headroom. The overview reads every shard's ranges.
+pub const COUNTER_SHARDS: u64 = 8;
+
+fn counter_pk(device_id: &str) -> String {
+    // FNV-1a: stable across processes and versions (std's hasher is not).
+    let h = device_id
+        .bytes()
+        .fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+        });
+    format!("STATS#{}", h % COUNTER_SHARDS)
+}
+
+/// A write's counter changes, as `ADD` updates in its transaction.
+fn counter_updates(
+    device_id: &str,
+    deltas: &[winmdm_core::fleet_stats::CounterDelta],
+    table: &str,
+) -> Result<Vec<TransactWriteItem>, StoreError> {
+    let pk = counter_pk(device_id);
+    deltas
+        .iter()
+        .map(|(k, d)| {
+            Ok(TransactWriteItem::builder()
+                .update(
+                    aws_sdk_dynamodb::types::Update::builder()
+                        .table_name(table)
+                        .set_key(Some(key(pk.clone(), k.clone())))
+                        .update_expression("ADD c :d")
+                        .expression_attribute_values(":d", n(*d))
+                        .build()
+                        .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+                )
+                .build())
+        })
+        .collect()
+}
+
 fn dev_pk(id: &str) -> String {
     format!("DEV#{id}")
 }
@@ -762,6 +803,14 @@ impl DynamoStore {
         }
         let old_groups = existing_dev.as_ref().map_or(&[][..], |d| &d.groups[..]);
         items.extend(group_changes(&device.id, old_groups, &device.groups, t)?);
+        let mut before: Vec<&Device> = existing_dev.iter().collect();
+        if let Some((_, Some(dev))) = &superseded
+            && dev.id != device.id
+        {
+            before.push(dev);
+        }
+        let deltas = winmdm_core::fleet_stats::deltas(&before, Some(device), true);
+        items.extend(counter_updates(&device.id, &deltas, t)?);
         if items.len() > MAX_TRANSACTION_ITEMS {
             return Err(too_many_items("this enrollment", items.len()));
         }
@@ -826,6 +875,45 @@ impl Store for DynamoStore {
             .await
             .map_err(unavailable)?;
         Ok(out.attributes.is_some_and(|a| !a.is_empty()))
+    }
+
+    /// One Query per shard and range (`COUNTER_SHARDS` × ranges, run together); each reads
+    /// a handful of ~40-byte items.
+    async fn read_counters(
+        &self,
+        ranges: &[winmdm_core::fleet_stats::KeyRange],
+    ) -> Result<Vec<(String, i64)>, StoreError> {
+        let mut queries = tokio::task::JoinSet::new();
+        for r in ranges {
+            for shard in 0..COUNTER_SHARDS {
+                queries.spawn(
+                    self.client
+                        .query()
+                        .table_name(&self.table)
+                        .key_condition_expression("PK = :pk AND SK BETWEEN :a AND :b")
+                        .expression_attribute_values(":pk", s(format!("STATS#{shard}")))
+                        .expression_attribute_values(":a", s(r.from.clone()))
+                        .expression_attribute_values(":b", s(r.to.clone()))
+                        .send(),
+                );
+            }
+        }
+        let mut sums: std::collections::BTreeMap<String, i64> = Default::default();
+        while let Some(out) = queries.join_next().await {
+            let out = out
+                .map_err(|e| StoreError::Unavailable(e.to_string()))?
+                .map_err(unavailable)?;
+            for item in out.items() {
+                if let (Some(k), Some(v)) = (str_attr(item, "SK"), num_attr(item, "c")) {
+                    *sums.entry(k.to_owned()).or_default() += v;
+                }
+            }
+        }
+        // `to` is exclusive: BETWEEN includes it, so drop an exact match.
+        Ok(sums
+            .into_iter()
+            .filter(|(k, _)| !ranges.iter().any(|r| &r.to == k))
+            .collect())
     }
 
     async fn get_device(&self, id: &str) -> Result<Option<Device>, StoreError> {
@@ -1031,6 +1119,7 @@ impl Store for DynamoStore {
                         .build(),
                 );
             } else {
+                let before = device.clone();
                 let had_hw = device.hw_dev_id.is_some();
                 let was_blocked = device.status == DeviceStatus::Blocked;
                 let old_groups = device.groups.clone();
@@ -1057,6 +1146,8 @@ impl Store for DynamoStore {
                     &[(":v", n(version))],
                     t,
                 )?);
+                let deltas = winmdm_core::fleet_stats::deltas(&[&before], Some(&device), false);
+                items.extend(counter_updates(&device.id, &deltas, t)?);
             }
             let hw_index = hw_added.as_ref().map(|_| items.len());
             if let Some(hw) = &hw_added {

@@ -68,6 +68,13 @@ pub trait Store: Send + Sync {
     /// Devices ordered by id.
     async fn list_devices(&self, page: &PageRequest) -> Result<Page<Device>, StoreError>;
 
+    /// The fleet counters (`crate::fleet_stats`) in `ranges`, in key order per range. Every
+    /// write that changes a device changes them in the same transaction.
+    async fn read_counters(
+        &self,
+        ranges: &[crate::fleet_stats::KeyRange],
+    ) -> Result<Vec<(String, i64)>, StoreError>;
+
     /// Whether a single-use token was already spent.
     async fn is_token_consumed(&self, token_id: &str) -> Result<bool, StoreError>;
 

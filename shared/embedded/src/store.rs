@@ -32,11 +32,12 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
-use redb::{Database, ReadableTable, TableDefinition};
+use redb::{Database, ReadableTable, ReadableTableMetadata, TableDefinition};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use time::OffsetDateTime;
 use winmdm_core::commands::QueuedCommand;
+use winmdm_core::fleet_stats::{self, CounterDelta, KeyRange};
 use winmdm_core::model::{Device, DeviceStatus, Page, PageRequest, User};
 use winmdm_core::profiles::{DeviceProfile, Group, Profile};
 use winmdm_core::session::{ManagementSnapshot, ManagementUpdate, SessionState, SessionWrite};
@@ -63,6 +64,9 @@ const GROUP_DEVICES: TableDefinition<&str, ()> = TableDefinition::new("group_dev
 const DEVICE_PROFILES: TableDefinition<&str, &[u8]> = TableDefinition::new("device_profiles");
 /// Profile states by profile: `<profile id>\0<device id>`.
 const PROFILE_DEVICES: TableDefinition<&str, ()> = TableDefinition::new("profile_devices");
+/// Fleet counters (`winmdm_core::fleet_stats`), changed in the transaction of the write
+/// that changes a device.
+const COUNTERS: TableDefinition<&str, i64> = TableDefinition::new("counters");
 
 fn blocked_key(upn: &str, device_id: &str) -> String {
     format!("{upn}\0{device_id}")
@@ -113,6 +117,22 @@ impl std::fmt::Debug for RedbStore {
     }
 }
 
+/// Adds a write's counter changes, in its transaction.
+fn apply_counters(tx: &redb::WriteTransaction, deltas: &[CounterDelta]) -> Result<(), StoreError> {
+    if deltas.is_empty() {
+        return Ok(());
+    }
+    let mut counters = tx.open_table(COUNTERS).map_err(unavailable)?;
+    for (k, d) in deltas {
+        let v = counters
+            .get(k.as_str())
+            .map_err(unavailable)?
+            .map_or(0, |v| v.value());
+        counters.insert(k.as_str(), v + d).map_err(unavailable)?;
+    }
+    Ok(())
+}
+
 fn unavailable(e: impl std::fmt::Display) -> StoreError {
     StoreError::Unavailable(e.to_string())
 }
@@ -150,6 +170,19 @@ impl RedbStore {
             tx.open_table(GROUP_DEVICES).map_err(unavailable)?;
             tx.open_table(DEVICE_PROFILES).map_err(unavailable)?;
             tx.open_table(PROFILE_DEVICES).map_err(unavailable)?;
+            // A store written before counters existed: count its devices once.
+            let mut counters = tx.open_table(COUNTERS).map_err(unavailable)?;
+            if counters.len().map_err(unavailable)? == 0 {
+                let devices = tx.open_table(DEVICES).map_err(unavailable)?;
+                let mut all = Vec::new();
+                for row in devices.iter().map_err(unavailable)? {
+                    let (_, v) = row.map_err(unavailable)?;
+                    all.push(decode::<Device>(v.value())?);
+                }
+                for (k, v) in fleet_stats::rebuild(&all) {
+                    counters.insert(k.as_str(), v).map_err(unavailable)?;
+                }
+            }
         }
         tx.commit().map_err(unavailable)?;
         Ok(Self { db: Arc::new(db) })
@@ -312,6 +345,26 @@ impl Store for RedbStore {
             .await
     }
 
+    async fn read_counters(&self, ranges: &[KeyRange]) -> Result<Vec<(String, i64)>, StoreError> {
+        let ranges = ranges.to_vec();
+        self.blocking(move |db| {
+            let tx = db.begin_read().map_err(unavailable)?;
+            let counters = tx.open_table(COUNTERS).map_err(unavailable)?;
+            let mut out = Vec::new();
+            for r in &ranges {
+                for row in counters
+                    .range(r.from.as_str()..r.to.as_str())
+                    .map_err(unavailable)?
+                {
+                    let (k, v) = row.map_err(unavailable)?;
+                    out.push((k.value().to_owned(), v.value()));
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
     async fn is_token_consumed(&self, token_id: &str) -> Result<bool, StoreError> {
         let id = token_id.to_owned();
         self.blocking(move |db| {
@@ -353,6 +406,8 @@ impl Store for RedbStore {
                 let mut members = tx.open_table(GROUP_DEVICES).map_err(unavailable)?;
                 // The groups of the record this one replaces, if any.
                 let mut old_groups = Vec::new();
+                // The records this enrollment replaces, for the fleet counters.
+                let mut replaced: Vec<Device> = Vec::new();
 
                 if let Some(existing) = devices.get(device.id.as_str()).map_err(unavailable)? {
                     let existing: Device = decode(existing.value())?;
@@ -368,7 +423,8 @@ impl Store for RedbStore {
                     if let Some(old) = &existing.hw_dev_id {
                         by_hw.remove(hw_key(old).as_str()).map_err(unavailable)?;
                     }
-                    old_groups = existing.groups;
+                    old_groups = existing.groups.clone();
+                    replaced.push(existing);
                 }
                 if let Some(hw) = &device.hw_dev_id {
                     let key = hw_key(hw);
@@ -388,6 +444,7 @@ impl Store for RedbStore {
                             .transpose()?;
                         if let Some(prev) = prev {
                             index_groups(&mut members, &prev.id, &prev.groups, &[])?;
+                            replaced.push(prev);
                         }
                     }
                     by_hw
@@ -398,6 +455,8 @@ impl Store for RedbStore {
                 devices
                     .insert(device.id.as_str(), encode(device)?.as_slice())
                     .map_err(unavailable)?;
+                let before: Vec<&Device> = replaced.iter().collect();
+                apply_counters(&tx, &fleet_stats::deltas(&before, Some(device), true))?;
             }
             tx.commit().map_err(unavailable)
         })
@@ -495,6 +554,7 @@ impl Store for RedbStore {
                     }
                 };
                 if !update.device.is_empty() {
+                    let before = device.clone();
                     let had_hw = device.hw_dev_id.is_some();
                     let was_blocked = device.status == DeviceStatus::Blocked;
                     let old_groups = device.groups.clone();
@@ -531,6 +591,7 @@ impl Store for RedbStore {
                     devices
                         .insert(device.id.as_str(), encode(&device)?.as_slice())
                         .map_err(unavailable)?;
+                    apply_counters(&tx, &fleet_stats::deltas(&[&before], Some(&device), false))?;
                 }
 
                 let mut sessions = tx.open_table(SESSIONS).map_err(unavailable)?;

@@ -1,6 +1,8 @@
 //! `/admin/v1/...`: the operator API (JSON).
 //!
 //! - `POST /users` `{"upn","password"}` → 201; 409 if the user exists
+//! - `GET /overview` → devices by status, by last check-in, enrollments per day, expiring
+//!   certificates (maintained counters; no scan)
 //! - `GET /users` → `{"users":[…],"next":cursor|null}`; `DELETE /users/{upn}` → 204
 //! - `GET /devices[?cursor=&limit=]` → `{"devices":[…],"next":cursor|null}`
 //! - `GET /devices/{id}` → the device, or 404
@@ -26,6 +28,7 @@ use time::format_description::well_known::Rfc3339;
 use tracing::{Instrument, info, info_span, warn};
 use winmdm_core::commands::{CommandRequest, QueuedCommand, parse_request};
 use winmdm_core::config::paths;
+use winmdm_core::fleet_stats;
 use winmdm_core::model::{Device, DeviceStatus, PageRequest, User, check_new_user, normalize_upn};
 use winmdm_core::session::{DevicePatch, ManagementUpdate, SessionWrite};
 use winmdm_core::store::StoreError;
@@ -43,6 +46,15 @@ pub async fn handle(state: &AppState, req: Request) -> Response {
     }
     .instrument(span)
     .await
+}
+
+/// The admin function on AWS: this API under `/admin/v1/`, and the web console under
+/// `/console/` (its own sign-in; API Gateway routes it without IAM).
+pub async fn handle_with_console(state: &AppState, req: Request) -> Response {
+    match crate::router::Endpoint::for_path(req.uri().path()) {
+        Some(crate::router::Endpoint::Console) => crate::console::handle(state, req).await,
+        _ => handle(state, req).await,
+    }
 }
 
 fn authorized(auth: &AdminAuth, req: &Request) -> bool {
@@ -66,6 +78,13 @@ async fn route(state: &AppState, req: &Request) -> Response {
         );
         return r;
     }
+    serve(state, req).await
+}
+
+/// Serves an admin API request whose caller is already authenticated: by [`route`], or by
+/// the console (`crate::console`), which signs its users in its own way and then goes
+/// through exactly this code, so its rules and messages are the API's.
+pub(crate) async fn serve(state: &AppState, req: &Request) -> Response {
     let path = req.uri().path();
     let Some(rest) = path.strip_prefix(paths::ADMIN_PREFIX) else {
         return json_error(StatusCode::NOT_FOUND, "no such admin resource");
@@ -86,6 +105,8 @@ async fn route(state: &AppState, req: &Request) -> Response {
         return finish(out);
     }
     let result = match (segs.as_slice(), &method) {
+        (["overview"], &Method::GET) => overview(state).await,
+        (["overview"], _) => return respond::method_not_allowed("GET"),
         (["users"], &Method::POST) => create_user(state, req).await,
         (["users"], &Method::GET) => list_users(state, req).await,
         (["users"], _) => return respond::method_not_allowed("GET, POST"),
@@ -174,6 +195,18 @@ pub fn device_json(d: &Device) -> Value {
         "dm_info": d.dm_info,
         "groups": d.groups,
     })
+}
+
+/// The fleet overview from the maintained counters (`winmdm_core::fleet_stats`): a
+/// bounded read, whatever the fleet's size.
+async fn overview(state: &AppState) -> Outcome {
+    let now = state.enrollment.now();
+    let counters = state
+        .store
+        .read_counters(&fleet_stats::overview_ranges(now))
+        .await?;
+    let o = fleet_stats::Overview::from_counters(now, &counters);
+    Ok(respond::json(StatusCode::OK, &json!(o)))
 }
 
 #[derive(Deserialize)]

@@ -11,17 +11,20 @@
 //! | `/ManagementServer/MDM.svc` (OMA-DM) | [`manage`] |
 //! | `/ManagementServer/Renew.svc` (certificate renewal) | [`renew`] |
 //! | `/admin/v1/…` | [`admin`] |
+//! | `/console/…` (web console, served by the admin function) | [`console`] |
 
 pub mod admin;
 pub mod admin_profiles;
 pub mod auth;
 pub mod ca_setup;
 pub mod client_addr;
+pub mod console;
 pub mod discovery;
 pub mod enroll;
 pub mod logging;
 pub mod manage;
 pub mod metrics;
+pub mod outbound;
 pub mod policy;
 pub mod renew;
 pub mod request_id;

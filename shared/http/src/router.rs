@@ -16,6 +16,7 @@ pub enum Endpoint {
     Manage,
     Renew,
     Admin,
+    Console,
 }
 
 impl Endpoint {
@@ -39,6 +40,8 @@ impl Endpoint {
             || path.starts_with(&format!("{}/", paths::ADMIN_PREFIX))
         {
             Some(Self::Admin)
+        } else if path == "/console" || path.starts_with("/console/") {
+            Some(Self::Console)
         } else {
             None
         }
@@ -55,6 +58,7 @@ pub async fn dispatch(state: &AppState, req: Request) -> Response {
         Some(Endpoint::Manage) => crate::manage::handle(state, req).await,
         Some(Endpoint::Renew) => crate::renew::handle(state, req).await,
         Some(Endpoint::Admin) => crate::admin::handle(state, req).await,
+        Some(Endpoint::Console) => crate::console::handle(state, req).await,
         None => respond::text(http::StatusCode::NOT_FOUND, "not found"),
     }
 }

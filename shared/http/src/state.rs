@@ -39,6 +39,11 @@ pub struct AppState {
     pub admin_auth: AdminAuth,
     /// The certificate authority (its chain is what devices chain to: the mTLS truststore).
     pub ca: Arc<dyn CertificateAuthority>,
+    /// The web console (`/console/`), when it has a way to sign admins in.
+    pub console: Option<crate::console::ConsoleConfig>,
+    /// The console's session key: derived from the sign-in token key (a Secrets Manager
+    /// secret on AWS), under its own label.
+    console_key: crate::console::session::SessionKey,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -174,6 +179,16 @@ impl AppState {
         token_key: Vec<u8>,
         admin_auth: AdminAuth,
     ) -> Result<Self, InitError> {
+        let console_key = crate::console::session::SessionKey::derive(&token_key);
+        let secure_cookies = config.public_url.scheme() == "https";
+        let console = match &admin_auth {
+            AdminAuth::Bearer(t) => Some(crate::console::ConsoleConfig {
+                key: console_key.clone(),
+                sign_in: crate::console::SignIn::AdminToken(t.clone()),
+                secure_cookies,
+            }),
+            AdminAuth::Gateway => None,
+        };
         let tokens = TokenSigner::new(token_key, config.token_ttl).map_err(InitError::Config)?;
         let management = ManagementService::new(
             ManagementConfig::new(config.management_url()),
@@ -187,7 +202,20 @@ impl AppState {
             management,
             store,
             admin_auth,
+            console,
+            console_key,
         })
+    }
+
+    /// Signs console admins in through an OpenID Connect provider (the deployed console).
+    pub fn with_oidc_console(mut self, settings: crate::console::oidc::OidcSettings) -> Self {
+        let secure_cookies = settings.redirect_uri.starts_with("https://");
+        self.console = Some(crate::console::ConsoleConfig {
+            key: self.console_key.clone(),
+            sign_in: crate::console::SignIn::Oidc(crate::console::oidc::OidcClient::new(settings)),
+            secure_cookies,
+        });
+        self
     }
 
     /// State on the embedded adapters, all kept in `data_dir`: `winmdm.redb`, `ca/`, and
@@ -432,8 +460,47 @@ impl AppState {
             TokenKeySource::Ephemeral => Some(random_bytes(32)),
             TokenKeySource::DataDir => None,
         };
-        Self::with_sdk(&data_dir, config, &aws, sdk.as_ref(), admin, token_key)
+        let state = Self::with_sdk(&data_dir, config, &aws, sdk.as_ref(), admin, token_key)?;
+        Ok(match oidc_settings(&env)? {
+            Some(settings) => state.with_oidc_console(settings),
+            None => state,
+        })
     }
+}
+
+/// The console's OpenID Connect settings: `WINMDM_CONSOLE_OIDC_ISSUER`, `…_CLIENT_ID`,
+/// `…_CLIENT_SECRET` (optional), `WINMDM_CONSOLE_URL` (the console's public base, for the
+/// callback) and `WINMDM_CONSOLE_ADMINS` (comma-separated emails; optional).
+fn oidc_settings(
+    env: &impl Fn(&str) -> Option<String>,
+) -> Result<Option<crate::console::oidc::OidcSettings>, InitError> {
+    let Some(issuer) = env("WINMDM_CONSOLE_OIDC_ISSUER") else {
+        return Ok(None);
+    };
+    let need = |k: &str| {
+        env(k).ok_or_else(|| {
+            InitError::Config(format!("WINMDM_CONSOLE_OIDC_ISSUER is set, so {k} must be too"))
+        })
+    };
+    let base = parse_url(&need("WINMDM_CONSOLE_URL")?)?;
+    let redirect_uri = base
+        .join("/console/oidc/callback")
+        .map_err(|e| InitError::Config(format!("WINMDM_CONSOLE_URL: {e}")))?
+        .to_string();
+    Ok(Some(crate::console::oidc::OidcSettings {
+        issuer: issuer.trim_end_matches('/').to_owned(),
+        client_id: need("WINMDM_CONSOLE_OIDC_CLIENT_ID")?,
+        client_secret: env("WINMDM_CONSOLE_OIDC_CLIENT_SECRET"),
+        redirect_uri,
+        admins: env("WINMDM_CONSOLE_ADMINS")
+            .map(|l| {
+                l.split(',')
+                    .map(|a| a.trim().to_owned())
+                    .filter(|a| !a.is_empty())
+                    .collect()
+            })
+            .unwrap_or_default(),
+    }))
 }
 
 /// Where the sign-in token key comes from.
