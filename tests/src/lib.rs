@@ -138,6 +138,11 @@ impl TestServer {
     /// the login page and presents the token; the user is created if needed) and returns
     /// what it was provisioned with.
     pub async fn enroll_device(&self) -> EnrolledDevice {
+        self.enroll_device_named("DESKTOP-EMU01").await
+    }
+
+    /// [`enroll_device`](Self::enroll_device) with the `DeviceName` the device reports.
+    pub async fn enroll_device_named(&self, name: &str) -> EnrolledDevice {
         let _ = self
             .admin(
                 "POST",
@@ -147,7 +152,12 @@ impl TestServer {
             .await;
         let device = device::Device::new();
         let csr = device.csr(device::CsrSignature::Sha256, device::CsrSubject::Windows);
-        let ctx = messages::context_items(&device.device_id, &device.hw_dev_id, "Full");
+        let mut ctx = messages::context_items(&device.device_id, &device.hw_dev_id, "Full");
+        for (k, v) in ctx.iter_mut() {
+            if k == "DeviceName" {
+                *v = name.to_owned();
+            }
+        }
         let page = self
             .submit_sign_in(
                 "ms-app://windows.immersivecontrolpanel",

@@ -16,6 +16,7 @@ async fn main() -> std::process::ExitCode {
             println!("winmdm-local listening on {}", server.addr);
             println!("  discovery URL: {base}/EnrollmentServer/Discovery.svc");
             println!("  admin API:     {base}/admin/v1/");
+            println!("  web console:   {base}/console/ (sign in with the admin token)");
             println!("  admin token:   {}", server.admin_token_path().display());
             server.wait_for_ctrl_c().await;
             std::process::ExitCode::SUCCESS

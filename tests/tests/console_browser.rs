@@ -1,0 +1,127 @@
+//! The web console in headless Chromium (Debian's package, driven by playwright-core from
+//! `tests/browser/`), against `winmdm-local` with emulated Windows devices enrolled and
+//! managed over SyncML while the browser works: sign-in, search, device page, inventory
+//! results appearing live, block/unblock, CSRF refusal, markup in a device name, users,
+//! removal acknowledged by the device, narrow screens, sign-out.
+//!
+//! `infra/test.sh` installs Chromium and playwright-core and sets
+//! `WINMDM_BROWSER_TESTS=1`, which makes a missing browser a failure; without it (a bare
+//! `cargo test` on a machine without them) the test says so and passes.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use winmdm_e2e::TestServer;
+use winmdm_e2e::csp::{CspTree, Format};
+use winmdm_e2e::fleet::{FleetDevice, Server};
+
+const HTML_NAME: &str = "<script>window.__pwned=1</script><b>PC</b><img src=x>";
+
+fn browser_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("browser")
+}
+
+fn ready() -> bool {
+    let required = std::env::var("WINMDM_BROWSER_TESTS").is_ok_and(|v| v == "1");
+    let have = Path::new("/usr/bin/chromium").exists()
+        && browser_dir().join("node_modules/playwright-core").exists();
+    assert!(
+        have || !required,
+        "WINMDM_BROWSER_TESTS=1 but /usr/bin/chromium or tests/browser/node_modules is missing"
+    );
+    if !have {
+        eprintln!("skipped: Chromium or playwright-core not installed (infra/test.sh installs them)");
+    }
+    have
+}
+
+fn fleet_device(enrolled: winmdm_e2e::EnrolledDevice) -> FleetDevice {
+    let client = enrolled.dm_client();
+    let mut tree = CspTree::for_device(enrolled.id(), &enrolled.device.hw_dev_id);
+    // What a Windows 11 machine answers to the inventory action.
+    tree.add_root("./DevDetail/")
+        .add_root("./Vendor/MSFT/DeviceStatus/");
+    for uri in winmdm_core::commands::INVENTORY_TARGETS {
+        let value = match uri.rsplit('/').next().unwrap_or("") {
+            "SwV" => "10.0.22631.4460",
+            "OEM" => "Contoso",
+            "TotalRAM" => "16384",
+            "DeviceName" => "DESKTOP-EMU01",
+            other => other,
+        };
+        tree.set(uri, value, Format::Chr);
+    }
+    FleetDevice {
+        enrolled,
+        client,
+        tree,
+        login_status: "user",
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn console_in_a_real_browser() {
+    if !ready() {
+        return;
+    }
+    let server = Arc::new(TestServer::start().await);
+    let mut devices = Vec::new();
+    for name in ["DESKTOP-EMU01", "LAPTOP-EMU02", HTML_NAME] {
+        let mut d = fleet_device(server.enroll_device_named(name).await);
+        d.session(&Server::Local(&server)).await;
+        devices.push(d);
+    }
+    let html_device = devices.pop().expect("three").id().to_owned();
+    let managed = devices.remove(0);
+    let managed_id = managed.id().to_owned();
+
+    // The managed device keeps checking in while the browser works (a session that fails
+    // — while it is blocked, after it is removed — just ends that attempt).
+    let managed = Arc::new(tokio::sync::Mutex::new(managed));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sessions = {
+        let (server, managed, stop) = (server.clone(), managed.clone(), stop.clone());
+        tokio::spawn(async move {
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                let (server, managed) = (server.clone(), managed.clone());
+                if let Err(e) = tokio::spawn(async move {
+                    managed.lock().await.session(&Server::Local(&server)).await;
+                })
+                .await
+                {
+                    eprintln!("a session of the managed device failed: {e}");
+                }
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+        })
+    };
+
+    let shots = std::env::var("WINMDM_SCREENSHOTS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| std::env::temp_dir().join("winmdm-console-shots"));
+    std::fs::create_dir_all(&shots).expect("screenshot dir");
+    let run = tokio::process::Command::new("node")
+        .arg(browser_dir().join("console.mjs"))
+        .env("BASE", server.url(""))
+        .env("TOKEN", server.server.admin_token())
+        .env("DEVICE", &managed_id)
+        .env("HTML_DEVICE", &html_device)
+        .env("HTML_NAME", HTML_NAME)
+        .env("SHOTS", &shots)
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(Duration::from_secs(240), run)
+        .await
+        .expect("the browser test finishes within 4 minutes")
+        .expect("node runs");
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let _ = sessions.await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    eprintln!("{stderr}");
+    assert!(out.status.success(), "browser checks failed:\n{stderr}");
+    let timings: serde_json::Value =
+        serde_json::from_slice(&out.stdout).expect("timings JSON on stdout");
+    eprintln!("browser timings: {timings}");
+    eprintln!("screenshots in {}", shots.display());
+}
