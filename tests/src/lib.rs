@@ -12,6 +12,7 @@ pub mod fleet;
 pub mod inprocess;
 pub mod messages;
 pub mod moto;
+pub mod oidc_provider;
 pub mod tls;
 pub mod verify;
 

@@ -31,7 +31,9 @@ fn ready() -> bool {
         "WINMDM_BROWSER_TESTS=1 but /usr/bin/chromium or tests/browser/node_modules is missing"
     );
     if !have {
-        eprintln!("skipped: Chromium or playwright-core not installed (infra/test.sh installs them)");
+        eprintln!(
+            "skipped: Chromium or playwright-core not installed (infra/test.sh installs them)"
+        );
     }
     have
 }

@@ -175,11 +175,9 @@ pub const COUNTER_SHARDS: u64 = 8;
 
 fn counter_pk(device_id: &str) -> String {
     // FNV-1a: stable across processes and versions (std's hasher is not).
-    let h = device_id
-        .bytes()
-        .fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-        });
+    let h = device_id.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
     format!("STATS#{}", h % COUNTER_SHARDS)
 }
 

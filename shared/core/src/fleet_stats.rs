@@ -175,12 +175,7 @@ pub struct LastSeen {
 impl Overview {
     pub fn from_counters(now: OffsetDateTime, counters: &[(String, i64)]) -> Self {
         let now = now.to_offset(time::UtcOffset::UTC);
-        let get = |k: &str| {
-            counters
-                .iter()
-                .find(|(c, _)| c == k)
-                .map_or(0, |(_, v)| *v)
-        };
+        let get = |k: &str| counters.iter().find(|(c, _)| c == k).map_or(0, |(_, v)| *v);
         let mut by_status = BTreeMap::new();
         for s in [
             DeviceStatus::Enrolled,
@@ -296,10 +291,19 @@ mod tests {
 
     #[test]
     fn a_check_in_within_the_same_hour_changes_nothing_and_a_new_hour_moves_one_device() {
-        let a = device(DeviceStatus::Enrolled, Some(datetime!(2026-12-02 04:05 UTC)));
-        let b = device(DeviceStatus::Enrolled, Some(datetime!(2026-12-02 04:55 UTC)));
+        let a = device(
+            DeviceStatus::Enrolled,
+            Some(datetime!(2026-12-02 04:05 UTC)),
+        );
+        let b = device(
+            DeviceStatus::Enrolled,
+            Some(datetime!(2026-12-02 04:55 UTC)),
+        );
         assert!(deltas(&[&a], Some(&b), false).is_empty());
-        let c = device(DeviceStatus::Enrolled, Some(datetime!(2026-12-02 05:01 UTC)));
+        let c = device(
+            DeviceStatus::Enrolled,
+            Some(datetime!(2026-12-02 05:01 UTC)),
+        );
         assert_eq!(
             deltas(&[&b], Some(&c), false),
             vec![
@@ -311,7 +315,10 @@ mod tests {
 
     #[test]
     fn removal_leaves_the_hardware_counters() {
-        let a = device(DeviceStatus::Enrolled, Some(datetime!(2026-12-02 04:05 UTC)));
+        let a = device(
+            DeviceStatus::Enrolled,
+            Some(datetime!(2026-12-02 04:05 UTC)),
+        );
         let mut r = a.clone();
         r.status = DeviceStatus::Removed;
         assert_eq!(

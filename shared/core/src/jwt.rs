@@ -117,7 +117,8 @@ pub fn decode(token: &str) -> Result<Unverified<'_>, JwtError> {
         return Err(JwtError::Malformed("too long"));
     }
     let mut parts = token.split('.');
-    let (Some(h), Some(c), Some(sig), None) = (parts.next(), parts.next(), parts.next(), parts.next())
+    let (Some(h), Some(c), Some(sig), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
     else {
         return Err(JwtError::Malformed("not three parts"));
     };

@@ -62,7 +62,9 @@ pub async fn fetch(
         .build();
     let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
         .build::<_, Full<Bytes>>(https);
-    let mut req = hyper::Request::builder().uri(url).header("accept", "application/json");
+    let mut req = hyper::Request::builder()
+        .uri(url)
+        .header("accept", "application/json");
     let body = match form {
         Some(fields) => {
             req = req
@@ -78,15 +80,21 @@ pub async fn fetch(
         use base64::Engine as _;
         // RFC 6749 §2.3.1: form-encode, then Basic.
         let enc = |s: &str| url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
-        let cred = base64::engine::general_purpose::STANDARD
-            .encode(format!("{}:{}", enc(user), enc(password)));
+        let cred = base64::engine::general_purpose::STANDARD.encode(format!(
+            "{}:{}",
+            enc(user),
+            enc(password)
+        ));
         req = req.header("authorization", format!("Basic {cred}"));
     }
     let req = req
         .body(Full::new(Bytes::from(body)))
         .map_err(|e| failed(e.to_string()))?;
     let work = async {
-        let res = client.request(req).await.map_err(|e| failed(e.to_string()))?;
+        let res = client
+            .request(req)
+            .await
+            .map_err(|e| failed(e.to_string()))?;
         let status = res.status();
         let body = Limited::new(res.into_body(), MAX_RESPONSE_BYTES)
             .collect()

@@ -208,14 +208,15 @@ impl AppState {
     }
 
     /// Signs console admins in through an OpenID Connect provider (the deployed console).
-    pub fn with_oidc_console(mut self, settings: crate::console::oidc::OidcSettings) -> Self {
+    pub fn enable_oidc_console(&mut self, settings: crate::console::oidc::OidcSettings) {
         let secure_cookies = settings.redirect_uri.starts_with("https://");
         self.console = Some(crate::console::ConsoleConfig {
             key: self.console_key.clone(),
-            sign_in: crate::console::SignIn::Oidc(crate::console::oidc::OidcClient::new(settings)),
+            sign_in: crate::console::SignIn::Oidc(Box::new(crate::console::oidc::OidcClient::new(
+                settings,
+            ))),
             secure_cookies,
         });
-        self
     }
 
     /// State on the embedded adapters, all kept in `data_dir`: `winmdm.redb`, `ca/`, and
@@ -460,11 +461,11 @@ impl AppState {
             TokenKeySource::Ephemeral => Some(random_bytes(32)),
             TokenKeySource::DataDir => None,
         };
-        let state = Self::with_sdk(&data_dir, config, &aws, sdk.as_ref(), admin, token_key)?;
-        Ok(match oidc_settings(&env)? {
-            Some(settings) => state.with_oidc_console(settings),
-            None => state,
-        })
+        let mut state = Self::with_sdk(&data_dir, config, &aws, sdk.as_ref(), admin, token_key)?;
+        if let Some(settings) = oidc_settings(&env)? {
+            state.enable_oidc_console(settings);
+        }
+        Ok(state)
     }
 }
 
@@ -479,7 +480,9 @@ fn oidc_settings(
     };
     let need = |k: &str| {
         env(k).ok_or_else(|| {
-            InitError::Config(format!("WINMDM_CONSOLE_OIDC_ISSUER is set, so {k} must be too"))
+            InitError::Config(format!(
+                "WINMDM_CONSOLE_OIDC_ISSUER is set, so {k} must be too"
+            ))
         })
     };
     let base = parse_url(&need("WINMDM_CONSOLE_URL")?)?;
@@ -500,6 +503,7 @@ fn oidc_settings(
                     .collect()
             })
             .unwrap_or_default(),
+        jwks_refetch_interval: crate::console::oidc::REFETCH_INTERVAL,
     }))
 }
 

@@ -29,10 +29,13 @@ pub fn esc(s: &str) -> Esc<'_> {
     Esc(s)
 }
 
-/// A query-string or path component, percent-encoded (then still HTML-escaped where it
-/// goes into an attribute: `&` separators).
+/// A path segment or query value, percent-encoded, a space as `%20` (so it reads the
+/// same in a path, where `+` is a plus, and in a query); then still HTML-escaped where it
+/// goes into an attribute.
 pub fn url_part(s: &str) -> String {
-    url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
+    url::form_urlencoded::byte_serialize(s.as_bytes())
+        .collect::<String>()
+        .replace('+', "%20")
 }
 
 /// The page navigation, in order.
@@ -92,9 +95,9 @@ impl Page<'_> {
                 esc(user)
             );
         }
-        let _ = write!(
+        let _ = writeln!(
             out,
-            "</header><main id=\"main\"><h1>{}</h1>{}</main></body></html>\n",
+            "</header><main id=\"main\"><h1>{}</h1>{}</main></body></html>",
             esc(self.title),
             self.body
         );
@@ -114,6 +117,11 @@ pub fn when(rfc3339: Option<&str>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn url_parts_keep_spaces_and_pluses_apart() {
+        assert_eq!(url_part("a b+c/d"), "a%20b%2Bc%2Fd");
+    }
 
     #[test]
     fn escapes_markup_and_quotes() {

@@ -42,7 +42,7 @@ pub enum SignIn {
     /// With the admin API's bearer token (`winmdm-local`: `.winmdm/admin-token`).
     AdminToken(String),
     /// Through an OpenID Connect provider (authorization code + PKCE).
-    Oidc(oidc::OidcClient),
+    Oidc(Box<oidc::OidcClient>),
 }
 
 impl std::fmt::Debug for SignIn {
@@ -79,9 +79,7 @@ fn segments(path: &str) -> Vec<String> {
         .unwrap_or("")
         .split('/')
         .filter(|s| !s.is_empty())
-        .map(|s| {
-            percent_decode(s)
-        })
+        .map(percent_decode)
         .collect()
 }
 
@@ -112,10 +110,7 @@ impl Form {
         )
     }
     pub(crate) fn get(&self, k: &str) -> Option<&str> {
-        self.0
-            .iter()
-            .find(|(n, _)| n == k)
-            .map(|(_, v)| v.as_str())
+        self.0.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str())
     }
     /// A field, trimmed; `None` when missing or blank.
     pub(crate) fn text(&self, k: &str) -> Option<&str> {
@@ -139,7 +134,12 @@ pub(crate) struct Ctx<'a> {
 impl Ctx<'_> {
     /// Calls the admin API in process (the same code as `/admin/v1/…`, authenticated by
     /// this console session): the status and the JSON body.
-    pub async fn api(&self, method: Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
+    pub async fn api(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
         let uri = format!("{}{path}", winmdm_core::config::paths::ADMIN_PREFIX);
         let body = match body {
             Some(v) => Body::Binary(serde_json::to_vec(&v).expect("JSON values serialize")),
@@ -152,7 +152,12 @@ impl Ctx<'_> {
             .body(body)
         {
             Ok(r) => r,
-            Err(_) => return (StatusCode::BAD_REQUEST, serde_json::json!({"error": "invalid path"})),
+            Err(_) => {
+                return (
+                    StatusCode::BAD_REQUEST,
+                    serde_json::json!({"error": "invalid path"}),
+                );
+            }
         };
         let resp = crate::admin::serve(self.state, &Request::from(req)).await;
         let status = resp.status();
@@ -207,9 +212,15 @@ fn secure_headers(r: &mut Response) {
              connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
         ),
     );
-    h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
-    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
     if !h.contains_key(header::CACHE_CONTROL) {
         h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     }
@@ -223,7 +234,11 @@ pub(crate) fn html_response(status: StatusCode, body: String) -> Response {
 
 /// 303 to a console path (after a POST, so a reload does not repeat it).
 pub(crate) fn see_other(location: &str) -> Response {
-    let mut r = respond::bytes(StatusCode::SEE_OTHER, "text/plain; charset=utf-8", Vec::new());
+    let mut r = respond::bytes(
+        StatusCode::SEE_OTHER,
+        "text/plain; charset=utf-8",
+        Vec::new(),
+    );
     if let Ok(v) = HeaderValue::from_str(location) {
         r.headers_mut().insert(header::LOCATION, v);
     }
@@ -265,8 +280,8 @@ async fn route(state: &AppState, req: &Request) -> Response {
         _ => {}
     }
     let now = state.enrollment.now();
-    let session = session::cookie(req.headers(), COOKIE)
-        .and_then(|v| Session::open(v, &console.key, now));
+    let session =
+        session::cookie(req.headers(), COOKIE).and_then(|v| Session::open(v, &console.key, now));
     let Some(session) = session else {
         return if method == Method::GET {
             see_other("/console/login")
@@ -288,7 +303,10 @@ async fn route(state: &AppState, req: &Request) -> Response {
     let form = if method == Method::POST {
         let form = Form::body(req);
         if !ctx.session.csrf_ok(&console.key, form.get("_csrf")) {
-            warn!(path = req.uri().path(), "console POST without a valid CSRF token");
+            warn!(
+                path = req.uri().path(),
+                "console POST without a valid CSRF token"
+            );
             return ctx.page(
                 StatusCode::FORBIDDEN,
                 "Refused",
@@ -385,7 +403,10 @@ async fn login(state: &AppState, console: &ConsoleConfig, req: &Request) -> Resp
         return login_page(console, req, Some("That is not the admin token.")).await;
     }
     info!("console sign-in with the admin token");
-    signed_in(console, Session::new("admin".into(), state.enrollment.now()))
+    signed_in(
+        console,
+        Session::new("admin".into(), state.enrollment.now()),
+    )
 }
 
 /// Sets the session cookie and goes to the overview.

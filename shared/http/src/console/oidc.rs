@@ -40,8 +40,8 @@ use crate::state::AppState;
 
 const FLOW_COOKIE: &str = "winmdm_oidc";
 const FLOW_TTL: time::Duration = time::Duration::minutes(10);
-/// Least time between two key-set fetches prompted by unknown `kid`s.
-const REFETCH_INTERVAL: Duration = Duration::from_secs(60);
+/// Least time between two key-set fetches prompted by unknown `kid`s, by default.
+pub const REFETCH_INTERVAL: Duration = Duration::from_secs(60);
 
 /// Configuration of the provider and of this client.
 #[derive(Debug, Clone)]
@@ -55,6 +55,9 @@ pub struct OidcSettings {
     pub redirect_uri: String,
     /// Emails (or subjects) allowed in; empty: everyone the provider signs in.
     pub admins: Vec<String>,
+    /// Least time between two key-set fetches prompted by unknown `kid`s
+    /// ([`REFETCH_INTERVAL`] unless a test shortens it).
+    pub jwks_refetch_interval: Duration,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -142,7 +145,9 @@ impl OidcClient {
         for u in [&d.authorization_endpoint, &d.token_endpoint, &d.jwks_uri] {
             let ok = url::Url::parse(u).is_ok_and(|u| outbound::allowed(&u));
             if !ok {
-                return Err(SignInError::Provider(format!("endpoint {u:?} is not https")));
+                return Err(SignInError::Provider(format!(
+                    "endpoint {u:?} is not https"
+                )));
             }
         }
         cache.discovery = Some(d.clone());
@@ -157,7 +162,7 @@ impl OidcClient {
             || (refresh
                 && cache
                     .fetched_at
-                    .is_some_and(|t| t.elapsed() >= REFETCH_INTERVAL));
+                    .is_some_and(|t| t.elapsed() >= self.settings.jwks_refetch_interval));
         if stale {
             let got = outbound::fetch(jwks_uri, None, None)
                 .await
@@ -191,7 +196,10 @@ impl OidcClient {
             audiences: std::slice::from_ref(&self.settings.client_id),
         };
         let keys = self.keys(&d.jwks_uri, false).await?;
-        let claims = match jwt::decode(token).map_err(refused)?.verify(&keys, &expect, now) {
+        let claims = match jwt::decode(token)
+            .map_err(refused)?
+            .verify(&keys, &expect, now)
+        {
             Err(JwtError::UnknownKey(_)) => {
                 let keys = self.keys(&d.jwks_uri, true).await?;
                 jwt::decode(token)
@@ -224,7 +232,12 @@ pub async fn start(console: &ConsoleConfig, client: &OidcClient, _req: &Request)
     let challenge = B64URL.encode(Sha256::digest(flow.verifier.as_bytes()));
     let mut url = match url::Url::parse(&d.authorization_endpoint) {
         Ok(u) => u,
-        Err(e) => return failure(StatusCode::BAD_GATEWAY, &SignInError::Provider(e.to_string())),
+        Err(e) => {
+            return failure(
+                StatusCode::BAD_GATEWAY,
+                &SignInError::Provider(e.to_string()),
+            );
+        }
     };
     url.query_pairs_mut()
         .append_pair("response_type", "code")
@@ -242,7 +255,11 @@ pub async fn start(console: &ConsoleConfig, client: &OidcClient, _req: &Request)
         "{FLOW_COOKIE}={}; Path=/console/oidc; HttpOnly; SameSite=Lax; Max-Age={}{}",
         console.key.seal("oidc-flow", &flow),
         FLOW_TTL.whole_seconds(),
-        if console.secure_cookies { "; Secure" } else { "" }
+        if console.secure_cookies {
+            "; Secure"
+        } else {
+            ""
+        }
     );
     if let Ok(v) = HeaderValue::from_str(&cookie) {
         r.headers_mut().append(header::SET_COOKIE, v);
@@ -360,7 +377,11 @@ pub async fn callback(
     let mut r = super::signed_in(console, Session::new(user, now));
     let clear = format!(
         "{FLOW_COOKIE}=; Path=/console/oidc; HttpOnly; SameSite=Lax; Max-Age=0{}",
-        if console.secure_cookies { "; Secure" } else { "" }
+        if console.secure_cookies {
+            "; Secure"
+        } else {
+            ""
+        }
     );
     if let Ok(v) = HeaderValue::from_str(&clear) {
         r.headers_mut().append(header::SET_COOKIE, v);

@@ -159,7 +159,10 @@ fn device_table(devices: &[Value]) -> String {
             esc(id),
             esc(s(d, "upn")),
             status_badge(s(d, "status")),
-            esc(d.pointer("/os/os_version").and_then(Value::as_str).unwrap_or("")),
+            esc(d
+                .pointer("/os/os_version")
+                .and_then(Value::as_str)
+                .unwrap_or("")),
             esc(&when(opt(d, "last_seen_at"))),
         );
     }
@@ -290,12 +293,18 @@ const ACTIONS: &[(&str, &str, bool)] = &[
 ];
 
 fn row(label: &str, value: &str) -> String {
-    format!("<tr><th scope=\"row\">{}</th><td>{}</td></tr>", esc(label), esc(value))
+    format!(
+        "<tr><th scope=\"row\">{}</th><td>{}</td></tr>",
+        esc(label),
+        esc(value)
+    )
 }
 
 pub async fn device(ctx: &Ctx<'_>, id: &str, q: &Form, message: Option<String>) -> Response {
     let path_id = url_part(id);
-    let (st, d) = ctx.api(Method::GET, &format!("/devices/{path_id}"), None).await;
+    let (st, d) = ctx
+        .api(Method::GET, &format!("/devices/{path_id}"), None)
+        .await;
     if st == StatusCode::NOT_FOUND {
         return ctx.page(
             st,
@@ -341,7 +350,9 @@ pub async fn device(ctx: &Ctx<'_>, id: &str, q: &Form, message: Option<String>) 
     body.push_str(&row("User", s(&d, "upn")));
     body.push_str(&row(
         "Enrollment type",
-        d.get("enrollment_type").and_then(Value::as_str).unwrap_or(""),
+        d.get("enrollment_type")
+            .and_then(Value::as_str)
+            .unwrap_or(""),
     ));
     body.push_str(&row("Enrolled", &when(opt(&d, "enrolled_at"))));
     body.push_str(&row("Last check-in", &when(opt(&d, "last_seen_at"))));
@@ -353,7 +364,9 @@ pub async fn device(ctx: &Ctx<'_>, id: &str, q: &Form, message: Option<String>) 
         .filter_map(Value::as_str)
         .collect();
     body.push_str(&row("Groups", &groups.join(", ")));
-    body.push_str("</table></section><section class=\"card\"><h2>Hardware and OS</h2><table class=\"kv\">");
+    body.push_str(
+        "</table></section><section class=\"card\"><h2>Hardware and OS</h2><table class=\"kv\">",
+    );
     for (obj, k, label) in [
         ("os", "device_name", "Device name"),
         ("os", "os_edition", "OS edition"),
@@ -369,7 +382,30 @@ pub async fn device(ctx: &Ctx<'_>, id: &str, q: &Form, message: Option<String>) 
             body.push_str(&row(label, v));
         }
     }
-    body.push_str("</table></section><section class=\"card\"><h2>Certificate</h2><table class=\"kv\">");
+    let cmds = device_commands(ctx, id).await;
+    // The newest inventory the device answered.
+    if let Some(inv) = cmds.as_ref().ok().and_then(|cmds| {
+        cmds.iter()
+            .find(|c| opt(c, "action") == Some("inventory") && s(c, "state") == "succeeded")
+    }) {
+        let _ = write!(
+            body,
+            "<tr><th scope=\"row\" colspan=\"2\" class=\"sub\">Inventory of {}</th></tr>",
+            esc(&when(opt(inv, "updated_at")))
+        );
+        for r in inv
+            .get("results")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            let name = s(r, "target").rsplit('/').next().unwrap_or("");
+            body.push_str(&row(name, s(r, "data")));
+        }
+    }
+    body.push_str(
+        "</table></section><section class=\"card\"><h2>Certificate</h2><table class=\"kv\">",
+    );
     body.push_str(&row("Serial", s(&d, "cert_serial")));
     body.push_str(&row("Thumbprint", s(&d, "cert_thumbprint")));
     body.push_str(&row("Expires", &when(opt(&d, "cert_not_after"))));
@@ -388,7 +424,11 @@ pub async fn device(ctx: &Ctx<'_>, id: &str, q: &Form, message: Option<String>) 
              <button type=\"submit\"{}>{label}</button></form>",
             esc(&path_id),
             ctx.csrf_field(),
-            if *destructive { " class=\"danger\"" } else { "" }
+            if *destructive {
+                " class=\"danger\""
+            } else {
+                ""
+            }
         );
     }
     body.push_str("</div></section>");
@@ -433,7 +473,10 @@ pub async fn device(ctx: &Ctx<'_>, id: &str, q: &Form, message: Option<String>) 
         "<section class=\"card\"><h2>Commands</h2><div id=\"commands\" \
          data-src=\"/console/devices/{}/commands\">{}</div></section>",
         esc(&path_id),
-        commands_fragment(ctx, id).await
+        match &cmds {
+            Ok(c) => commands_table(c),
+            Err(e) => error_box(e),
+        }
     );
 
     // A raw command, checked by the API's own validation.
@@ -470,7 +513,8 @@ pub async fn command_rows(ctx: &Ctx<'_>, id: &str) -> Response {
     r
 }
 
-async fn commands_fragment(ctx: &Ctx<'_>, id: &str) -> String {
+/// A device's commands, newest first (one page of 100 from the API).
+async fn device_commands(ctx: &Ctx<'_>, id: &str) -> Result<Vec<Value>, String> {
     let (st, v) = ctx
         .api(
             Method::GET,
@@ -479,15 +523,25 @@ async fn commands_fragment(ctx: &Ctx<'_>, id: &str) -> String {
         )
         .await;
     if !st.is_success() {
-        return error_box(&api_error(&v));
+        return Err(api_error(&v));
     }
     let mut cmds = v
         .get("commands")
         .and_then(Value::as_array)
         .cloned()
         .unwrap_or_default();
-    // Newest first.
     cmds.sort_by(|a, b| s(b, "created_at").cmp(s(a, "created_at")));
+    Ok(cmds)
+}
+
+async fn commands_fragment(ctx: &Ctx<'_>, id: &str) -> String {
+    match device_commands(ctx, id).await {
+        Ok(cmds) => commands_table(&cmds),
+        Err(e) => error_box(&e),
+    }
+}
+
+fn commands_table(cmds: &[Value]) -> String {
     if cmds.is_empty() {
         return "<p>No commands yet.</p>".into();
     }
@@ -499,7 +553,7 @@ async fn commands_fragment(ctx: &Ctx<'_>, id: &str) -> String {
          <th scope=\"col\">Command</th><th scope=\"col\">State</th><th scope=\"col\">Status</th>\
          <th scope=\"col\">Results</th></tr></thead><tbody>"
     );
-    for c in &cmds {
+    for c in cmds {
         let what = match opt(c, "action") {
             Some(a) => a.to_owned(),
             None => summarize_request(c.get("request")),
@@ -560,10 +614,7 @@ fn results(v: Option<&Value>, reason: Option<&str>) -> String {
     out.push_str("<dl class=\"results\">");
     for item in list {
         let uri = s(item, "target");
-        let data = item
-            .get("data")
-            .and_then(Value::as_str)
-            .unwrap_or_default();
+        let data = item.get("data").and_then(Value::as_str).unwrap_or_default();
         let _ = write!(
             out,
             "<dt>{}</dt><dd><pre>{}</pre></dd>",
@@ -623,7 +674,9 @@ pub async fn device_action(ctx: &Ctx<'_>, id: &str, form: &Form) -> Response {
     };
     if *destructive && form.get("confirm") != Some(id) {
         // Name the device, and make the admin confirm this one.
-        let (st, d) = ctx.api(Method::GET, &format!("/devices/{path_id}"), None).await;
+        let (st, d) = ctx
+            .api(Method::GET, &format!("/devices/{path_id}"), None)
+            .await;
         if !st.is_success() {
             return device(ctx, id, form, Some(error_box(&api_error(&d)))).await;
         }
@@ -812,7 +865,10 @@ pub async fn add_user(ctx: &Ctx<'_>, form: &Form) -> Response {
         )
         .await;
     let message = if st.is_success() {
-        (StatusCode::OK, notice_box(&format!("Added {}.", s(&v, "upn"))))
+        (
+            StatusCode::OK,
+            notice_box(&format!("Added {}.", s(&v, "upn"))),
+        )
     } else {
         (st, error_box(&api_error(&v)))
     };

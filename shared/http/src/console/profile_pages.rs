@@ -93,12 +93,7 @@ fn template_forms(ctx: &Ctx<'_>, action: &str, with_name: bool) -> String {
         }
         for p in t.params {
             let id = format!("{}-{}", t.name, p.name);
-            let _ = write!(
-                out,
-                "<label for=\"{}\">{}</label>",
-                esc(&id),
-                esc(p.name)
-            );
+            let _ = write!(out, "<label for=\"{}\">{}</label>", esc(&id), esc(p.name));
             match p.kind {
                 "bool" => {
                     let _ = write!(
@@ -179,7 +174,11 @@ pub async fn profiles(ctx: &Ctx<'_>, message: Option<(StatusCode, String)>) -> R
             esc(s(p, "description")),
             esc(s(p, "scope")),
             p.get("revision").and_then(Value::as_u64).unwrap_or(0),
-            esc(if assigned.is_empty() { "nobody" } else { &assigned }),
+            esc(if assigned.is_empty() {
+                "nobody"
+            } else {
+                &assigned
+            }),
             esc(&when(p.get("updated_at").and_then(Value::as_str)))
         );
     }
@@ -207,14 +206,24 @@ pub async fn create_profile(ctx: &Ctx<'_>, form: &Form) -> Response {
         .api(Method::POST, "/profiles", Some(profile_request(form)))
         .await;
     if st.is_success() {
-        return see_other(&format!("/console/profiles/{}?done=created", url_part(s(&v, "id"))));
+        return see_other(&format!(
+            "/console/profiles/{}?done=created",
+            url_part(s(&v, "id"))
+        ));
     }
     profiles(ctx, Some((st, error_box(&api_error(&v))))).await
 }
 
-pub async fn profile(ctx: &Ctx<'_>, id: &str, q: &Form, message: Option<(StatusCode, String)>) -> Response {
+pub async fn profile(
+    ctx: &Ctx<'_>,
+    id: &str,
+    q: &Form,
+    message: Option<(StatusCode, String)>,
+) -> Response {
     let pid = url_part(id);
-    let (st, p) = ctx.api(Method::GET, &format!("/profiles/{pid}"), None).await;
+    let (st, p) = ctx
+        .api(Method::GET, &format!("/profiles/{pid}"), None)
+        .await;
     if !st.is_success() {
         return ctx.page(st, "Profile", "profiles", error_box(&api_error(&p)));
     }
@@ -226,7 +235,9 @@ pub async fn profile(ctx: &Ctx<'_>, id: &str, q: &Form, message: Option<(StatusC
     let (code, mut body) = message.unwrap_or((StatusCode::OK, String::new()));
     match q.get("done") {
         Some("created") => body.push_str(&notice_box("Profile created.")),
-        Some("saved") => body.push_str(&notice_box("Saved: devices converge at their next session.")),
+        Some("saved") => body.push_str(&notice_box(
+            "Saved: devices converge at their next session.",
+        )),
         _ => {}
     }
     let _ = write!(
@@ -253,16 +264,20 @@ pub async fn profile(ctx: &Ctx<'_>, id: &str, q: &Form, message: Option<(StatusC
             );
         }
     }
-    body.push_str("</section><section class=\"card\"><h2>Devices</h2><table><thead><tr>\
+    body.push_str(
+        "</section><section class=\"card\"><h2>Devices</h2><table><thead><tr>\
         <th scope=\"col\">Device</th><th scope=\"col\">Revision</th><th scope=\"col\">State</th>\
-        <th scope=\"col\">Reason</th><th scope=\"col\">Updated</th></tr></thead><tbody>");
+        <th scope=\"col\">Reason</th><th scope=\"col\">Updated</th></tr></thead><tbody>",
+    );
     let devices = status
         .get("devices")
         .and_then(Value::as_array)
         .cloned()
         .unwrap_or_default();
     if devices.is_empty() {
-        body.push_str("<tr><td colspan=\"5\">No device has reported on this profile yet.</td></tr>");
+        body.push_str(
+            "<tr><td colspan=\"5\">No device has reported on this profile yet.</td></tr>",
+        );
     }
     for d in &devices {
         let did = s(d, "device_id");
@@ -290,10 +305,17 @@ pub async fn profile(ctx: &Ctx<'_>, id: &str, q: &Form, message: Option<(StatusC
     body.push_str("</section>");
 
     // Settings.
-    body.push_str("<section class=\"card\"><h2>Settings</h2><table><thead><tr>\
+    body.push_str(
+        "<section class=\"card\"><h2>Settings</h2><table><thead><tr>\
         <th scope=\"col\">Verb</th><th scope=\"col\">LocURI</th><th scope=\"col\">Format</th>\
-        <th scope=\"col\">Value</th></tr></thead><tbody>");
-    for set in p.get("settings").and_then(Value::as_array).into_iter().flatten() {
+        <th scope=\"col\">Value</th></tr></thead><tbody>",
+    );
+    for set in p
+        .get("settings")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
         let _ = write!(
             body,
             "<tr><td>{}</td><td><code>{}</code></td><td>{}</td><td><pre>{}</pre></td></tr>",
@@ -339,7 +361,9 @@ pub async fn profile(ctx: &Ctx<'_>, id: &str, q: &Form, message: Option<(StatusC
             i
         );
     }
-    body.push_str("</tbody></table><button type=\"submit\">Save assignment</button></form></section>");
+    body.push_str(
+        "</tbody></table><button type=\"submit\">Save assignment</button></form></section>",
+    );
 
     // Edit: a new revision from SyncML or the template.
     let _ = write!(
@@ -372,12 +396,22 @@ pub async fn profile(ctx: &Ctx<'_>, id: &str, q: &Form, message: Option<(StatusC
 pub async fn edit_profile(ctx: &Ctx<'_>, id: &str, form: &Form) -> Response {
     let pid = url_part(id);
     let (st, v) = ctx
-        .api(Method::PUT, &format!("/profiles/{pid}"), Some(profile_request(form)))
+        .api(
+            Method::PUT,
+            &format!("/profiles/{pid}"),
+            Some(profile_request(form)),
+        )
         .await;
     if st.is_success() {
         return see_other(&format!("/console/profiles/{pid}?done=saved"));
     }
-    profile(ctx, id, &Form(Vec::new()), Some((st, error_box(&api_error(&v))))).await
+    profile(
+        ctx,
+        id,
+        &Form(Vec::new()),
+        Some((st, error_box(&api_error(&v)))),
+    )
+    .await
 }
 
 pub async fn assign_profile(ctx: &Ctx<'_>, id: &str, form: &Form) -> Response {
@@ -394,7 +428,13 @@ pub async fn assign_profile(ctx: &Ctx<'_>, id: &str, form: &Form) -> Response {
     if st.is_success() {
         return see_other(&format!("/console/profiles/{pid}?done=saved"));
     }
-    profile(ctx, id, &Form(Vec::new()), Some((st, error_box(&api_error(&v))))).await
+    profile(
+        ctx,
+        id,
+        &Form(Vec::new()),
+        Some((st, error_box(&api_error(&v)))),
+    )
+    .await
 }
 
 pub async fn delete_profile(ctx: &Ctx<'_>, id: &str, form: &Form) -> Response {
@@ -412,9 +452,14 @@ pub async fn delete_profile(ctx: &Ctx<'_>, id: &str, form: &Form) -> Response {
         );
         return ctx.page(StatusCode::OK, "Delete profile?", "profiles", body);
     }
-    let (st, v) = ctx.api(Method::DELETE, &format!("/profiles/{pid}"), None).await;
+    let (st, v) = ctx
+        .api(Method::DELETE, &format!("/profiles/{pid}"), None)
+        .await;
     let msg = if st.is_success() {
-        (StatusCode::OK, notice_box(&format!("Deleted profile {id}.")))
+        (
+            StatusCode::OK,
+            notice_box(&format!("Deleted profile {id}.")),
+        )
     } else {
         (st, error_box(&api_error(&v)))
     };
@@ -434,10 +479,17 @@ pub async fn groups(ctx: &Ctx<'_>, message: Option<(StatusCode, String)>) -> Res
         );
     }
     let (code, mut body) = message.unwrap_or((StatusCode::OK, String::new()));
-    body.push_str("<section class=\"card\"><p class=\"hint\">Every device is in <strong>all</strong>; \
+    body.push_str(
+        "<section class=\"card\"><p class=\"hint\">Every device is in <strong>all</strong>; \
         static groups hold the devices you add.</p><table><thead><tr><th scope=\"col\">Group</th>\
-        <th scope=\"col\">Description</th><th scope=\"col\">Created</th></tr></thead><tbody>");
-    for g in v.get("groups").and_then(Value::as_array).into_iter().flatten() {
+        <th scope=\"col\">Description</th><th scope=\"col\">Created</th></tr></thead><tbody>",
+    );
+    for g in v
+        .get("groups")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
         let name = s(g, "name");
         let _ = write!(
             body,
@@ -472,7 +524,12 @@ pub async fn create_group(ctx: &Ctx<'_>, form: &Form) -> Response {
     groups(ctx, Some((st, error_box(&api_error(&v))))).await
 }
 
-pub async fn group(ctx: &Ctx<'_>, name: &str, q: &Form, message: Option<(StatusCode, String)>) -> Response {
+pub async fn group(
+    ctx: &Ctx<'_>,
+    name: &str,
+    q: &Form,
+    message: Option<(StatusCode, String)>,
+) -> Response {
     let gid = url_part(name);
     let mut path = format!("/groups/{gid}?limit=100");
     if let Some(c) = q.text("cursor") {
@@ -570,9 +627,14 @@ pub async fn delete_group(ctx: &Ctx<'_>, name: &str, form: &Form) -> Response {
         );
         return ctx.page(StatusCode::OK, "Delete group?", "groups", body);
     }
-    let (st, v) = ctx.api(Method::DELETE, &format!("/groups/{gid}"), None).await;
+    let (st, v) = ctx
+        .api(Method::DELETE, &format!("/groups/{gid}"), None)
+        .await;
     let msg = if st.is_success() {
-        (StatusCode::OK, notice_box(&format!("Deleted group {name}.")))
+        (
+            StatusCode::OK,
+            notice_box(&format!("Deleted group {name}.")),
+        )
     } else {
         (st, error_box(&api_error(&v)))
     };

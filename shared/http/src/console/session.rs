@@ -155,7 +155,11 @@ mod tests {
         let mut forged = s.clone();
         forged.user = "root".into();
         let (_, mac) = sealed.split_once('.').unwrap();
-        let (payload, _) = forged.seal(&key).split_once('.').map(|(a, b)| (a.to_owned(), b.to_owned())).unwrap();
+        let (payload, _) = forged
+            .seal(&key)
+            .split_once('.')
+            .map(|(a, b)| (a.to_owned(), b.to_owned()))
+            .unwrap();
         assert_eq!(Session::open(&format!("{payload}.{mac}"), &key, now), None);
     }
 
