@@ -54,20 +54,21 @@ try {
   check(await page.locator("svg.chart rect").count() === 30, "the enrollment chart has 30 days");
   await shot("overview");
 
-  // Device list: first page timing in the browser.
-  const t0 = Date.now();
-  await page.goto(`${BASE}/console/devices`);
-  await page.locator("table.devices tbody tr").first().waitFor();
-  timings.device_list_first_page_ms = Date.now() - t0;
-  // The browser's own clock: from the navigation's start to the page being ready
-  // (DOMContentLoaded: HTML parsed, the stylesheet and deferred script loaded).
-  Object.assign(timings, await page.evaluate(() => {
-    const n = performance.getEntriesByType("navigation")[0];
-    return {
-      device_list_response_ms: Math.round(n.responseEnd - n.requestStart),
-      device_list_ready_ms: Math.round(n.domContentLoadedEventEnd - n.startTime),
-    };
-  }));
+  // Device list: the first page, timed by the browser's own clock from the navigation's
+  // start to the page being ready (DOMContentLoaded: HTML parsed, stylesheet and deferred
+  // script loaded); the median of three loads (this is a debug build of the server).
+  const loads = [];
+  for (let i = 0; i < 3; i++) {
+    await page.goto(`${BASE}/console/devices`);
+    await page.locator("table.devices tbody tr").first().waitFor();
+    loads.push(await page.evaluate(() => {
+      const n = performance.getEntriesByType("navigation")[0];
+      return { response: n.responseEnd - n.requestStart, ready: n.domContentLoadedEventEnd - n.startTime };
+    }));
+  }
+  const median = (k) => Math.round(loads.map((l) => l[k]).sort((a, b) => a - b)[1]);
+  timings.device_list_response_ms = median("response");
+  timings.device_list_ready_ms = median("ready");
   check(timings.device_list_ready_ms < 100, `the first page of devices is ready in ${timings.device_list_ready_ms} ms (< 100)`);
   check(await page.locator("table.devices tbody tr").count() >= 3, "the device list shows the devices");
   await shot("devices");

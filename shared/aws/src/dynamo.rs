@@ -462,6 +462,41 @@ impl DynamoStore {
         Ok(out.item)
     }
 
+    /// Adds counter changes outside any transaction, concurrently, 1 write unit each; a
+    /// failure is logged, not returned (the write they follow has committed).
+    async fn add_counters(
+        &self,
+        device_id: &str,
+        deltas: &[winmdm_core::fleet_stats::CounterDelta],
+    ) {
+        if deltas.is_empty() {
+            return;
+        }
+        let pk = counter_pk(device_id);
+        let mut updates = tokio::task::JoinSet::new();
+        for (k, d) in deltas {
+            updates.spawn(
+                self.client
+                    .update_item()
+                    .table_name(&self.table)
+                    .set_key(Some(key(pk.clone(), k.clone())))
+                    .update_expression("ADD c :d")
+                    .expression_attribute_values(":d", n(*d))
+                    .send(),
+            );
+        }
+        self.capacity.lock().expect("capacity lock").write_units += deltas.len() as f64;
+        while let Some(r) = updates.join_next().await {
+            match r {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %DisplayErrorContext(&e), device_id, "fleet counter update failed")
+                }
+                Err(e) => tracing::warn!(error = %e, device_id, "fleet counter update failed"),
+            }
+        }
+    }
+
     async fn transact(&self, items: Vec<TransactWriteItem>) -> Result<(), TxError> {
         use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
         if let [only] = items.as_slice()
@@ -1102,6 +1137,7 @@ impl Store for DynamoStore {
             };
             let mut items = Vec::new();
             let mut hw_added = None;
+            let mut seen_after = Vec::new();
             if update.device.is_empty() {
                 items.push(
                     TransactWriteItem::builder()
@@ -1145,7 +1181,18 @@ impl Store for DynamoStore {
                     t,
                 )?);
                 let deltas = winmdm_core::fleet_stats::deltas(&[&before], Some(&device), false);
-                items.extend(counter_updates(&device.id, &deltas, t)?);
+                // Check-in hours move with nearly every session that writes (the hourly
+                // `last_seen_at` bump): those two counters are added after the commit,
+                // 1 unit each, instead of inside the transaction, where they would make
+                // the bump a transaction (the device put billed twice, and 2 units per
+                // counter). A crash in between leaves one device in the wrong hour; the
+                // overview derives "earlier than 7 days" from the totals, so any such
+                // error ages out within 7 days. Status and expiry counts stay exact.
+                let (seen, exact): (Vec<_>, Vec<_>) = deltas
+                    .into_iter()
+                    .partition(|(k, _)| k.starts_with("seen:"));
+                items.extend(counter_updates(&device.id, &exact, t)?);
+                seen_after = seen;
             }
             let hw_index = hw_added.as_ref().map(|_| items.len());
             if let Some(hw) = &hw_added {
@@ -1182,7 +1229,10 @@ impl Store for DynamoStore {
                 return Err(too_many_items("this management message", items.len()));
             }
             match self.transact(items).await {
-                Ok(()) => return Ok(()),
+                Ok(()) => {
+                    self.add_counters(&update.device_id, &seen_after).await;
+                    return Ok(());
+                }
                 Err(TxError::Condition(failed)) => {
                     if hw_index.is_some_and(|i| failed.contains(&i)) {
                         // Another record owns that hardware id: keep the device without it.

@@ -2,7 +2,7 @@
 //! starts, so their values never sit in a function's configuration, where anyone allowed
 //! `lambda:GetFunctionConfiguration` could read them.
 
-use aws_sdk_secretsmanager::Client;
+pub use aws_sdk_secretsmanager::Client;
 use aws_sdk_secretsmanager::error::DisplayErrorContext;
 
 /// A Secrets Manager client, with an endpoint override for emulators.

@@ -41,9 +41,11 @@ pub struct AppState {
     pub ca: Arc<dyn CertificateAuthority>,
     /// The web console (`/console/`), when it has a way to sign admins in.
     pub console: Option<crate::console::ConsoleConfig>,
-    /// The console's session key: derived from the sign-in token key (a Secrets Manager
-    /// secret on AWS), under its own label.
+    /// The console's session key when not read from a secret: derived from the sign-in
+    /// token key (in the data directory locally), under its own label.
     console_key: crate::console::session::SessionKey,
+    /// `WINMDM_CONSOLE_KEY_SECRET_ARN`: the deployed console's key, read on first use.
+    console_key_secret: Option<(winmdm_aws::secrets::Client, String)>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -183,7 +185,7 @@ impl AppState {
         let secure_cookies = config.public_url.scheme() == "https";
         let console = match &admin_auth {
             AdminAuth::Bearer(t) => Some(crate::console::ConsoleConfig {
-                key: console_key.clone(),
+                key: crate::console::ConsoleKey::given(console_key.clone()),
                 sign_in: crate::console::SignIn::AdminToken(t.clone()),
                 secure_cookies,
             }),
@@ -204,14 +206,19 @@ impl AppState {
             admin_auth,
             console,
             console_key,
+            console_key_secret: None,
         })
     }
 
     /// Signs console admins in through an OpenID Connect provider (the deployed console).
     pub fn enable_oidc_console(&mut self, settings: crate::console::oidc::OidcSettings) {
         let secure_cookies = settings.redirect_uri.starts_with("https://");
+        let key = match self.console_key_secret.take() {
+            Some((client, arn)) => crate::console::ConsoleKey::from_secret(client, arn),
+            None => crate::console::ConsoleKey::given(self.console_key.clone()),
+        };
         self.console = Some(crate::console::ConsoleConfig {
-            key: self.console_key.clone(),
+            key,
             sign_in: crate::console::SignIn::Oidc(Box::new(crate::console::oidc::OidcClient::new(
                 settings,
             ))),
@@ -462,6 +469,16 @@ impl AppState {
             TokenKeySource::DataDir => None,
         };
         let mut state = Self::with_sdk(&data_dir, config, &aws, sdk.as_ref(), admin, token_key)?;
+        // The console's own session key (a Secrets Manager secret on AWS), read on first use.
+        if let Some(arn) = env("WINMDM_CONSOLE_KEY_SECRET_ARN") {
+            let sdk = match &sdk {
+                Some(s) => s.clone(),
+                None => winmdm_aws::sdk_config(aws.region.clone(), None).await,
+            };
+            let endpoint = env("WINMDM_SECRETSMANAGER_ENDPOINT");
+            let client = winmdm_aws::secrets::secretsmanager_client(&sdk, endpoint.as_deref());
+            state.console_key_secret = Some((client, arn));
+        }
         if let Some(settings) = oidc_settings(&env)? {
             state.enable_oidc_console(settings);
         }

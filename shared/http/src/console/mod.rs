@@ -56,10 +56,57 @@ impl std::fmt::Debug for SignIn {
 
 #[derive(Debug)]
 pub struct ConsoleConfig {
-    pub key: SessionKey,
+    pub key: ConsoleKey,
     pub sign_in: SignIn,
     /// Mark cookies `Secure`: the console is reached over TLS.
     pub secure_cookies: bool,
+}
+
+/// The session key: given, or derived from a Secrets Manager secret read on the first
+/// console request (so the admin function's cold start, and every API call, pays nothing
+/// for it).
+pub struct ConsoleKey {
+    ready: tokio::sync::OnceCell<SessionKey>,
+    secret: Option<(winmdm_aws::secrets::Client, String)>,
+}
+
+impl std::fmt::Debug for ConsoleKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ConsoleKey(<redacted>)")
+    }
+}
+
+impl ConsoleKey {
+    pub fn given(key: SessionKey) -> Self {
+        Self {
+            ready: tokio::sync::OnceCell::new_with(Some(key)),
+            secret: None,
+        }
+    }
+
+    pub fn from_secret(client: winmdm_aws::secrets::Client, arn: String) -> Self {
+        Self {
+            ready: tokio::sync::OnceCell::new(),
+            secret: Some((client, arn)),
+        }
+    }
+
+    async fn get(&self) -> Result<&SessionKey, String> {
+        self.ready
+            .get_or_try_init(|| async {
+                let Some((client, arn)) = &self.secret else {
+                    return Err("no console key".to_owned());
+                };
+                let v = winmdm_aws::secrets::get_secret_value(client, arn)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                Ok(SessionKey::derive(&match v {
+                    winmdm_aws::secrets::SecretValue::String(s) => s.into_bytes(),
+                    winmdm_aws::secrets::SecretValue::Binary(b) => b,
+                }))
+            })
+            .await
+    }
 }
 
 pub async fn handle(state: &AppState, req: Request) -> Response {
@@ -264,24 +311,33 @@ async fn route(state: &AppState, req: &Request) -> Response {
     let Some(console) = state.console.as_ref() else {
         return respond::text(StatusCode::NOT_FOUND, "the console is not enabled here");
     };
+    let key = match console.key.get().await {
+        Ok(k) => k,
+        Err(e) => {
+            warn!(error = %e, "console session key unavailable");
+            return respond::text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the console cannot read its session key; try again",
+            );
+        }
+    };
     let segs = segments(req.uri().path());
     let segs: Vec<&str> = segs.iter().map(String::as_str).collect();
     let method = req.method().clone();
     match (segs.as_slice(), &method) {
         (["assets", name], &Method::GET) => return assets::serve(name),
-        (["login"], &Method::GET) => return login_page(console, req, None).await,
-        (["login"], &Method::POST) => return login(state, console, req).await,
+        (["login"], &Method::GET) => return login_page(console, key, req, None).await,
+        (["login"], &Method::POST) => return login(state, console, key, req).await,
         (["oidc", "callback"], &Method::GET) => {
             return match &console.sign_in {
-                SignIn::Oidc(client) => oidc::callback(state, console, client, req).await,
+                SignIn::Oidc(client) => oidc::callback(state, console, key, client, req).await,
                 SignIn::AdminToken(_) => respond::text(StatusCode::NOT_FOUND, "not found"),
             };
         }
         _ => {}
     }
     let now = state.enrollment.now();
-    let session =
-        session::cookie(req.headers(), COOKIE).and_then(|v| Session::open(v, &console.key, now));
+    let session = session::cookie(req.headers(), COOKIE).and_then(|v| Session::open(v, key, now));
     let Some(session) = session else {
         return if method == Method::GET {
             see_other("/console/login")
@@ -294,7 +350,7 @@ async fn route(state: &AppState, req: &Request) -> Response {
             )
         };
     };
-    let csrf = session.csrf_token(&console.key);
+    let csrf = session.csrf_token(key);
     let ctx = Ctx {
         state,
         session,
@@ -302,7 +358,7 @@ async fn route(state: &AppState, req: &Request) -> Response {
     };
     let form = if method == Method::POST {
         let form = Form::body(req);
-        if !ctx.session.csrf_ok(&console.key, form.get("_csrf")) {
+        if !ctx.session.csrf_ok(key, form.get("_csrf")) {
             warn!(
                 path = req.uri().path(),
                 "console POST without a valid CSRF token"
@@ -364,9 +420,14 @@ async fn route(state: &AppState, req: &Request) -> Response {
     }
 }
 
-async fn login_page(console: &ConsoleConfig, req: &Request, error: Option<&str>) -> Response {
+async fn login_page(
+    console: &ConsoleConfig,
+    key: &SessionKey,
+    req: &Request,
+    error: Option<&str>,
+) -> Response {
     match &console.sign_in {
-        SignIn::Oidc(client) => oidc::start(console, client, req).await,
+        SignIn::Oidc(client) => oidc::start(console, key, client, req).await,
         SignIn::AdminToken(_) => {
             let error = error.map_or(String::new(), |e| {
                 format!("<p class=\"error\" role=\"alert\">{}</p>", esc(e))
@@ -392,7 +453,12 @@ async fn login_page(console: &ConsoleConfig, req: &Request, error: Option<&str>)
     }
 }
 
-async fn login(state: &AppState, console: &ConsoleConfig, req: &Request) -> Response {
+async fn login(
+    state: &AppState,
+    console: &ConsoleConfig,
+    key: &SessionKey,
+    req: &Request,
+) -> Response {
     let SignIn::AdminToken(expected) = &console.sign_in else {
         return respond::method_not_allowed("GET");
     };
@@ -400,21 +466,22 @@ async fn login(state: &AppState, console: &ConsoleConfig, req: &Request) -> Resp
     let got = form.get("token").unwrap_or("").trim();
     if got.is_empty() || !bool::from(got.as_bytes().ct_eq(expected.as_bytes())) {
         warn!("console sign-in refused: wrong admin token");
-        return login_page(console, req, Some("That is not the admin token.")).await;
+        return login_page(console, key, req, Some("That is not the admin token.")).await;
     }
     info!("console sign-in with the admin token");
     signed_in(
         console,
+        key,
         Session::new("admin".into(), state.enrollment.now()),
     )
 }
 
 /// Sets the session cookie and goes to the overview.
-pub(crate) fn signed_in(console: &ConsoleConfig, session: Session) -> Response {
+pub(crate) fn signed_in(console: &ConsoleConfig, key: &SessionKey, session: Session) -> Response {
     let mut r = see_other("/console/overview");
     let cookie = session::set_cookie(
         COOKIE,
-        &session.seal(&console.key),
+        &session.seal(key),
         session::SESSION_TTL,
         console.secure_cookies,
     );

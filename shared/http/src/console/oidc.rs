@@ -32,7 +32,7 @@ use tokio::sync::Mutex;
 use tracing::{info, warn};
 use winmdm_core::jwt::{self, Expect, JwtError, KeySet};
 
-use super::session::{self, Session};
+use super::session::{self, Session, SessionKey};
 use super::{ConsoleConfig, public_page};
 use crate::outbound;
 use crate::respond::Response;
@@ -218,7 +218,12 @@ impl OidcClient {
 }
 
 /// Step 1: to the provider.
-pub async fn start(console: &ConsoleConfig, client: &OidcClient, _req: &Request) -> Response {
+pub async fn start(
+    console: &ConsoleConfig,
+    key: &SessionKey,
+    client: &OidcClient,
+    _req: &Request,
+) -> Response {
     let d = match client.discovery().await {
         Ok(d) => d,
         Err(e) => return failure(StatusCode::BAD_GATEWAY, &e),
@@ -253,7 +258,7 @@ pub async fn start(console: &ConsoleConfig, client: &OidcClient, _req: &Request)
     // Strict cookie would not come with. It holds no credential, only the flow's secrets.
     let cookie = format!(
         "{FLOW_COOKIE}={}; Path=/console/oidc; HttpOnly; SameSite=Lax; Max-Age={}{}",
-        console.key.seal("oidc-flow", &flow),
+        key.seal("oidc-flow", &flow),
         FLOW_TTL.whole_seconds(),
         if console.secure_cookies {
             "; Secure"
@@ -271,6 +276,7 @@ pub async fn start(console: &ConsoleConfig, client: &OidcClient, _req: &Request)
 pub async fn callback(
     state: &AppState,
     console: &ConsoleConfig,
+    key: &SessionKey,
     client: &OidcClient,
     req: &Request,
 ) -> Response {
@@ -281,7 +287,7 @@ pub async fn callback(
     let get = |k: &str| q.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
     let now = state.enrollment.now();
     let flow: Option<Flow> = session::cookie(req.headers(), FLOW_COOKIE)
-        .and_then(|v| console.key.open("oidc-flow", v))
+        .and_then(|v| key.open("oidc-flow", v))
         .filter(|f: &Flow| f.exp > now.unix_timestamp());
     let Some(flow) = flow else {
         return failure(
@@ -374,7 +380,7 @@ pub async fn callback(
         );
     }
     info!(user, "console sign-in through OIDC");
-    let mut r = super::signed_in(console, Session::new(user, now));
+    let mut r = super::signed_in(console, key, Session::new(user, now));
     let clear = format!(
         "{FLOW_COOKIE}=; Path=/console/oidc; HttpOnly; SameSite=Lax; Max-Age=0{}",
         if console.secure_cookies {

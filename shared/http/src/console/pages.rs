@@ -105,16 +105,16 @@ pub async fn overview(ctx: &Ctx<'_>) -> Response {
         body,
         "<section class=\"card\"><h2>Enrollments, last 30 days</h2>\
          <p class=\"hint\">{total} in all.</p>\
-         <svg class=\"chart\" viewBox=\"0 0 300 110\" role=\"img\" \
+         <svg class=\"chart\" viewBox=\"0 0 300 72\" role=\"img\" \
          aria-label=\"Enrollments per day for the last 30 days, {total} in all\">"
     );
     for (i, (day, v)) in days.iter().enumerate() {
-        let h = (*v as f64 / max as f64 * 90.0).round() as i64;
+        let h = (*v as f64 / max as f64 * 56.0).round() as i64;
         let _ = write!(
             body,
             "<rect x=\"{}\" y=\"{}\" width=\"8\" height=\"{}\"><title>{}: {v}</title></rect>",
             i * 10,
-            95 - h,
+            60 - h,
             h.max(if *v > 0 { 1 } else { 0 }),
             esc(day)
         );
@@ -122,7 +122,7 @@ pub async fn overview(ctx: &Ctx<'_>) -> Response {
     if let (Some((first, _)), Some((last, _))) = (days.first(), days.last()) {
         let _ = write!(
             body,
-            "<text x=\"0\" y=\"108\">{}</text><text x=\"300\" y=\"108\" \
+            "<text x=\"0\" y=\"70\">{}</text><text x=\"300\" y=\"70\" \
              text-anchor=\"end\">{}</text>",
             esc(first),
             esc(last)
