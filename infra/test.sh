@@ -15,6 +15,18 @@ if ! command -v openssl >/dev/null 2>&1; then
     if [ "$(id -u)" = 0 ]; then apt-get install -y -q openssl >/dev/null; else sudo apt-get install -y -q openssl >/dev/null; fi
 fi
 
+# The console's browser test: Debian's Chromium (never a browser a tool downloads) and
+# playwright-core (pinned in tests/browser/package-lock.json) to drive it.
+if ! [ -x /usr/bin/chromium ]; then
+    if [ "$(id -u)" = 0 ]; then apt_get=(apt-get); else apt_get=(sudo apt-get); fi
+    "${apt_get[@]}" update -qq
+    DEBIAN_FRONTEND=noninteractive "${apt_get[@]}" install -y -qq chromium chromium-driver >/dev/null
+fi
+if ! [ -d tests/browser/node_modules/playwright-core ]; then
+    (cd tests/browser && npm ci --no-audit --no-fund --silent)
+fi
+export WINMDM_BROWSER_TESTS=1
+
 # moto, the AWS emulator (DynamoDB with transactions, ACM PCA, KMS, S3, Secrets Manager),
 # for the AWS adapter tests:
 # pinned, in a local venv; each test starts its own server on a free loopback port.
