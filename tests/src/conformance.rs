@@ -39,6 +39,7 @@ pub fn device(id: &str, hw: Option<&str>) -> Device {
         dm_info: Default::default(),
         previous_cert: None,
         groups: Vec::new(),
+        entra: None,
     }
 }
 

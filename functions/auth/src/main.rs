@@ -8,5 +8,5 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
-    winmdm_http::run_lambda(winmdm_http::auth::handle).await
+    winmdm_http::run_lambda(winmdm_http::auth::handle_with_terms).await
 }

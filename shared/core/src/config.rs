@@ -12,6 +12,9 @@ pub mod paths {
     pub const POLICY: &str = "/EnrollmentServer/Policy.svc";
     pub const ENROLL: &str = "/EnrollmentServer/Enrollment.svc";
     pub const AUTH: &str = "/EnrollmentServer/Auth";
+    /// Entra ID enrollment's terms-of-use page (registered in the tenant as the MDM
+    /// application's terms of use URL).
+    pub const TERMS: &str = "/EnrollmentServer/TermsOfUse";
     pub const MANAGE: &str = "/ManagementServer/MDM.svc";
     /// Certificate renewal (ROBO), on the mutual-TLS management host.
     pub const RENEW: &str = "/ManagementServer/Renew.svc";

@@ -213,6 +213,7 @@ mod tests {
             dm_info: Default::default(),
             previous_cert: None,
             groups: Vec::new(),
+            entra: None,
         }
     }
 

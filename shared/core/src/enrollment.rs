@@ -88,6 +88,9 @@ pub enum EnrollError {
     Busy(#[from] Busy),
     #[error("not authorized: {0}")]
     Authorization(String),
+    /// The Entra ID key set could not be read (retryable).
+    #[error("Entra ID keys unavailable: {0}")]
+    KeysUnavailable(String),
     /// The identity rules refuse this enrollment (`crate::identity`).
     #[error("enrollment refused: {0}")]
     Refused(EnrollmentRefusal),
@@ -129,6 +132,11 @@ impl EnrollError {
             )
             .with_detail(ErrorType::InMaintenance),
             EnrollError::Authorization(m) => Fault::new(FaultCode::Authorization, m.clone()),
+            EnrollError::KeysUnavailable(_) => Fault::new(
+                FaultCode::EnrollmentServer,
+                "Microsoft Entra ID could not be reached to check the sign-in. Try again later.",
+            )
+            .with_detail(ErrorType::InMaintenance),
             // Windows 10 20H2 and later show a CustomServerError's text to the user.
             EnrollError::Refused(r) => Fault::new(FaultCode::Authorization, r.to_string())
                 .with_detail(ErrorType::CustomServerError),
@@ -171,6 +179,8 @@ struct Principal {
     upn: String,
     /// The federated token, to be spent when the enrollment commits.
     token: Option<ConsumedToken>,
+    /// Who Entra ID says signed in, for an Entra enrollment.
+    entra: Option<crate::entra::EntraIdentity>,
 }
 
 pub struct EnrollmentService {
@@ -183,6 +193,8 @@ pub struct EnrollmentService {
     passwords: PasswordPool,
     /// Failed password attempts per UPN and per address.
     guesses: GuessLimiter,
+    /// Entra ID enrollment, when configured (`crate::entra`).
+    entra: Option<crate::entra::EntraVerifier>,
 }
 
 impl EnrollmentService {
@@ -201,7 +213,19 @@ impl EnrollmentService {
             tokens,
             passwords: PasswordPool::default(),
             guesses: GuessLimiter::default(),
+            entra: None,
         }
+    }
+
+    /// Accepts Entra ID access tokens (BinarySecurityToken of type
+    /// [`crate::entra::JWT_VALUE_TYPE`]) besides the configured sign-in policy.
+    pub fn enable_entra(&mut self, verifier: crate::entra::EntraVerifier) {
+        self.entra = Some(verifier);
+    }
+
+    /// The Entra verifier, for the terms-of-use page.
+    pub fn entra(&self) -> Option<&crate::entra::EntraVerifier> {
+        self.entra.as_ref()
     }
 
     /// Replaces the argon2 pool (default: one slot per CPU).
@@ -348,6 +372,11 @@ impl EnrollmentService {
     /// token and refuses a UsernameToken, an on-premise one the reverse. The caller's
     /// address for the guess limiter comes from [`crate::throttle::client_addr`].
     async fn authenticate(&self, security: &Security) -> Result<Principal, EnrollError> {
+        if let Security::BinaryToken { value_type, data } = security
+            && value_type == crate::entra::JWT_VALUE_TYPE
+        {
+            return self.authenticate_entra(data.expose()).await;
+        }
         match (security, self.config.auth_policy) {
             (Security::None, _) => {
                 Err(EnrollError::Authentication("no credentials in the request"))
@@ -364,7 +393,11 @@ impl EnrollmentService {
                 let upn = normalize_upn(username);
                 self.check_password(&upn, password.expose(), crate::throttle::client_addr())
                     .await?;
-                Ok(Principal { upn, token: None })
+                Ok(Principal {
+                    upn,
+                    token: None,
+                    entra: None,
+                })
             }
             (Security::BinaryToken { value_type, data }, PreferredAuth::Federated) => {
                 if value_type != ns::token::DEVICE_ENROLLMENT_USER_TOKEN {
@@ -394,8 +427,75 @@ impl EnrollmentService {
                         expires_at: claims.expires_at(),
                         id: claims.jti,
                     }),
+                    entra: None,
                 })
             }
+        }
+    }
+
+    /// An Entra ID access token (Entra join, or a work account): verified against the
+    /// tenant's keys and the allow-lists. Its user need not exist here: it is recorded when
+    /// the enrollment commits. A token is not single-use (Windows presents the same one to
+    /// XCEP and WSTEP); it is bound to its tenant, audience and a short lifetime instead.
+    async fn authenticate_entra(&self, data: &[u8]) -> Result<Principal, EnrollError> {
+        use crate::entra::EntraError;
+        let Some(verifier) = &self.entra else {
+            return Err(EnrollError::Authentication(
+                "Entra ID enrollment is not configured on this server",
+            ));
+        };
+        let token = std::str::from_utf8(data)
+            .map_err(|_| EnrollError::Authentication("Entra token is not text"))?
+            .trim();
+        match verifier.verify(token, self.clock.now()).await {
+            Ok(id) => {
+                info!(upn = %id.upn, tenant = %id.tenant_id, "Entra ID token accepted");
+                Ok(Principal {
+                    upn: id.upn.clone(),
+                    token: None,
+                    entra: Some(id),
+                })
+            }
+            Err(EntraError::KeysUnavailable(e)) => Err(EnrollError::KeysUnavailable(e)),
+            Err(e) => {
+                tracing::warn!(error = %e, "Entra ID token refused");
+                Err(EnrollError::Authentication(match e {
+                    EntraError::Tenant(_) => "Entra token of a tenant not allowed here",
+                    EntraError::Scope => "Entra token without the mdm_delegation scope",
+                    EntraError::NoUser => "Entra token names no user",
+                    EntraError::Token(crate::jwt::JwtError::Expired) => "Entra token expired",
+                    EntraError::Token(crate::jwt::JwtError::NotYetValid) => {
+                        "Entra token not valid yet"
+                    }
+                    EntraError::Token(crate::jwt::JwtError::Audience) => {
+                        "Entra token for another application"
+                    }
+                    EntraError::Token(_) => "Entra token invalid",
+                    EntraError::KeysUnavailable(_) => unreachable!("handled above"),
+                }))
+            }
+        }
+    }
+
+    /// Records an Entra user on their first enrollment, so the console and API list them.
+    /// The record has no password (an unusable hash): such a user signs in through Entra
+    /// only, never on the login page or with a UsernameToken.
+    async fn record_entra_user(
+        &self,
+        id: &crate::entra::EntraIdentity,
+        now: OffsetDateTime,
+    ) -> Result<(), EnrollError> {
+        if self.store.get_user(&id.upn).await?.is_some() {
+            return Ok(());
+        }
+        let user = crate::model::User {
+            upn: id.upn.clone(),
+            password_hash: format!("{}{}", crate::model::ENTRA_USER_MARK, id.tenant_id),
+            created_at: now,
+        };
+        match self.store.create_user(&user).await {
+            Ok(()) | Err(StoreError::Conflict(_)) => Ok(()),
+            Err(e) => Err(e.into()),
         }
     }
 
@@ -588,7 +688,20 @@ impl EnrollmentService {
                     .unwrap_or_default(),
                 EnrollmentDecision::Fresh => Vec::new(),
             },
+            entra: None,
         };
+        if let Some(id) = &principal.entra {
+            self.record_entra_user(id, now).await?;
+        }
+        let mut device = device;
+        device.entra = principal
+            .entra
+            .as_ref()
+            .map(|id| crate::model::EntraBinding {
+                tenant_id: id.tenant_id.clone(),
+                object_id: id.object_id.clone(),
+                device_id: id.device_id.clone(),
+            });
         self.store
             .commit_enrollment(&EnrollmentCommit {
                 device,

@@ -271,6 +271,7 @@ mod tests {
             dm_info: Default::default(),
             previous_cert: None,
             groups: vec![],
+            entra: None,
         }
     }
 

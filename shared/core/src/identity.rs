@@ -219,6 +219,7 @@ mod tests {
                 accepted_until: NOW + time::Duration::hours(1),
             }),
             groups: Vec::new(),
+            entra: None,
         }
     }
 

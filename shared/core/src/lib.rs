@@ -11,6 +11,7 @@ pub mod csr;
 pub mod digest;
 pub mod dm_auth;
 pub mod enrollment;
+pub mod entra;
 pub mod federated;
 pub mod fleet_stats;
 pub mod identity;

@@ -3,6 +3,10 @@
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
+/// The password-hash field of a user recorded from Entra ID (followed by the tenant id):
+/// not a PHC string, so no password ever matches it.
+pub const ENTRA_USER_MARK: &str = "!entra:";
+
 /// A person allowed to enroll devices. The password is kept only as an argon2id PHC string.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct User {
@@ -178,6 +182,18 @@ pub struct Device {
     /// Static groups the device is in, sorted (every device is also in `all`).
     #[serde(default)]
     pub groups: Vec<String>,
+    /// The Entra ID tenant, user object and device object, for an Entra enrollment.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub entra: Option<EntraBinding>,
+}
+
+/// What Entra ID said about an enrollment's user and device.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EntraBinding {
+    pub tenant_id: String,
+    pub object_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device_id: Option<String>,
 }
 
 impl Device {

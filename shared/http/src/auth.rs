@@ -29,6 +29,15 @@ fn field<'a>(fields: &'a [(String, String)], name: &str) -> Option<&'a str> {
         .map(|(_, v)| v.as_str())
 }
 
+/// The auth function on AWS: the sign-in page, and Entra ID's terms-of-use page (both
+/// pages a user sees while enrolling).
+pub async fn handle_with_terms(state: &AppState, req: Request) -> Response {
+    match crate::router::Endpoint::for_path(req.uri().path()) {
+        Some(crate::router::Endpoint::Terms) => crate::terms::handle(state, req).await,
+        _ => handle(state, req).await,
+    }
+}
+
 pub async fn handle(state: &AppState, req: Request) -> Response {
     let span = info_span!("request", request_id = %request_id(&req), endpoint = "auth");
     async move {

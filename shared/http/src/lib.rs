@@ -8,6 +8,7 @@
 //! | `/EnrollmentServer/Policy.svc` (XCEP) | [`policy`] |
 //! | `/EnrollmentServer/Enrollment.svc` (WSTEP) | [`enroll`] |
 //! | `/EnrollmentServer/Auth` (federated login page) | [`auth`] |
+//! | `/EnrollmentServer/TermsOfUse` (Entra ID enrollment's terms page) | [`terms`] |
 //! | `/ManagementServer/MDM.svc` (OMA-DM) | [`manage`] |
 //! | `/ManagementServer/Renew.svc` (certificate renewal) | [`renew`] |
 //! | `/admin/v1/…` | [`admin`] |
@@ -21,6 +22,7 @@ pub mod client_addr;
 pub mod console;
 pub mod discovery;
 pub mod enroll;
+pub mod jwks;
 pub mod logging;
 pub mod manage;
 pub mod metrics;
@@ -32,6 +34,7 @@ pub mod respond;
 pub mod router;
 mod soap_endpoint;
 pub mod state;
+pub mod terms;
 
 pub use state::AppState;
 

@@ -13,6 +13,7 @@ pub enum Endpoint {
     Policy,
     Enroll,
     Auth,
+    Terms,
     Manage,
     Renew,
     Admin,
@@ -32,6 +33,8 @@ impl Endpoint {
             Some(Self::Enroll)
         } else if eq(paths::AUTH) {
             Some(Self::Auth)
+        } else if eq(paths::TERMS) {
+            Some(Self::Terms)
         } else if path == paths::MANAGE {
             Some(Self::Manage)
         } else if path == paths::RENEW {
@@ -55,6 +58,7 @@ pub async fn dispatch(state: &AppState, req: Request) -> Response {
         Some(Endpoint::Policy) => crate::policy::handle(state, req).await,
         Some(Endpoint::Enroll) => crate::enroll::handle(state, req).await,
         Some(Endpoint::Auth) => crate::auth::handle(state, req).await,
+        Some(Endpoint::Terms) => crate::terms::handle(state, req).await,
         Some(Endpoint::Manage) => crate::manage::handle(state, req).await,
         Some(Endpoint::Renew) => crate::renew::handle(state, req).await,
         Some(Endpoint::Admin) => crate::admin::handle(state, req).await,

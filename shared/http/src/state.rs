@@ -44,6 +44,8 @@ pub struct AppState {
     /// The console's session key when not read from a secret: derived from the sign-in
     /// token key (in the data directory locally), under its own label.
     console_key: crate::console::session::SessionKey,
+    /// Entra ID enrollment's terms-of-use text, when Entra enrollment is on.
+    pub entra_terms: Option<String>,
     /// `WINMDM_CONSOLE_KEY_SECRET_ARN`: the deployed console's key, read on first use.
     console_key_secret: Option<(winmdm_aws::secrets::Client, String)>,
 }
@@ -207,7 +209,36 @@ impl AppState {
             console,
             console_key,
             console_key_secret: None,
+            entra_terms: None,
         })
+    }
+
+    /// Accepts Entra ID enrollments (tokens of the listed tenants for the listed audiences)
+    /// and serves the terms-of-use page.
+    pub fn enable_entra(&mut self, settings: EntraSettings) {
+        let keys = std::sync::Arc::new(crate::jwks::JwksCache::new(
+            settings.jwks_url,
+            settings.jwks_refetch_interval,
+        ));
+        self.enrollment
+            .enable_entra(winmdm_core::entra::EntraVerifier::new(
+                winmdm_core::entra::EntraConfig {
+                    tenants: settings.tenants,
+                    audiences: settings.audiences,
+                },
+                keys,
+            ));
+        self.entra_terms = Some(settings.terms_text.unwrap_or_else(|| {
+            "By continuing, you allow your organization to manage this device: apply its \
+             settings, see its hardware and operating system, and remove its work data."
+                .to_owned()
+        }));
+    }
+
+    /// The key the terms-of-use page signs its form state with (derived from the sign-in
+    /// token key, under its own label).
+    pub(crate) fn page_key(&self) -> &crate::console::session::SessionKey {
+        &self.console_key
     }
 
     /// Signs console admins in through an OpenID Connect provider (the deployed console).
@@ -482,8 +513,75 @@ impl AppState {
         if let Some(settings) = oidc_settings(&env)? {
             state.enable_oidc_console(settings);
         }
+        if let Some(settings) = entra_settings(&env)? {
+            state.enable_entra(settings);
+        }
         Ok(state)
     }
+}
+
+/// Entra ID enrollment settings: `WINMDM_ENTRA_TENANTS` (comma-separated tenant ids),
+/// `WINMDM_ENTRA_AUDIENCES` (application ID URI and/or client id), `WINMDM_ENTRA_JWKS_URL`
+/// (default Microsoft's), `WINMDM_ENTRA_TERMS_TEXT`; `winmdm-local --entra-*`.
+#[derive(Debug, Clone)]
+pub struct EntraSettings {
+    pub tenants: Vec<String>,
+    pub audiences: Vec<String>,
+    pub jwks_url: String,
+    pub terms_text: Option<String>,
+    /// Least time between key-set refetches prompted by unknown `kid`s.
+    pub jwks_refetch_interval: std::time::Duration,
+}
+
+impl EntraSettings {
+    pub fn new(tenants: Vec<String>, audiences: Vec<String>) -> Self {
+        Self {
+            tenants: tenants
+                .into_iter()
+                .map(|t| t.trim().to_ascii_lowercase())
+                .filter(|t| !t.is_empty())
+                .collect(),
+            audiences: audiences
+                .into_iter()
+                .map(|a| a.trim().to_owned())
+                .filter(|a| !a.is_empty())
+                .collect(),
+            jwks_url: winmdm_core::entra::DEFAULT_JWKS_URL.to_owned(),
+            terms_text: None,
+            jwks_refetch_interval: std::time::Duration::from_secs(60),
+        }
+    }
+}
+
+fn split_list(v: &str) -> Vec<String> {
+    v.split(',')
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty())
+        .collect()
+}
+
+fn entra_settings(
+    env: &impl Fn(&str) -> Option<String>,
+) -> Result<Option<EntraSettings>, InitError> {
+    let Some(tenants) = env("WINMDM_ENTRA_TENANTS") else {
+        return Ok(None);
+    };
+    let audiences = env("WINMDM_ENTRA_AUDIENCES").ok_or_else(|| {
+        InitError::Config(
+            "WINMDM_ENTRA_TENANTS is set, so WINMDM_ENTRA_AUDIENCES must be too".into(),
+        )
+    })?;
+    let mut s = EntraSettings::new(split_list(&tenants), split_list(&audiences));
+    if s.tenants.is_empty() || s.audiences.is_empty() {
+        return Err(InitError::Config(
+            "WINMDM_ENTRA_TENANTS and WINMDM_ENTRA_AUDIENCES must each name at least one".into(),
+        ));
+    }
+    if let Some(u) = env("WINMDM_ENTRA_JWKS_URL") {
+        s.jwks_url = u;
+    }
+    s.terms_text = env("WINMDM_ENTRA_TERMS_TEXT");
+    Ok(Some(s))
 }
 
 /// The console's OpenID Connect settings: `WINMDM_CONSOLE_OIDC_ISSUER`, `…_CLIENT_ID`,
