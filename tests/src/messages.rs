@@ -17,6 +17,11 @@ pub enum Credentials {
     Federated {
         token: String,
     },
+    /// Entra ID: the access token (a JWT), base64-encoded, as Windows sends it after an
+    /// Entra join or when a work account is added.
+    EntraJwt {
+        token: String,
+    },
     None,
 }
 
@@ -31,6 +36,11 @@ fn security_header(creds: &Credentials) -> String {
         Credentials::Federated { token } => format!(
             r#"<wsse:Security s:mustUnderstand="1"><wsse:BinarySecurityToken ValueType="{}" EncodingType="{}">{}</wsse:BinarySecurityToken></wsse:Security>"#,
             ns::token::DEVICE_ENROLLMENT_USER_TOKEN,
+            ns::token::BASE64_BINARY,
+            B64.encode(token.as_bytes())
+        ),
+        Credentials::EntraJwt { token } => format!(
+            r#"<wsse:Security s:mustUnderstand="1"><wsse:BinarySecurityToken ValueType="urn:ietf:params:oauth:token-type:jwt" EncodingType="{}">{}</wsse:BinarySecurityToken></wsse:Security>"#,
             ns::token::BASE64_BINARY,
             B64.encode(token.as_bytes())
         ),
