@@ -98,6 +98,18 @@ pub struct Options {
     /// KMS endpoint override (an emulator such as moto).
     #[arg(long, requires = "kms_key_id")]
     pub kms_endpoint: Option<String>,
+    /// Accept Entra ID enrollments from this tenant (id; repeat or comma-separate for more).
+    #[arg(long = "entra-tenant", value_delimiter = ',', requires = "entra_audiences")]
+    pub entra_tenants: Vec<String>,
+    /// The MDM application's ID URI and/or client id Entra tokens must be for.
+    #[arg(long = "entra-audience", value_delimiter = ',', requires = "entra_tenants")]
+    pub entra_audiences: Vec<String>,
+    /// Where Entra's signing keys are read (default Microsoft's common JWKS).
+    #[arg(long, requires = "entra_tenants")]
+    pub entra_jwks_url: Option<String>,
+    /// The text of the terms-of-use page (paragraphs separated by blank lines).
+    #[arg(long, requires = "entra_tenants")]
+    pub entra_terms_text: Option<String>,
     /// AWS region for DynamoDB and ACM PCA (default: the standard AWS configuration).
     #[arg(long)]
     pub region: Option<String>,
@@ -269,7 +281,19 @@ pub async fn start(opts: Options) -> Result<LocalServer, LocalError> {
             .await
             .map_err(|e| LocalError::Options(format!("creating table {table}: {e}")))?;
     }
-    let state = Arc::new(AppState::with_aws(&opts.data_dir, config, &aws, None, None).await?);
+    let mut state = AppState::with_aws(&opts.data_dir, config, &aws, None, None).await?;
+    if !opts.entra_tenants.is_empty() {
+        let mut entra = winmdm_http::state::EntraSettings::new(
+            opts.entra_tenants.clone(),
+            opts.entra_audiences.clone(),
+        );
+        if let Some(u) = &opts.entra_jwks_url {
+            entra.jwks_url = u.clone();
+        }
+        entra.terms_text = opts.entra_terms_text.clone();
+        state.enable_entra(entra);
+    }
+    let state = Arc::new(state);
     let tls = match (&opts.tls_cert, &opts.tls_key) {
         (Some(cert), Some(key)) => {
             let client_roots = match &opts.client_ca {
