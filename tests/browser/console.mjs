@@ -9,7 +9,7 @@ import { mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 
-const { BASE, TOKEN, DEVICE, HTML_DEVICE, HTML_NAME, SHOTS } = process.env;
+const { BASE, TOKEN, DEVICE, HTML_DEVICE, HTML_NAME, SHOTS, ENTRA_TOKEN, TOU_URL } = process.env;
 const timings = {};
 
 function check(cond, what) {
@@ -179,6 +179,24 @@ try {
   await Promise.all([page.waitForNavigation(), page.click("button:text-is('Sign out')")]);
   await page.goto(`${BASE}/console/overview`);
   check(page.url().endsWith("/console/login"), "after signing out, pages ask to sign in again");
+
+  // Entra ID enrollment's terms of use, as the Windows web view shows it: the GET carries
+  // the Entra access token; Accept and Decline go back to the web view's ms-appx-web://.
+  const tou = await context.newPage();
+  await tou.setExtraHTTPHeaders({ Authorization: `Bearer ${ENTRA_TOKEN}` });
+  await tou.goto(TOU_URL);
+  check((await tou.locator("main").innerText()).includes("alice@contoso.com"), "the terms page names the signed-in user");
+  await tou.screenshot({ path: join(SHOTS, "console-terms.png"), fullPage: true });
+  const back = (value) => Promise.all([
+    tou.waitForResponse((r) => r.status() === 302),
+    tou.click(`button[value=${value}]`, { noWaitAfter: true }).catch(() => {}),
+  ]).then(([r]) => r.headers()["location"] || "");
+  const accepted = await back("accept");
+  check(accepted.startsWith("ms-appx-web://Microsoft.AAD.BrokerPlugin/winmdm?IsAccepted=true&OpaqueBlob="), "Accept returns IsAccepted=true to the web view");
+  await tou.goto(TOU_URL);
+  const declined = await back("decline");
+  check(declined.startsWith("ms-appx-web://") && declined.includes("error=access_denied"), "Decline returns access_denied");
+  await tou.close();
 
   console.log(JSON.stringify(timings));
 } finally {

@@ -2,7 +2,8 @@
 //! `tests/browser/`), against `winmdm-local` with emulated Windows devices enrolled and
 //! managed over SyncML while the browser works: sign-in, search, device page, inventory
 //! results appearing live, block/unblock, CSRF refusal, markup in a device name, users,
-//! removal acknowledged by the device, narrow screens, sign-out.
+//! removal acknowledged by the device, narrow screens, sign-out; and Entra ID enrollment's
+//! terms-of-use page (Accept and Decline redirects).
 //!
 //! `infra/test.sh` installs Chromium and playwright-core and sets
 //! `WINMDM_BROWSER_TESTS=1`, which makes a missing browser a failure; without it (a bare
@@ -15,7 +16,10 @@ use std::time::Duration;
 use winmdm_e2e::TestServer;
 use winmdm_e2e::csp::{CspTree, Format};
 use winmdm_e2e::fleet::{FleetDevice, Server};
+use winmdm_e2e::oidc_provider::StandInProvider;
 
+const ENTRA_TENANT: &str = "7f3c1d2e-0000-4000-8000-00000000a11c";
+const ENTRA_APP: &str = "https://enterpriseenrollment.example.com";
 const HTML_NAME: &str = "<script>window.__pwned=1</script><b>PC</b><img src=x>";
 
 fn browser_dir() -> PathBuf {
@@ -67,7 +71,23 @@ async fn console_in_a_real_browser() {
     if !ready() {
         return;
     }
-    let server = Arc::new(TestServer::start().await);
+    // Entra ID enrollment on, against a stand-in for Entra's key set (the terms-of-use page).
+    let idp = StandInProvider::start(ENTRA_APP).await;
+    let jwks = format!("{}/jwks", idp.issuer);
+    let server = Arc::new(
+        TestServer::start_with(|o| {
+            o.entra_tenants = vec![ENTRA_TENANT.into()];
+            o.entra_audiences = vec![ENTRA_APP.into()];
+            o.entra_jwks_url = Some(jwks);
+        })
+        .await,
+    );
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let entra_token = idp.sign(&serde_json::json!({
+        "iss": format!("https://sts.windows.net/{ENTRA_TENANT}/"), "tid": ENTRA_TENANT,
+        "aud": ENTRA_APP, "scp": "mdm_delegation", "upn": "alice@contoso.com",
+        "oid": "00000000-0000-4000-8000-0000000000a1", "iat": now, "exp": now + 3600
+    }));
     let mut devices = Vec::new();
     for name in ["DESKTOP-EMU01", "LAPTOP-EMU02", HTML_NAME] {
         let mut d = fleet_device(server.enroll_device_named(name).await);
@@ -109,6 +129,13 @@ async fn console_in_a_real_browser() {
         .env("HTML_DEVICE", &html_device)
         .env("HTML_NAME", HTML_NAME)
         .env("SHOTS", &shots)
+        .env("ENTRA_TOKEN", &entra_token)
+        .env(
+            "TOU_URL",
+            server.url(
+                "/EnrollmentServer/TermsOfUse?redirect_uri=ms-appx-web%3A%2F%2FMicrosoft.AAD.BrokerPlugin%2Fwinmdm&client-request-id=c1&api-version=1.0&mode=azureadjoin",
+            ),
+        )
         .kill_on_drop(true)
         .output();
     let out = tokio::time::timeout(Duration::from_secs(240), run)

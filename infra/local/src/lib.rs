@@ -99,10 +99,18 @@ pub struct Options {
     #[arg(long, requires = "kms_key_id")]
     pub kms_endpoint: Option<String>,
     /// Accept Entra ID enrollments from this tenant (id; repeat or comma-separate for more).
-    #[arg(long = "entra-tenant", value_delimiter = ',', requires = "entra_audiences")]
+    #[arg(
+        long = "entra-tenant",
+        value_delimiter = ',',
+        requires = "entra_audiences"
+    )]
     pub entra_tenants: Vec<String>,
     /// The MDM application's ID URI and/or client id Entra tokens must be for.
-    #[arg(long = "entra-audience", value_delimiter = ',', requires = "entra_tenants")]
+    #[arg(
+        long = "entra-audience",
+        value_delimiter = ',',
+        requires = "entra_tenants"
+    )]
     pub entra_audiences: Vec<String>,
     /// Where Entra's signing keys are read (default Microsoft's common JWKS).
     #[arg(long, requires = "entra_tenants")]

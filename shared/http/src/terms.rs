@@ -92,7 +92,8 @@ fn page(status: StatusCode, body: String) -> Response {
     h.insert(
         header::CONTENT_SECURITY_POLICY,
         HeaderValue::from_static(
-            "default-src 'none'; style-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+            // form-action covers the redirect that follows the POST: the web view's scheme.
+            "default-src 'none'; style-src 'self'; form-action 'self' ms-appx-web:; frame-ancestors 'none'; base-uri 'none'",
         ),
     );
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));

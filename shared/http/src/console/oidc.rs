@@ -18,7 +18,7 @@
 //! ⚠ Without an admin list, anyone the provider signs in is an admin: right for a
 //! dedicated Cognito user pool (admins are invited there), wrong for a shared directory.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
@@ -34,6 +34,7 @@ use winmdm_core::jwt::{self, Expect, JwtError, KeySet};
 
 use super::session::{self, Session, SessionKey};
 use super::{ConsoleConfig, public_page};
+use crate::jwks::JwksCache;
 use crate::outbound;
 use crate::respond::Response;
 use crate::state::AppState;
@@ -70,8 +71,7 @@ struct Discovery {
 
 struct Cache {
     discovery: Option<Discovery>,
-    keys: KeySet,
-    fetched_at: Option<Instant>,
+    keys: Option<std::sync::Arc<JwksCache>>,
 }
 
 pub struct OidcClient {
@@ -108,8 +108,7 @@ impl OidcClient {
             settings,
             cache: Mutex::new(Cache {
                 discovery: None,
-                keys: KeySet::default(),
-                fetched_at: None,
+                keys: None,
             }),
         }
     }
@@ -154,31 +153,22 @@ impl OidcClient {
         Ok(d)
     }
 
-    /// The key set, fetched when there is none yet or when `refresh` asks for it (an
-    /// unknown `kid`), at most once per [`REFETCH_INTERVAL`].
+    /// The key set ([`JwksCache`]: fetched on first use, and again at most once per
+    /// `jwks_refetch_interval` when `refresh` asks for it, for an unknown `kid`).
     async fn keys(&self, jwks_uri: &str, refresh: bool) -> Result<KeySet, SignInError> {
-        let mut cache = self.cache.lock().await;
-        let stale = cache.fetched_at.is_none()
-            || (refresh
-                && cache
-                    .fetched_at
-                    .is_some_and(|t| t.elapsed() >= self.settings.jwks_refetch_interval));
-        if stale {
-            let got = outbound::fetch(jwks_uri, None, None)
-                .await
-                .map_err(|e| SignInError::Provider(e.to_string()))?;
-            if !got.status.is_success() {
-                return Err(SignInError::Provider(format!(
-                    "{jwks_uri}: HTTP {}",
-                    got.status
-                )));
-            }
-            cache.keys = KeySet::from_json(&got.body)
-                .map_err(|e| SignInError::Provider(format!("{jwks_uri}: {e}")))?;
-            cache.fetched_at = Some(Instant::now());
-            info!(keys = cache.keys.keys.len(), "OIDC key set fetched");
-        }
-        Ok(cache.keys.clone())
+        use winmdm_core::entra::KeySource as _;
+        let cache = {
+            let mut c = self.cache.lock().await;
+            c.keys
+                .get_or_insert_with(|| {
+                    std::sync::Arc::new(JwksCache::new(
+                        jwks_uri.to_owned(),
+                        self.settings.jwks_refetch_interval,
+                    ))
+                })
+                .clone()
+        };
+        cache.keys(refresh).await.map_err(SignInError::Provider)
     }
 
     /// Verifies an ID token: signature (refetching the key set once for an unknown key),
