@@ -251,6 +251,22 @@ impl DmClient {
         ]
     }
 
+    /// Alert 1224 carrying the signed-in Entra user's token.
+    pub fn aad_user_token_alert(&mut self, token: &str) -> Command {
+        Command::Alert(Alert {
+            cmd_id: self.cmd_id(),
+            data: "1224".into(),
+            items: vec![Item {
+                meta: Some(Meta {
+                    type_: Some("com.microsoft/MDM/AADUserToken".into()),
+                    ..Meta::default()
+                }),
+                data: Some(token.into()),
+                ..Item::default()
+            }],
+        })
+    }
+
     /// A Status for one server command.
     pub fn status_for(&mut self, reply: &Reply, cmd_ref: &str, cmd: &str, code: u16) -> Command {
         Command::Status(Status {

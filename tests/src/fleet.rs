@@ -105,6 +105,8 @@ pub struct FleetDevice {
     pub tree: CspTree,
     /// What package #1 reports in Alert 1224: `user` (someone signed in), `others`, …
     pub login_status: &'static str,
+    /// An Entra user token package #1 sends in Alert 1224 `com.microsoft/MDM/AADUserToken`.
+    pub aad_user_token: Option<String>,
 }
 
 impl FleetDevice {
@@ -117,6 +119,7 @@ impl FleetDevice {
             client,
             tree,
             login_status: "user",
+            aad_user_token: None,
         }
     }
 
@@ -130,7 +133,17 @@ impl FleetDevice {
         self.client.start_session();
         let hw = self.enrolled.device.hw_dev_id.clone();
         let login = self.login_status;
-        let xml = self.client.message(|c| c.package1(login, &hw), true);
+        let aad = self.aad_user_token.clone();
+        let xml = self.client.message(
+            |c| {
+                let mut cmds = c.package1(login, &hw);
+                if let Some(token) = aad {
+                    cmds.push(c.aad_user_token_alert(&token));
+                }
+                cmds
+            },
+            true,
+        );
         let mut reply = self.send(server, &xml).await;
         let mut messages = 1;
         while !reply.ends_session() {

@@ -63,6 +63,7 @@ fn fleet_device(enrolled: winmdm_e2e::EnrolledDevice) -> FleetDevice {
         client,
         tree,
         login_status: "user",
+        aad_user_token: None,
     }
 }
 

@@ -384,3 +384,56 @@ async fn terms_of_use_accept_decline_and_refusals() {
     assert_eq!(evil.status, 400);
     assert!(evil.header("location").is_none());
 }
+
+/// In sessions, Alert 1224 `AADUserToken` tells which Entra user is signed in: a verified
+/// token lets `./User/…` profiles go out even when LoginStatus says `others`; a token of
+/// another tenant, or an expired one, does not count.
+#[tokio::test]
+async fn a_verified_aad_user_token_counts_as_a_signed_in_user() {
+    use winmdm_e2e::fleet::{FleetDevice, Server};
+    let (h, idp) = setup().await;
+    let s = Server::InProcess(&h);
+    let mut d = FleetDevice::enroll(&s).await;
+    d.login_status = "others";
+    const USER_COOKIES: &str = "./User/Vendor/MSFT/Policy/Config/Browser/AllowCookies";
+    let r = s
+        .admin(
+            "POST",
+            "/profiles",
+            Some(json!({
+                "name": "User cookies",
+                "scope": "user",
+                "syncml": format!("<Replace><Item><Meta><Format xmlns=\"syncml:metinf\">int</Format></Meta><Target><LocURI>{USER_COOKIES}</LocURI></Target><Data>0</Data></Item></Replace>"),
+                "assignment": {"include": ["all"]},
+            })),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text());
+
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let mut other = v1_claims("eve@fabrikam.com");
+    other["tid"] = json!(OTHER_TENANT);
+    other["iss"] = json!(format!("https://sts.windows.net/{OTHER_TENANT}/"));
+    let mut expired = v1_claims("alice@contoso.com");
+    expired["exp"] = json!(now - 3600);
+    for bad in [
+        idp.sign(&other),
+        idp.sign(&expired),
+        "not a token".to_owned(),
+    ] {
+        d.aad_user_token = Some(bad);
+        d.session(&s).await;
+        assert_eq!(
+            d.tree.value(USER_COOKIES),
+            None,
+            "a refused user token is nobody"
+        );
+    }
+    d.aad_user_token = Some(idp.sign(&v1_claims("alice@contoso.com")));
+    d.session(&s).await;
+    assert_eq!(
+        d.tree.value(USER_COOKIES),
+        Some("0"),
+        "the Entra user is signed in"
+    );
+}

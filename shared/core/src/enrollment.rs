@@ -194,7 +194,7 @@ pub struct EnrollmentService {
     /// Failed password attempts per UPN and per address.
     guesses: GuessLimiter,
     /// Entra ID enrollment, when configured (`crate::entra`).
-    entra: Option<crate::entra::EntraVerifier>,
+    entra: Option<Arc<crate::entra::EntraVerifier>>,
 }
 
 impl EnrollmentService {
@@ -219,13 +219,13 @@ impl EnrollmentService {
 
     /// Accepts Entra ID access tokens (BinarySecurityToken of type
     /// [`crate::entra::JWT_VALUE_TYPE`]) besides the configured sign-in policy.
-    pub fn enable_entra(&mut self, verifier: crate::entra::EntraVerifier) {
+    pub fn enable_entra(&mut self, verifier: Arc<crate::entra::EntraVerifier>) {
         self.entra = Some(verifier);
     }
 
     /// The Entra verifier, for the terms-of-use page.
     pub fn entra(&self) -> Option<&crate::entra::EntraVerifier> {
-        self.entra.as_ref()
+        self.entra.as_deref()
     }
 
     /// Replaces the argon2 pool (default: one slot per CPU).

@@ -159,10 +159,15 @@ pub struct ManagementService {
     unknown_device_key: [u8; 32],
     /// The profile catalog as last read, and when.
     catalog: std::sync::Mutex<Option<(std::time::Instant, Arc<Vec<Profile>>)>>,
+    /// Verifies the Entra user tokens devices send in sessions, when Entra is on.
+    entra: Option<Arc<crate::entra::EntraVerifier>>,
 }
 
 const AUTH_MD5: &str = "syncml:auth-md5";
 const LOGIN_STATUS: &str = "com.microsoft/MDM/LoginStatus";
+/// 1224 alert item carrying the signed-in Entra user's token (Learn: "Azure AD
+/// integration with MDM"; it may be absent right after a join).
+const AAD_USER_TOKEN: &str = "com.microsoft/MDM/AADUserToken";
 const REQUEST_PENDING: &str = "com.microsoft.mdm.requestpending";
 const USER_UNENROLLMENT: &str = "com.microsoft:mdm.unenrollment.userrequest";
 /// The store slot of a device's session: a device runs one session at a time, so its
@@ -188,6 +193,50 @@ impl ManagementService {
             clock,
             unknown_device_key,
             catalog: std::sync::Mutex::new(None),
+            entra: None,
+        }
+    }
+
+    /// Reads the signed-in Entra user from `AADUserToken` alerts, verified like an
+    /// enrollment token.
+    pub fn enable_entra(&mut self, verifier: Arc<crate::entra::EntraVerifier>) {
+        self.entra = Some(verifier);
+    }
+
+    /// The UPN an `AADUserToken` alert's token names, if it verifies; otherwise `None`
+    /// (logged: a bad or expired user token never fails the session, it just does not
+    /// count as a signed-in user). The device's own Entra tenant, if it has one, must be
+    /// the token's.
+    async fn entra_user(&self, device: &Device, data: &str) -> Option<String> {
+        let verifier = self.entra.as_ref()?;
+        let data = data.trim();
+        // The JWT itself, or base64 of it.
+        let token = if data.matches('.').count() == 2 {
+            data.to_owned()
+        } else {
+            use base64::Engine as _;
+            let raw = base64::engine::general_purpose::STANDARD
+                .decode(data)
+                .ok()?;
+            String::from_utf8(raw).ok()?
+        };
+        match verifier.verify(token.trim(), self.clock.now()).await {
+            Ok(id)
+                if device
+                    .entra
+                    .as_ref()
+                    .is_none_or(|b| b.tenant_id == id.tenant_id) =>
+            {
+                Some(id.upn)
+            }
+            Ok(id) => {
+                warn!(device_id = %device.id, tenant = %id.tenant_id, "AADUserToken of another tenant than the device's");
+                None
+            }
+            Err(e) => {
+                warn!(device_id = %device.id, error = %e, "AADUserToken refused");
+                None
+            }
         }
     }
 
@@ -567,6 +616,14 @@ impl ManagementService {
                                 if ty == LOGIN_STATUS {
                                     session.login_status =
                                         item.data.as_deref().map(|d| d.trim().to_ascii_lowercase());
+                                } else if ty == AAD_USER_TOKEN {
+                                    session.entra_user = match item.data.as_deref() {
+                                        Some(d) => self.entra_user(&device, d).await,
+                                        None => None,
+                                    };
+                                    if let Some(upn) = &session.entra_user {
+                                        info!(device_id = %device.id, upn, "Entra user signed in");
+                                    }
                                 } else if ty.ends_with(REQUEST_PENDING) {
                                     request_pending = true;
                                 }
@@ -710,6 +767,7 @@ impl ManagementService {
                     .max_msg_size
                     .unwrap_or(self.config.default_max_msg_size) as usize;
                 let session_key = session.key();
+                let user_logged_in = session.user_signed_in();
                 let budget = max.saturating_sub(MESSAGE_OVERHEAD + syncml::commands_len(&run.out));
                 let (n, more) = p.send(&mut Outbox {
                     out: &mut run.out,
@@ -719,7 +777,7 @@ impl ManagementService {
                     session_key: &session_key,
                     budget,
                     capacity: max.saturating_sub(MESSAGE_OVERHEAD),
-                    user_logged_in: session.login_status.as_deref() == Some("user"),
+                    user_logged_in,
                     max_sent: self.config.max_commands_per_session,
                     max_state_writes: self.config.max_items_per_write.map_or(usize::MAX, |max| {
                         max.saturating_sub(FIXED_WRITE_ITEMS + 2 * run.changed.len())
@@ -1007,7 +1065,7 @@ impl ManagementService {
                 return (sent, true);
             }
             let cmd = &run.commands[i];
-            if cmd.spec.targets_user() && session.login_status.as_deref() != Some("user") {
+            if cmd.spec.targets_user() && !session.user_signed_in() {
                 continue;
             }
             let first_id = run.next_cmd_id;

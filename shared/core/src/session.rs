@@ -94,6 +94,10 @@ pub struct SessionState {
     pub client_msg_id: u32,
     /// `user`, `others` or `none` from the 1224 LoginStatus alert.
     pub login_status: Option<String>,
+    /// The Entra ID user signed in on the device (UPN), from a verified 1224
+    /// `com.microsoft/MDM/AADUserToken` alert (`crate::entra`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub entra_user: Option<String>,
     /// Set when the session was authenticated with a digest rather than a certificate:
     /// its later messages must carry `Cred` too (see `crate::dm_auth`).
     #[serde(default)]
@@ -107,6 +111,13 @@ pub struct SessionState {
 }
 
 impl SessionState {
+    /// Whether a user is signed in on the device, so `./User/…` commands and user-scope
+    /// profiles may go: the LoginStatus alert says `user`, or a verified Entra user token
+    /// came with the session.
+    pub fn user_signed_in(&self) -> bool {
+        self.login_status.as_deref() == Some("user") || self.entra_user.is_some()
+    }
+
     /// A session stored under its own SessionID.
     pub fn new(device_id: &str, session_id: &str, expires_at: OffsetDateTime) -> Self {
         Self::in_slot(device_id, session_id, session_id, expires_at)
@@ -127,6 +138,7 @@ impl SessionState {
             server_msg_id: 0,
             client_msg_id: 0,
             login_status: None,
+            entra_user: None,
             digest: None,
             max_msg_size: None,
             sent: Vec::new(),

@@ -220,14 +220,15 @@ impl AppState {
             settings.jwks_url,
             settings.jwks_refetch_interval,
         ));
-        self.enrollment
-            .enable_entra(winmdm_core::entra::EntraVerifier::new(
-                winmdm_core::entra::EntraConfig {
-                    tenants: settings.tenants,
-                    audiences: settings.audiences,
-                },
-                keys,
-            ));
+        let verifier = std::sync::Arc::new(winmdm_core::entra::EntraVerifier::new(
+            winmdm_core::entra::EntraConfig {
+                tenants: settings.tenants,
+                audiences: settings.audiences,
+            },
+            keys,
+        ));
+        self.enrollment.enable_entra(verifier.clone());
+        self.management.enable_entra(verifier);
         self.entra_terms = Some(settings.terms_text.unwrap_or_else(|| {
             "By continuing, you allow your organization to manage this device: apply its \
              settings, see its hardware and operating system, and remove its work data."
