@@ -41,14 +41,25 @@ impl Server<'_> {
     }
 
     pub async fn syncml(&self, xml: &str) -> HttpResponse {
+        self.syncml_with_bearer(xml, None).await
+    }
+
+    /// A SyncML message with `Authorization: Bearer <token>` (in process only).
+    pub async fn syncml_with_bearer(&self, xml: &str, bearer: Option<&str>) -> HttpResponse {
+        let auth = bearer.map(|b| format!("Bearer {b}"));
         match self {
+            Server::Local(_) if auth.is_some() => unimplemented!("bearer tokens in process only"),
             Server::Local(s) => s.syncml(xml).await,
             Server::InProcess(h) => {
+                let mut headers = vec![("content-type", "application/vnd.syncml.dm+xml")];
+                if let Some(a) = &auth {
+                    headers.push(("authorization", a.as_str()));
+                }
                 inprocess::call(
                     &h.state,
                     "POST",
                     "/ManagementServer/MDM.svc",
-                    &[("content-type", "application/vnd.syncml.dm+xml")],
+                    &headers,
                     xml.to_owned(),
                 )
                 .await
@@ -107,6 +118,8 @@ pub struct FleetDevice {
     pub login_status: &'static str,
     /// An Entra user token package #1 sends in Alert 1224 `com.microsoft/MDM/AADUserToken`.
     pub aad_user_token: Option<String>,
+    /// An Entra user token sent as `Authorization: Bearer` with every message.
+    pub bearer: Option<String>,
 }
 
 impl FleetDevice {
@@ -120,6 +133,7 @@ impl FleetDevice {
             tree,
             login_status: "user",
             aad_user_token: None,
+            bearer: None,
         }
     }
 
@@ -158,7 +172,7 @@ impl FleetDevice {
     }
 
     async fn send(&mut self, server: &Server<'_>, xml: &str) -> Reply {
-        let r = server.syncml(xml).await;
+        let r = server.syncml_with_bearer(xml, self.bearer.as_deref()).await;
         assert_eq!(r.status, 200, "{}", r.text());
         let reply = Reply::parse(&r.body);
         assert_eq!(

@@ -64,6 +64,7 @@ fn fleet_device(enrolled: winmdm_e2e::EnrolledDevice) -> FleetDevice {
         tree,
         login_status: "user",
         aad_user_token: None,
+        bearer: None,
     }
 }
 

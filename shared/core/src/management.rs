@@ -270,6 +270,19 @@ impl ManagementService {
         body: &[u8],
         client_cert: Option<&[u8]>,
     ) -> Result<ManageReply, ManageError> {
+        self.handle_with_bearer(body, client_cert, None).await
+    }
+
+    /// [`handle`](Self::handle) with the request's `Authorization: Bearer` token, which
+    /// Windows sends on an Entra-joined device's sessions: verified like an `AADUserToken`
+    /// alert (see [`ManagementService::enable_entra`]); it never authenticates the device
+    /// (the certificate or digest does), it only says which user is signed in.
+    pub async fn handle_with_bearer(
+        &self,
+        body: &[u8],
+        client_cert: Option<&[u8]>,
+        bearer: Option<&str>,
+    ) -> Result<ManageReply, ManageError> {
         let parsed = SyncMl::parse(body).map_err(|e| ManageError::Malformed(e.to_string()))?;
         let msg = parsed.message;
         let now = self.clock.now();
@@ -311,7 +324,15 @@ impl ManagementService {
             AuthOutcome::Trusted(trust) => {
                 let snapshot = snapshot.expect("trusted implies a known device");
                 Ok(self
-                    .process(msg, parsed.rejected, snapshot, stored_session, trust, now)
+                    .process(
+                        msg,
+                        parsed.rejected,
+                        snapshot,
+                        stored_session,
+                        trust,
+                        now,
+                        bearer,
+                    )
                     .await)
             }
             AuthOutcome::Refused { code, nonce } => {
@@ -502,6 +523,7 @@ impl ManagementService {
         stored_session: bool,
         trust: Trust,
         now: OffsetDateTime,
+        bearer: Option<&str>,
     ) -> ManageReply {
         let ManagementSnapshot {
             device,
@@ -509,6 +531,10 @@ impl ManagementService {
             open_commands,
             profiles: profile_states,
         } = snapshot;
+        let bearer_user = match bearer {
+            Some(token) => self.entra_user(&device, token).await,
+            None => None,
+        };
         // Without the catalog, profile work waits for the next message: an empty catalog
         // would look like every profile was unassigned.
         let catalog = if device.status == DeviceStatus::Enrolled {
@@ -541,6 +567,9 @@ impl ManagementService {
         session.expires_at = now + self.config.session_ttl;
         if let Some(m) = hdr.meta.as_ref().and_then(|m| m.max_msg_size) {
             session.max_msg_size = Some(m);
+        }
+        if bearer_user.is_some() {
+            session.entra_user = bearer_user;
         }
         let msg_id = reply_msg_id(hdr, Some(session.server_msg_id));
         session.server_msg_id = msg_id;

@@ -71,7 +71,20 @@ pub async fn handle(state: &AppState, req: Request) -> Response {
         };
         let started = std::time::Instant::now();
         let cert = client_certificate(&req);
-        match state.management.handle(body, cert.as_deref()).await {
+        // An Entra-joined device's user token, if the client sends one (it says who is
+        // signed in; it never authenticates the device).
+        let bearer = req
+            .headers()
+            .get(http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim)
+            .filter(|t| !t.is_empty() && t.len() <= winmdm_core::jwt::MAX_TOKEN_BYTES);
+        match state
+            .management
+            .handle_with_bearer(body, cert.as_deref(), bearer)
+            .await
+        {
             Ok(reply) => {
                 if let Some(id) = &reply.device_id {
                     tracing::Span::current().record("device_id", id.as_str());
