@@ -437,3 +437,39 @@ async fn a_verified_aad_user_token_counts_as_a_signed_in_user() {
         "the Entra user is signed in"
     );
 }
+
+/// The same through `Authorization: Bearer` on the management request.
+#[tokio::test]
+async fn a_verified_bearer_header_counts_as_a_signed_in_user() {
+    use winmdm_e2e::fleet::{FleetDevice, Server};
+    let (h, idp) = setup().await;
+    let s = Server::InProcess(&h);
+    let mut d = FleetDevice::enroll(&s).await;
+    d.login_status = "others";
+    const USER_COOKIES: &str = "./User/Vendor/MSFT/Policy/Config/Browser/AllowCookies";
+    let r = s
+        .admin(
+            "POST",
+            "/profiles",
+            Some(json!({
+                "name": "User cookies",
+                "scope": "user",
+                "syncml": format!("<Replace><Item><Meta><Format xmlns=\"syncml:metinf\">int</Format></Meta><Target><LocURI>{USER_COOKIES}</LocURI></Target><Data>0</Data></Item></Replace>"),
+                "assignment": {"include": ["all"]},
+            })),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    let mut wrong_aud = v1_claims("alice@contoso.com");
+    wrong_aud["aud"] = json!("https://other.example.com");
+    d.bearer = Some(idp.sign(&wrong_aud));
+    d.session(&s).await;
+    assert_eq!(
+        d.tree.value(USER_COOKIES),
+        None,
+        "a refused bearer token is nobody"
+    );
+    d.bearer = Some(idp.sign(&v1_claims("alice@contoso.com")));
+    d.session(&s).await;
+    assert_eq!(d.tree.value(USER_COOKIES), Some("0"));
+}
