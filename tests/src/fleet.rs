@@ -124,7 +124,11 @@ pub struct FleetDevice {
 
 impl FleetDevice {
     pub async fn enroll(server: &Server<'_>) -> Self {
-        let enrolled = server.enroll().await;
+        Self::from_enrolled(server.enroll().await)
+    }
+
+    /// A device enrolled some other way, with a fresh CSP tree.
+    pub fn from_enrolled(enrolled: EnrolledDevice) -> Self {
         let client = enrolled.dm_client();
         let tree = CspTree::for_device(enrolled.id(), &enrolled.device.hw_dev_id);
         Self {

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use winmdm_e2e::TestServer;
-use winmdm_e2e::csp::{CspTree, Format};
+use winmdm_e2e::csp::Format;
 use winmdm_e2e::fleet::{FleetDevice, Server};
 use winmdm_e2e::oidc_provider::StandInProvider;
 
@@ -43,8 +43,8 @@ fn ready() -> bool {
 }
 
 fn fleet_device(enrolled: winmdm_e2e::EnrolledDevice) -> FleetDevice {
-    let client = enrolled.dm_client();
-    let mut tree = CspTree::for_device(enrolled.id(), &enrolled.device.hw_dev_id);
+    let mut d = FleetDevice::from_enrolled(enrolled);
+    let tree = &mut d.tree;
     // What a Windows 11 machine answers to the inventory action.
     tree.add_root("./DevDetail/")
         .add_root("./Vendor/MSFT/DeviceStatus/");
@@ -58,14 +58,7 @@ fn fleet_device(enrolled: winmdm_e2e::EnrolledDevice) -> FleetDevice {
         };
         tree.set(uri, value, Format::Chr);
     }
-    FleetDevice {
-        enrolled,
-        client,
-        tree,
-        login_status: "user",
-        aad_user_token: None,
-        bearer: None,
-    }
+    d
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

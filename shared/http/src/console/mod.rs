@@ -239,6 +239,19 @@ impl Ctx<'_> {
     }
 }
 
+/// A string field of an API JSON object ("" if absent).
+pub(crate) fn s<'a>(v: &'a Value, k: &str) -> &'a str {
+    v.get(k).and_then(Value::as_str).unwrap_or("")
+}
+
+pub(crate) fn error_box(msg: &str) -> String {
+    format!("<p class=\"error\" role=\"alert\">{}</p>", esc(msg))
+}
+
+pub(crate) fn notice_box(msg: &str) -> String {
+    format!("<p class=\"notice\" role=\"status\">{}</p>", esc(msg))
+}
+
 /// The API's error message from its JSON body.
 pub(crate) fn api_error(v: &Value) -> String {
     v.get("error")

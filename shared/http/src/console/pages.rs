@@ -6,23 +6,11 @@ use http::{Method, StatusCode};
 use serde_json::{Value, json};
 
 use super::html::{esc, url_part, when};
-use super::{Ctx, Form, api_error, see_other};
+use super::{Ctx, Form, api_error, error_box, notice_box, s, see_other};
 use crate::respond::Response;
-
-fn s<'a>(v: &'a Value, k: &str) -> &'a str {
-    v.get(k).and_then(Value::as_str).unwrap_or("")
-}
 
 fn opt<'a>(v: &'a Value, k: &str) -> Option<&'a str> {
     v.get(k).and_then(Value::as_str)
-}
-
-fn error_box(msg: &str) -> String {
-    format!("<p class=\"error\" role=\"alert\">{}</p>", esc(msg))
-}
-
-fn notice_box(msg: &str) -> String {
-    format!("<p class=\"notice\" role=\"status\">{}</p>", esc(msg))
 }
 
 fn status_badge(status: &str) -> String {

@@ -7,20 +7,8 @@ use serde_json::{Map, Value, json};
 use winmdm_core::profile_templates;
 
 use super::html::{esc, url_part, when};
-use super::{Ctx, Form, api_error, see_other};
+use super::{Ctx, Form, api_error, error_box, notice_box, s, see_other};
 use crate::respond::Response;
-
-fn s<'a>(v: &'a Value, k: &str) -> &'a str {
-    v.get(k).and_then(Value::as_str).unwrap_or("")
-}
-
-fn error_box(msg: &str) -> String {
-    format!("<p class=\"error\" role=\"alert\">{}</p>", esc(msg))
-}
-
-fn notice_box(msg: &str) -> String {
-    format!("<p class=\"notice\" role=\"status\">{}</p>", esc(msg))
-}
 
 fn names(v: Option<&Value>) -> Vec<String> {
     v.and_then(Value::as_array)
