@@ -73,6 +73,24 @@ try {
   check(await page.locator("table.devices tbody tr").count() >= 3, "the device list shows the devices");
   await shot("devices");
 
+  // Search by part of a device name (any case), a status filter, sorting by a column.
+  await page.fill("#q", "laptop-emu");
+  await Promise.all([page.waitForNavigation(), page.click("form.filters button")]);
+  const found = await page.locator("table.devices tbody tr").allInnerTexts();
+  check(found.length === 1 && found[0].includes("LAPTOP-EMU02"), "searching by part of a name finds the device");
+  await page.selectOption("#status", "blocked");
+  await Promise.all([page.waitForNavigation(), page.click("form.filters button")]);
+  check((await page.locator("table.devices tbody").innerText()).includes("No devices."), "a status filter narrows the search");
+  await page.goto(`${BASE}/console/devices`);
+  await Promise.all([page.waitForNavigation(), page.click("table.devices th a:text-is('Device')")]);
+  check(await page.locator("th[aria-sort='ascending']").count() === 1, "a column header sorts the list");
+  const listed = (await page.locator("table.devices tbody td:first-child > a").allInnerTexts()).join("|");
+  check(listed.indexOf("DESKTOP-EMU01") < listed.indexOf("LAPTOP-EMU02"), "by name, ascending");
+  await Promise.all([page.waitForNavigation(), page.click("table.devices th a:has-text('Device')")]);
+  const reversed = (await page.locator("table.devices tbody td:first-child > a").allInnerTexts()).join("|");
+  check(reversed.indexOf("LAPTOP-EMU02") < reversed.indexOf("DESKTOP-EMU01"), "and descending on a second click");
+  await page.goto(`${BASE}/console/devices`);
+
   // Search by DeviceID, open the device.
   await page.fill("#q", DEVICE);
   await Promise.all([page.waitForNavigation(), page.click("form.filters button")]);

@@ -123,18 +123,206 @@ pub async fn enrollment_commit_and_hw_replacement(store: Arc<dyn Store>) {
     assert_eq!(store.get_device("DEV-B").await.unwrap(), Some(b));
     assert_eq!(store.get_device_by_hw_dev_id("HW-9").await.unwrap(), None);
 
-    let page = store
-        .list_devices(&PageRequest::new(None, Some(1)))
+    // The listing follows: the superseded record left it, the others are in it.
+    let listed = winmdm_core::device_listing::all(store.as_ref())
         .await
         .unwrap();
-    assert_eq!(page.items.len(), 1);
-    let next = store
-        .list_devices(&PageRequest::new(page.next.clone(), Some(10)))
+    let ids: Vec<&str> = listed.iter().map(|d| d.id.as_str()).collect();
+    assert_eq!(ids, ["DEV-A2", "DEV-B"]);
+}
+
+/// The device listing: paged in DeviceID order across every run with nothing lost or
+/// repeated, searched, filtered and sorted, and kept in step with device writes.
+pub async fn device_listing_pages_searches_and_sorts(store: Arc<dyn Store>) {
+    use winmdm_core::device_listing::{self, DeviceQuery, ListingError, SeenFilter, SortKey};
+    use winmdm_core::session::{DevicePatch, ManagementUpdate, SessionWrite};
+    let now = OffsetDateTime::now_utc().replace_nanosecond(0).unwrap();
+    let mut all_ids = Vec::new();
+    for i in 0..45 {
+        let id = format!("LST-{i:03}");
+        let mut d = device(&id, Some(&format!("HW-L{i}")));
+        d.upn = format!("user{}@example.com", i % 5);
+        d.os.device_name = Some(format!("Desk {}", 100 - i));
+        d.os.os_version = Some(
+            if i % 3 == 0 {
+                "10.0.19045.5011"
+            } else {
+                "10.0.22631.4460"
+            }
+            .into(),
+        );
+        d.dm_info.serial = Some(format!("SN{i:04}"));
+        d.last_seen_at = (i % 4 != 0).then(|| now - Duration::hours(i));
+        if i == 7 {
+            d.status = DeviceStatus::Blocked;
+        }
+        store
+            .commit_enrollment(&EnrollmentCommit {
+                device: d,
+                token: None,
+            })
+            .await
+            .unwrap();
+        all_ids.push(id);
+    }
+    let list = |q: DeviceQuery| {
+        let store = store.clone();
+        async move { device_listing::list(store.as_ref(), &q, now).await }
+    };
+
+    // Every page in DeviceID order, across every run of the store.
+    let mut seen = Vec::new();
+    let mut cursor = None;
+    loop {
+        let page = list(DeviceQuery {
+            cursor: cursor.clone(),
+            limit: 7,
+            ..DeviceQuery::default()
+        })
         .await
         .unwrap();
-    assert_eq!(next.items.len(), 1);
-    assert!(next.next.is_none());
-    assert_ne!(page.items[0].id, next.items[0].id);
+        assert!(page.items.len() <= 7);
+        // A plain page examines a page, not the fleet.
+        assert!(page.examined <= 7, "examined {}", page.examined);
+        seen.extend(page.items.into_iter().map(|d| d.id));
+        match page.next {
+            Some(n) => cursor = Some(n),
+            None => break,
+        }
+    }
+    assert_eq!(seen, all_ids);
+
+    // Search: DeviceID, UPN, name and serial, case-insensitively.
+    let search = |text: &str| DeviceQuery {
+        text: Some(text.to_lowercase()),
+        ..DeviceQuery::default()
+    };
+    let ids =
+        |l: &device_listing::Listing| l.items.iter().map(|d| d.id.clone()).collect::<Vec<_>>();
+    assert_eq!(ids(&list(search("sn0012")).await.unwrap()), ["LST-012"]);
+    assert_eq!(ids(&list(search("desk 90")).await.unwrap()), ["LST-010"]);
+    assert_eq!(ids(&list(search("LST-04")).await.unwrap()).len(), 5);
+    assert_eq!(ids(&list(search("user3@")).await.unwrap()).len(), 9);
+    assert!(
+        list(search("nothing-like-this"))
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+    );
+
+    // Filters combine.
+    let blocked = list(DeviceQuery {
+        status: Some(DeviceStatus::Blocked),
+        ..DeviceQuery::default()
+    })
+    .await
+    .unwrap();
+    assert_eq!(ids(&blocked), ["LST-007"]);
+    let old_os = DeviceQuery {
+        os: Some("10.0.19045".into()),
+        ..DeviceQuery::default()
+    };
+    assert_eq!(list(old_os).await.unwrap().items.len(), 15);
+    let never = DeviceQuery {
+        seen: Some(SeenFilter::Never),
+        ..DeviceQuery::default()
+    };
+    assert_eq!(list(never).await.unwrap().items.len(), 12);
+    let day = DeviceQuery {
+        seen: Some(SeenFilter::WithinDay),
+        text: Some("user1@".into()),
+        ..DeviceQuery::default()
+    };
+    // i % 5 == 1, i % 4 != 0, i < 24: 1, 6, 11, 21.
+    assert_eq!(
+        ids(&list(day).await.unwrap()),
+        ["LST-001", "LST-006", "LST-011", "LST-021"]
+    );
+
+    // A filtered search pages too, with nothing lost.
+    let mut found = Vec::new();
+    let mut cursor = None;
+    loop {
+        let q = DeviceQuery {
+            os: Some("22631".into()),
+            cursor: cursor.clone(),
+            limit: 4,
+            ..DeviceQuery::default()
+        };
+        let page = list(q).await.unwrap();
+        found.extend(ids(&page));
+        match page.next {
+            Some(n) => cursor = Some(n),
+            None => break,
+        }
+    }
+    assert_eq!(found.len(), 30);
+
+    // Sorted by another column, then paged by offset.
+    let by_name = DeviceQuery {
+        sort: SortKey::Name,
+        limit: 3,
+        ..DeviceQuery::default()
+    };
+    let first = list(by_name.clone()).await.unwrap();
+    // "Desk 100", "Desk 56"…: names sort as text, so "Desk 100" comes first.
+    assert_eq!(ids(&first), ["LST-000", "LST-044", "LST-043"]);
+    let second = list(DeviceQuery {
+        cursor: first.next.clone(),
+        ..by_name
+    })
+    .await
+    .unwrap();
+    assert_eq!(ids(&second), ["LST-042", "LST-041", "LST-040"]);
+    let recent = DeviceQuery {
+        sort: SortKey::LastSeen,
+        descending: true,
+        limit: 2,
+        ..DeviceQuery::default()
+    };
+    assert_eq!(ids(&list(recent).await.unwrap()), ["LST-001", "LST-002"]);
+    // Devices never seen come last in either direction.
+    let oldest = DeviceQuery {
+        sort: SortKey::LastSeen,
+        limit: 45,
+        ..DeviceQuery::default()
+    };
+    let l = list(oldest).await.unwrap();
+    assert_eq!(l.items[0].id, "LST-043");
+    assert!(l.items[33..].iter().all(|d| d.last_seen_at.is_none()));
+
+    // Cursors are checked.
+    for bad in ["i.zz", "o.x", "nonsense"] {
+        let q = DeviceQuery {
+            cursor: Some(bad.into()),
+            ..DeviceQuery::default()
+        };
+        assert_eq!(list(q).await.unwrap_err(), ListingError::BadCursor);
+    }
+
+    // A device write that changes a listed field shows at once; the rest of the row stays.
+    store
+        .save_management(&ManagementUpdate {
+            device_id: "LST-012".into(),
+            device: DevicePatch {
+                dm_info: Some(winmdm_core::model::DmDeviceInfo {
+                    device_name: Some("Renamed <b>laptop</b>".into()),
+                    serial: Some("SN0012".into()),
+                    ..Default::default()
+                }),
+                ..DevicePatch::default()
+            },
+            session: SessionWrite::Keep,
+            commands: vec![],
+            profiles: Vec::new(),
+        })
+        .await
+        .unwrap();
+    let row = list(search("renamed")).await.unwrap();
+    assert_eq!(ids(&row), ["LST-012"]);
+    assert_eq!(row.items[0].name.as_deref(), Some("Renamed <b>laptop</b>"));
+    assert_eq!(row.items[0].os_version.as_deref(), Some("10.0.19045.5011"));
 }
 
 pub async fn tokens_are_single_use(store: Arc<dyn Store>) {

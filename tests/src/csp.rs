@@ -289,7 +289,41 @@ impl CspTree {
         let mut t = Self::new();
         t.set("./DevInfo/DevId", device_id, Format::Chr);
         t.set("./Vendor/MSFT/DMClient/HWDevID", hw_dev_id, Format::Chr);
+        // The rest of what a Windows 11 machine answers to the `inventory` action.
+        t.add_root("./Vendor/MSFT/DeviceStatus/");
+        let name = format!("DESKTOP-{}", &device_id.get(..7).unwrap_or(device_id));
+        let serial = Self::serial_number(hw_dev_id);
+        for (uri, v) in [
+            ("./DevDetail/HwV", "1.0"),
+            ("./DevDetail/FwV", "UEFI 14.2.0"),
+            ("./DevDetail/Ext/Microsoft/DeviceName", name.as_str()),
+            ("./DevDetail/Ext/Microsoft/ProcessorArchitecture", "9"),
+            ("./DevDetail/Ext/Microsoft/TotalRAM", "16384"),
+            ("./DevDetail/Ext/Microsoft/TotalStorage", "512000"),
+            (
+                "./DevDetail/Ext/Microsoft/SMBIOSSerialNumber",
+                serial.as_str(),
+            ),
+            ("./Vendor/MSFT/DeviceStatus/OS/Edition", "48"),
+            ("./Vendor/MSFT/DeviceStatus/OS/Mode", "0"),
+            (
+                "./Vendor/MSFT/DeviceStatus/Compliance/EncryptionCompliance",
+                "1",
+            ),
+        ] {
+            t.set(uri, v, Format::Chr);
+        }
         t
+    }
+
+    /// The SMBIOS serial number the emulated device reports: made from its HWDevID.
+    pub fn serial_number(hw_dev_id: &str) -> String {
+        let tail: String = hw_dev_id
+            .chars()
+            .filter(char::is_ascii_alphanumeric)
+            .take(10)
+            .collect();
+        format!("SN{}", tail.to_ascii_uppercase())
     }
 
     // --- configuration ---

@@ -668,6 +668,92 @@ async fn admin_api_requires_the_token_and_validates_input() {
     s.shutdown().await;
 }
 
+/// The listing's search covers what inventory reports: before the `inventory` action the
+/// serial number is unknown; after it, a search by serial (any case) finds the device.
+/// Name and UPN search, filters, sorting and refusals go through the same admin route.
+#[tokio::test]
+async fn inventory_feeds_the_device_listing_search() {
+    use winmdm_e2e::csp::CspTree;
+    use winmdm_e2e::fleet::{FleetDevice, Server};
+    let s = TestServer::start().await;
+    let server = Server::Local(&s);
+    let mut a = FleetDevice::from_enrolled(s.enroll_device_named("FINANCE-LAPTOP-7").await);
+    // Renamed since it enrolled: the listing shows the name inventory reports.
+    a.tree.set(
+        "./DevDetail/Ext/Microsoft/DeviceName",
+        "FINANCE-LAPTOP-8",
+        winmdm_e2e::csp::Format::Chr,
+    );
+    let mut b = FleetDevice::enroll(&server).await;
+    a.session(&server).await;
+    b.session(&server).await;
+    let serial = CspTree::serial_number(&a.enrolled.device.hw_dev_id);
+    let list = |query: String| {
+        let s = &s;
+        async move {
+            let r = s.admin("GET", &format!("/devices?{query}"), None).await;
+            (r.status, r.json())
+        }
+    };
+    let ids = |v: &serde_json::Value| {
+        v["devices"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d["id"].as_str().unwrap().to_owned())
+            .collect::<Vec<_>>()
+    };
+    let q = serial.to_lowercase();
+    assert!(
+        ids(&list(format!("q={q}")).await.1).is_empty(),
+        "no serial known yet"
+    );
+
+    let r = s
+        .admin(
+            "POST",
+            &format!("/devices/{}/commands", a.id()),
+            Some(serde_json::json!({"action": "inventory"})),
+        )
+        .await;
+    assert_eq!(r.status, 202, "{}", r.text());
+    a.session(&server).await;
+    let (st, found) = list(format!("q={q}")).await;
+    assert_eq!(st, 200);
+    assert_eq!(ids(&found), [a.id()]);
+    assert_eq!(found["devices"][0]["serial"], serial.as_str());
+    assert_eq!(found["devices"][0]["os_version"], "10.0.26100.2605");
+    assert_eq!(found["devices"][0]["name"], "FINANCE-LAPTOP-8");
+    assert_eq!(ids(&list("q=finance-LAPTOP".into()).await.1), [a.id()]);
+    assert_eq!(ids(&list("q=%3Cscript%3E".into()).await.1).len(), 0);
+    let both = ids(&list(format!("q={}", UPN.split('@').next().unwrap()))
+        .await
+        .1);
+    assert_eq!(both.len(), 2, "both devices are the test user's");
+    assert!(ids(&list("status=blocked".into()).await.1).is_empty());
+    assert_eq!(
+        ids(&list("seen=1h&status=enrolled".into()).await.1).len(),
+        2
+    );
+    let by_name = list("sort=name&order=desc".into()).await.1;
+    assert_eq!(by_name["devices"].as_array().unwrap().len(), 2);
+    for bad in [
+        "sort=hwid",
+        "status=lost",
+        "seen=yesterday",
+        "cursor=i.zz",
+        "colour=red",
+    ] {
+        let (st, v) = list(bad.into()).await;
+        assert_eq!(st, 400, "{bad}");
+        assert!(
+            v["error"].as_str().is_some_and(|m| !m.is_empty()),
+            "{bad}: {v}"
+        );
+    }
+    s.shutdown().await;
+}
+
 #[tokio::test]
 async fn device_listing_pages_with_a_cursor() {
     let s = TestServer::start_with(|o| o.auth_policy = PreferredAuth::OnPremise).await;

@@ -52,8 +52,14 @@ impl Store for FlakyStore {
     async fn user_has_blocked_device(&self, upn: &str) -> Result<bool, StoreError> {
         self.inner.user_has_blocked_device(upn).await
     }
-    async fn list_devices(&self, page: &PageRequest) -> Result<Page<Device>, StoreError> {
-        self.inner.list_devices(page).await
+    fn listing_shards(&self) -> u32 {
+        self.inner.listing_shards()
+    }
+    async fn read_device_summaries(
+        &self,
+        reads: &[winmdm_core::device_listing::ShardRead],
+    ) -> Result<Vec<winmdm_core::device_listing::SummaryBatch>, StoreError> {
+        self.inner.read_device_summaries(reads).await
     }
     async fn read_counters(
         &self,

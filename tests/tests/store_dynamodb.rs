@@ -21,6 +21,7 @@ async fn conformance_suite_on_dynamodb() {
     conformance::write_after_concurrent_change_keeps_both(store(&moto, "t-cc").await).await;
     conformance::profiles_groups_and_states(store(&moto, "t-profiles").await).await;
     conformance::fleet_counters_follow_device_writes(store(&moto, "t-counters").await).await;
+    conformance::device_listing_pages_searches_and_sorts(store(&moto, "t-listing").await).await;
 }
 
 /// Capacity units per management message on DynamoDB (moto), computed from item sizes

@@ -59,3 +59,9 @@ async fn fleet_counters_follow_device_writes() {
     let (_d, s) = store();
     conformance::fleet_counters_follow_device_writes(s).await;
 }
+
+#[tokio::test]
+async fn device_listing_pages_searches_and_sorts() {
+    let (_d, s) = store();
+    conformance::device_listing_pages_searches_and_sorts(s).await;
+}

@@ -178,7 +178,10 @@ impl Store for MemStore {
             .cloned();
         Ok(id.and_then(|id| self.devices.lock().unwrap().get(&id).cloned()))
     }
-    async fn list_devices(&self, _: &PageRequest) -> Result<Page<Device>, StoreError> {
+    async fn read_device_summaries(
+        &self,
+        _: &[winmdm_core::device_listing::ShardRead],
+    ) -> Result<Vec<winmdm_core::device_listing::SummaryBatch>, StoreError> {
         Err(unused())
     }
     async fn read_counters(

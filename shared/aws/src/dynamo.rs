@@ -2,12 +2,14 @@
 //!
 //! Keys are `PK`/`SK` strings; records are JSON in `data` (the same shape as the embedded
 //! store), so the item layout only carries what the access patterns need. `expires` is the
-//! table's TTL attribute (epoch seconds); `GSI1` (`GSI1PK`/`GSI1SK`) serves listings.
+//! table's TTL attribute (epoch seconds); `GSI1` (`GSI1PK`/`GSI1SK`) serves the small
+//! listings (users, commands, profiles, groups); `LIST` (`LPK`/`LSK`, projecting only the
+//! device summary `LS`) serves the device listing.
 //!
 //! | item | PK | SK | other |
 //! |---|---|---|---|
 //! | user | `USER#<upn>` | `USER` | GSI1: `USERS` / upn |
-//! | device | `DEV#<id>` | `D` | GSI1: `DEVICES` / id; `version` for optimistic locking |
+//! | device | `DEV#<id>` | `D` | LIST: `DLIST#<shard>` / id, with `LS`; `version` for optimistic locking |
 //! | HWDevID index | `HW#<hwdevid>` | `HW` | `device_id` |
 //! | blocked device of a user | `UBLOCK#<upn>` | `D#<device id>` | |
 //! | open command | `DEV#<id>` | `C#<command id>` | GSI1: `CMDS#<id>` / command id |
@@ -24,7 +26,13 @@
 //! - device by id: GetItem `DEV#id`/`D`; by HWDevID: GetItem `HW#…`, then the device.
 //! - whether a user has a blocked device: Query `UBLOCK#upn`, Limit 1 (the items are
 //!   written and deleted in the transaction that changes a device's status).
-//! - devices / users page by page: Query GSI1 `DEVICES` / `USERS`.
+//! - users page by page: Query GSI1 `USERS`.
+//! - devices page by page, searched, filtered: Query `LIST` `DLIST#0…15`, each run in
+//!   DeviceID order, merged by `winmdm_core::device_listing`. The index holds only the
+//!   summary (`LS`, ≈ 200 bytes), so a device write that leaves the summary as it was
+//!   does not write the index at all (DynamoDB propagates a write to an index only when a
+//!   projected or key attribute changes), and the writes that do change it spread over 16
+//!   partition keys instead of one.
 //! - a management message's snapshot: one Query on `DEV#id` with `SK < "T"`, which
 //!   returns the open commands (`C#…`, oldest first), the device (`D`), the profile states
 //!   (`P#…`, by profile id) and the sessions (`S#…`), but not the settled history (`X#…`).
@@ -67,6 +75,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use time::OffsetDateTime;
 use winmdm_core::commands::QueuedCommand;
+use winmdm_core::device_listing::{DeviceSummary, ShardRead, SummaryBatch};
 use winmdm_core::model::{Device, DeviceStatus, Page, PageRequest, User};
 use winmdm_core::profiles::{DeviceProfile, Group, Profile};
 use winmdm_core::session::{ManagementSnapshot, ManagementUpdate, SessionState, SessionWrite};
@@ -155,6 +164,111 @@ fn index_units(item: &Item) -> f64 {
     }
 }
 
+/// The listing entry's `LS`: the device summary as a JSON array without the DeviceID
+/// (that is `LSK`) and with times in epoch seconds, ≈ 120 bytes, so that the device item
+/// with it stays within one 1 KB write unit for a typical device.
+#[derive(Serialize, serde::Deserialize)]
+struct StoredSummary(
+    String,
+    DeviceStatus,
+    winmdm_core::model::EnrollmentType,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    i64,
+    Option<i64>,
+    i64,
+    #[serde(default)] Vec<String>,
+);
+
+fn summary_json(d: &Device) -> Result<String, StoreError> {
+    let s = DeviceSummary::of(d);
+    serde_json::to_string(&StoredSummary(
+        s.upn,
+        s.status,
+        s.enrollment_type,
+        s.name,
+        s.serial,
+        s.os_version,
+        s.enrolled_at.unix_timestamp(),
+        s.last_seen_at.map(OffsetDateTime::unix_timestamp),
+        s.cert_not_after.unix_timestamp(),
+        s.groups,
+    ))
+    .map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+fn summary_from_json(id: &str, json: &str) -> Result<DeviceSummary, StoreError> {
+    let corrupt = |e: String| StoreError::Corrupt(format!("listing entry of {id}: {e}"));
+    let StoredSummary(
+        upn,
+        status,
+        enrollment_type,
+        name,
+        serial,
+        os_version,
+        enrolled,
+        seen,
+        cert,
+        groups,
+    ) = serde_json::from_str(json).map_err(|e| corrupt(e.to_string()))?;
+    let at = |t: i64| OffsetDateTime::from_unix_timestamp(t).map_err(|e| corrupt(e.to_string()));
+    Ok(DeviceSummary {
+        id: id.to_owned(),
+        upn,
+        status,
+        enrollment_type,
+        name,
+        serial,
+        os_version,
+        enrolled_at: at(enrolled)?,
+        last_seen_at: seen.map(at).transpose()?,
+        cert_not_after: at(cert)?,
+        groups,
+    })
+}
+
+/// One listing run: summaries of `DLIST#<shard>` after `r.after`, in DeviceID order.
+async fn read_listing_run(
+    client: &Client,
+    table: &str,
+    r: &ShardRead,
+) -> Result<SummaryBatch, StoreError> {
+    if r.shard >= LISTING_SHARDS {
+        return Err(StoreError::Corrupt(format!("no listing run {}", r.shard)));
+    }
+    let mut q = client
+        .query()
+        .table_name(table)
+        .index_name(LIST_INDEX)
+        .expression_attribute_values(":p", s(format!("DLIST#{}", r.shard)))
+        .limit(i32::try_from(r.limit.clamp(1, 1000)).unwrap_or(1000));
+    q = match &r.after {
+        Some(a) => q
+            .key_condition_expression("LPK = :p AND LSK > :a")
+            .expression_attribute_values(":a", s(a.clone())),
+        None => q.key_condition_expression("LPK = :p"),
+    };
+    let out = q.send().await.map_err(unavailable)?;
+    let items = out
+        .items()
+        .iter()
+        .map(|i| {
+            let field = |k: &str| i.get(k).and_then(|v| v.as_s().ok());
+            match (field("LSK"), field("LS")) {
+                (Some(id), Some(json)) => summary_from_json(id, json),
+                _ => Err(StoreError::Corrupt(
+                    "listing entry without LSK or LS".into(),
+                )),
+            }
+        })
+        .collect::<Result<Vec<DeviceSummary>, _>>()?;
+    Ok(SummaryBatch {
+        items,
+        more: out.last_evaluated_key().is_some(),
+    })
+}
+
 fn s(v: impl Into<String>) -> AttributeValue {
     AttributeValue::S(v.into())
 }
@@ -165,6 +279,21 @@ fn n(v: i64) -> AttributeValue {
 
 fn key(pk: impl Into<String>, sk: impl Into<String>) -> Item {
     HashMap::from([("PK".to_owned(), s(pk)), ("SK".to_owned(), s(sk))])
+}
+
+/// The device listing index: name, and the number of partition keys (`DLIST#<n>`) the
+/// summaries are spread over by `winmdm_core::device_listing::shard_of`. At a million
+/// devices polling every 15 minutes the hourly `last_seen_at` bump changes ≈ 280 summaries
+/// a second: ≈ 18 writes a second per key, against DynamoDB's 1,000 per partition.
+/// Changing the count re-keys every device: it is fixed.
+const LIST_INDEX: &str = "LIST";
+pub const LISTING_SHARDS: u32 = 16;
+
+fn listing_pk(device_id: &str) -> String {
+    format!(
+        "DLIST#{}",
+        winmdm_core::device_listing::shard_of(device_id, LISTING_SHARDS)
+    )
 }
 
 /// Fleet counters (`winmdm_core::fleet_stats`) are spread over this many partitions
@@ -415,6 +544,8 @@ impl DynamoStore {
             .attribute_definitions(attr("SK"))
             .attribute_definitions(attr("GSI1PK"))
             .attribute_definitions(attr("GSI1SK"))
+            .attribute_definitions(attr("LPK"))
+            .attribute_definitions(attr("LSK"))
             .key_schema(ks("PK", KeyType::Hash))
             .key_schema(ks("SK", KeyType::Range))
             .global_secondary_indexes(
@@ -425,6 +556,20 @@ impl DynamoStore {
                     .projection(
                         Projection::builder()
                             .projection_type(ProjectionType::All)
+                            .build(),
+                    )
+                    .build()
+                    .expect("gsi"),
+            )
+            .global_secondary_indexes(
+                GlobalSecondaryIndex::builder()
+                    .index_name(LIST_INDEX)
+                    .key_schema(ks("LPK", KeyType::Hash))
+                    .key_schema(ks("LSK", KeyType::Range))
+                    .projection(
+                        Projection::builder()
+                            .projection_type(ProjectionType::Include)
+                            .non_key_attributes("LS")
                             .build(),
                     )
                     .build()
@@ -714,10 +859,32 @@ impl DynamoStore {
 
     fn device_item(&self, d: &Device, version: i64) -> Result<Item, StoreError> {
         let mut item = record(dev_pk(&d.id), "D".into(), d)?;
-        item.insert("GSI1PK".into(), s("DEVICES"));
-        item.insert("GSI1SK".into(), s(d.id.clone()));
+        item.insert("LPK".into(), s(listing_pk(&d.id)));
+        item.insert("LSK".into(), s(d.id.clone()));
+        item.insert("LS".into(), s(summary_json(d)?));
         item.insert("version".into(), n(version));
         Ok(item)
+    }
+
+    /// Counts the listing index's write for a device write that changes its summary
+    /// (DynamoDB writes the index only then): 1 unit per KB of the projected entry.
+    fn note_listing_write(
+        &self,
+        before: Option<&Device>,
+        after: &Device,
+    ) -> Result<(), StoreError> {
+        if before.is_some_and(|b| DeviceSummary::of(b) == DeviceSummary::of(after)) {
+            return Ok(());
+        }
+        let entry = ["PK", "SK", "LPK", "LSK", "LS"];
+        let item = self.device_item(after, 0)?;
+        let size: usize = item
+            .iter()
+            .filter(|(k, _)| entry.contains(&k.as_str()))
+            .map(|(k, v)| k.len() + v.as_s().map_or(0, String::len))
+            .sum();
+        self.capacity.lock().expect("capacity lock").write_units += kb(size);
+        Ok(())
     }
 
     fn command_item(&self, c: &QueuedCommand) -> Result<Item, StoreError> {
@@ -786,6 +953,7 @@ impl DynamoStore {
             "attribute_not_exists(PK)"
         };
         let dv = [(":v", n(existing_version))];
+        self.note_listing_write(existing_dev.as_ref(), device)?;
         items.push(put(
             self.device_item(device, existing_version + 1)?,
             Some(device_cond),
@@ -982,8 +1150,29 @@ impl Store for DynamoStore {
         }
     }
 
-    async fn list_devices(&self, page: &PageRequest) -> Result<Page<Device>, StoreError> {
-        self.query_page("DEVICES", page).await
+    fn listing_shards(&self) -> u32 {
+        LISTING_SHARDS
+    }
+
+    async fn read_device_summaries(
+        &self,
+        reads: &[ShardRead],
+    ) -> Result<Vec<SummaryBatch>, StoreError> {
+        // The runs are independent partitions: read them concurrently.
+        let mut tasks = tokio::task::JoinSet::new();
+        for (i, r) in reads.iter().enumerate() {
+            let client = self.client.clone();
+            let table = self.table.clone();
+            let r = r.clone();
+            tasks.spawn(async move { (i, read_listing_run(&client, &table, &r).await) });
+        }
+        let mut out = vec![SummaryBatch::default(); reads.len()];
+        while let Some(done) = tasks.join_next().await {
+            let (i, batch) =
+                done.map_err(|e| StoreError::Unavailable(format!("listing read failed: {e}")))?;
+            out[i] = batch?;
+        }
+        Ok(out)
     }
 
     async fn is_token_consumed(&self, token_id: &str) -> Result<bool, StoreError> {
@@ -1180,6 +1369,7 @@ impl Store for DynamoStore {
                     &[(":v", n(version))],
                     t,
                 )?);
+                self.note_listing_write(Some(&before), &device)?;
                 let deltas = winmdm_core::fleet_stats::deltas(&[&before], Some(&device), false);
                 // Check-in hours move with nearly every session that writes (the hourly
                 // `last_seen_at` bump): those two counters are added after the commit,

@@ -8,6 +8,7 @@ pub mod clock;
 pub mod commands;
 pub mod config;
 pub mod csr;
+pub mod device_listing;
 pub mod digest;
 pub mod dm_auth;
 pub mod enrollment;

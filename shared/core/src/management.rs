@@ -947,6 +947,9 @@ impl ManagementService {
                 continue;
             }
             results_bytes += size;
+            if command_id.is_some() {
+                run.record_reported_detail(&uri, data.as_deref());
+            }
             results.push(CommandResult {
                 target: uri,
                 format: meta.as_ref().and_then(|m| m.format.clone()),
@@ -1258,6 +1261,25 @@ impl Run {
             _ => return,
         };
         if *slot != v {
+            *slot = v;
+            self.info_changed = true;
+        }
+    }
+
+    /// Results of ours (the `inventory` action, a raw Get) that carry what the device
+    /// listing shows and searches: its serial number, current name and OS build.
+    fn record_reported_detail(&mut self, uri: &str, value: Option<&str>) {
+        let slot = match uri.trim_start_matches("./") {
+            "DevDetail/Ext/Microsoft/SMBIOSSerialNumber" => &mut self.info.serial,
+            "DevDetail/Ext/Microsoft/DeviceName" => &mut self.info.device_name,
+            "DevDetail/SwV" => &mut self.info.os_version,
+            _ => return,
+        };
+        // Device-supplied: bounded like DevInfo, and an empty value records nothing.
+        let v = value
+            .map(|v| v.trim().chars().take(256).collect::<String>())
+            .filter(|v| !v.is_empty());
+        if v.is_some() && *slot != v {
             *slot = v;
             self.info_changed = true;
         }

@@ -93,10 +93,15 @@ pub struct PreviousCertificate {
 /// What the device told us about itself at enrollment.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OsInfo {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub device_type: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub os_edition: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub os_version: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub application_version: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub device_name: Option<String>,
 }
 
@@ -104,11 +109,27 @@ pub struct OsInfo {
 /// `./Vendor/MSFT/DMClient/HWDevID`).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DmDeviceInfo {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dev_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub manufacturer: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dm_version: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub language: Option<String>,
+    /// `./DevDetail/Ext/Microsoft/SMBIOSSerialNumber`, from the latest Results that carried
+    /// it (the `inventory` action reads it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub serial: Option<String>,
+    /// `./DevDetail/Ext/Microsoft/DeviceName`, likewise: the name the device has now,
+    /// which may differ from the one it enrolled with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device_name: Option<String>,
+    /// `./DevDetail/SwV`, likewise: the OS build it runs now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub os_version: Option<String>,
 }
 
 /// The OMA-DM digest credentials of one device, kept only as `b64(md5(name:secret))`.
@@ -177,7 +198,7 @@ pub struct Device {
     pub last_seen_at: Option<OffsetDateTime>,
     #[serde(default)]
     pub dm_info: DmDeviceInfo,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub previous_cert: Option<PreviousCertificate>,
     /// Static groups the device is in, sorted (every device is also in `all`).
     #[serde(default)]

@@ -5,6 +5,7 @@ use async_trait::async_trait;
 use time::OffsetDateTime;
 
 use crate::commands::QueuedCommand;
+use crate::device_listing::{ShardRead, SummaryBatch};
 use crate::model::{Device, Page, PageRequest, User};
 use crate::profiles::{DeviceProfile, Group, Profile};
 use crate::session::{ManagementSnapshot, ManagementUpdate};
@@ -65,8 +66,17 @@ pub trait Store: Send + Sync {
     /// Whether any device of this user is blocked. The store keeps an index of blocked
     /// devices by user, maintained by every write that changes a device's status.
     async fn user_has_blocked_device(&self, upn: &str) -> Result<bool, StoreError>;
-    /// Devices ordered by id.
-    async fn list_devices(&self, page: &PageRequest) -> Result<Page<Device>, StoreError>;
+    /// How many runs the device listing is split into (`crate::device_listing`): a store
+    /// with partitions spreads summaries so that no partition takes every device's writes.
+    fn listing_shards(&self) -> u32 {
+        1
+    }
+    /// Device summaries for each read, in the same order: per listing run, the summaries
+    /// with DeviceIDs after `after`, in DeviceID order, at most `limit`.
+    async fn read_device_summaries(
+        &self,
+        reads: &[ShardRead],
+    ) -> Result<Vec<SummaryBatch>, StoreError>;
 
     /// The fleet counters (`crate::fleet_stats`) in `ranges`, in key order per range. Every
     /// write that changes a device changes them in the same transaction.

@@ -2,6 +2,7 @@
 //! file-backed [`ca::LocalCa`], both kept in one data directory.
 
 pub mod ca;
+mod group_commit;
 pub mod store;
 
 pub use ca::LocalCa;

@@ -29,6 +29,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
+use crate::group_commit::Db;
 use async_trait::async_trait;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
@@ -37,6 +38,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use time::OffsetDateTime;
 use winmdm_core::commands::QueuedCommand;
+use winmdm_core::device_listing::{DeviceSummary, ShardRead, SummaryBatch};
 use winmdm_core::fleet_stats::{self, CounterDelta, KeyRange};
 use winmdm_core::model::{Device, DeviceStatus, Page, PageRequest, User};
 use winmdm_core::profiles::{DeviceProfile, Group, Profile};
@@ -67,6 +69,9 @@ const PROFILE_DEVICES: TableDefinition<&str, ()> = TableDefinition::new("profile
 /// Fleet counters (`winmdm_core::fleet_stats`), changed in the transaction of the write
 /// that changes a device.
 const COUNTERS: TableDefinition<&str, i64> = TableDefinition::new("counters");
+/// DeviceID → its listing summary (`winmdm_core::device_listing`), kept by every write of a
+/// device record, so listing and searching never decode whole device records.
+const DEVICE_LIST: TableDefinition<&str, &[u8]> = TableDefinition::new("device_list");
 
 fn blocked_key(upn: &str, device_id: &str) -> String {
     format!("{upn}\0{device_id}")
@@ -108,7 +113,7 @@ const PURGE_BATCH: usize = 64;
 
 #[derive(Clone)]
 pub struct RedbStore {
-    db: Arc<Database>,
+    db: Arc<Db>,
 }
 
 impl std::fmt::Debug for RedbStore {
@@ -131,6 +136,30 @@ fn apply_counters(tx: &redb::WriteTransaction, deltas: &[CounterDelta]) -> Resul
         counters.insert(k.as_str(), v + d).map_err(unavailable)?;
     }
     Ok(())
+}
+
+/// Keeps the listing in step with a device record: `before` is the stored record (if
+/// any), `after` what replaces it (`None`: the record is gone). Writes only when the
+/// summary changed.
+fn index_listing(
+    tx: &redb::WriteTransaction,
+    id: &str,
+    before: Option<&Device>,
+    after: Option<&Device>,
+) -> Result<(), StoreError> {
+    let old = before.map(DeviceSummary::of);
+    let new = after.map(DeviceSummary::of);
+    if old == new && before.is_some() {
+        return Ok(());
+    }
+    let mut list = tx.open_table(DEVICE_LIST).map_err(unavailable)?;
+    match new {
+        Some(s) => list
+            .insert(id, encode(&s)?.as_slice())
+            .map_err(unavailable)
+            .map(drop),
+        None => list.remove(id).map_err(unavailable).map(drop),
+    }
 }
 
 fn unavailable(e: impl std::fmt::Display) -> StoreError {
@@ -170,6 +199,18 @@ impl RedbStore {
             tx.open_table(GROUP_DEVICES).map_err(unavailable)?;
             tx.open_table(DEVICE_PROFILES).map_err(unavailable)?;
             tx.open_table(PROFILE_DEVICES).map_err(unavailable)?;
+            // A store written before the listing existed: summarise its devices once.
+            let mut list = tx.open_table(DEVICE_LIST).map_err(unavailable)?;
+            if list.len().map_err(unavailable)? == 0 {
+                let devices = tx.open_table(DEVICES).map_err(unavailable)?;
+                for row in devices.iter().map_err(unavailable)? {
+                    let (k, v) = row.map_err(unavailable)?;
+                    let d = decode::<Device>(v.value())?;
+                    list.insert(k.value(), encode(&DeviceSummary::of(&d))?.as_slice())
+                        .map_err(unavailable)?;
+                }
+            }
+            drop(list);
             // A store written before counters existed: count its devices once.
             let mut counters = tx.open_table(COUNTERS).map_err(unavailable)?;
             if counters.len().map_err(unavailable)? == 0 {
@@ -185,14 +226,22 @@ impl RedbStore {
             }
         }
         tx.commit().map_err(unavailable)?;
-        Ok(Self { db: Arc::new(db) })
+        Ok(Self {
+            db: Arc::new(Db::new(db)),
+        })
+    }
+
+    /// Durable commits (fsyncs) made since the store was opened: with group commit, fewer
+    /// than the writes under concurrency (`crate::group_commit`).
+    pub fn durable_commits(&self) -> u64 {
+        self.db.flushes()
     }
 
     /// Runs blocking redb work off the async executor.
     async fn blocking<T, F>(&self, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
-        F: FnOnce(&Database) -> Result<T, StoreError> + Send + 'static,
+        F: FnOnce(&Db) -> Result<T, StoreError> + Send + 'static,
     {
         let db = self.db.clone();
         tokio::task::spawn_blocking(move || f(&db))
@@ -201,7 +250,7 @@ impl RedbStore {
     }
 
     fn get_json<T: DeserializeOwned>(
-        db: &Database,
+        db: &Db,
         table: TableDefinition<&str, &[u8]>,
         key: &str,
     ) -> Result<Option<T>, StoreError> {
@@ -214,7 +263,7 @@ impl RedbStore {
     }
 
     fn page_json<T: DeserializeOwned>(
-        db: &Database,
+        db: &Db,
         table: TableDefinition<&str, &[u8]>,
         page: &PageRequest,
     ) -> Result<Page<T>, StoreError> {
@@ -223,7 +272,7 @@ impl RedbStore {
 
     /// A page of the rows whose keys start with `prefix`, in key order.
     fn page_prefixed<T: DeserializeOwned>(
-        db: &Database,
+        db: &Db,
         table: TableDefinition<&str, &[u8]>,
         prefix: &str,
         page: &PageRequest,
@@ -339,10 +388,38 @@ impl Store for RedbStore {
         .await
     }
 
-    async fn list_devices(&self, page: &PageRequest) -> Result<Page<Device>, StoreError> {
-        let page = page.clone();
-        self.blocking(move |db| Self::page_json(db, DEVICES, &page))
-            .await
+    async fn read_device_summaries(
+        &self,
+        reads: &[ShardRead],
+    ) -> Result<Vec<SummaryBatch>, StoreError> {
+        let reads = reads.to_vec();
+        self.blocking(move |db| {
+            let tx = db.begin_read().map_err(unavailable)?;
+            let list = tx.open_table(DEVICE_LIST).map_err(unavailable)?;
+            let mut out = Vec::with_capacity(reads.len());
+            for r in &reads {
+                // One run: the shard number is always 0 here.
+                let start = match &r.after {
+                    Some(a) => std::ops::Bound::Excluded(a.as_str()),
+                    None => std::ops::Bound::Unbounded,
+                };
+                let mut batch = SummaryBatch::default();
+                for row in list
+                    .range::<&str>((start, std::ops::Bound::Unbounded))
+                    .map_err(unavailable)?
+                {
+                    if batch.items.len() == r.limit {
+                        batch.more = true;
+                        break;
+                    }
+                    let (_, v) = row.map_err(unavailable)?;
+                    batch.items.push(decode(v.value())?);
+                }
+                out.push(batch);
+            }
+            Ok(out)
+        })
+        .await
     }
 
     async fn read_counters(&self, ranges: &[KeyRange]) -> Result<Vec<(String, i64)>, StoreError> {
@@ -444,6 +521,7 @@ impl Store for RedbStore {
                             .transpose()?;
                         if let Some(prev) = prev {
                             index_groups(&mut members, &prev.id, &prev.groups, &[])?;
+                            index_listing(&tx, &prev.id, Some(&prev), None)?;
                             replaced.push(prev);
                         }
                     }
@@ -455,6 +533,8 @@ impl Store for RedbStore {
                 devices
                     .insert(device.id.as_str(), encode(device)?.as_slice())
                     .map_err(unavailable)?;
+                let same_id = replaced.iter().find(|d| d.id == device.id);
+                index_listing(&tx, &device.id, same_id, Some(device))?;
                 let before: Vec<&Device> = replaced.iter().collect();
                 apply_counters(&tx, &fleet_stats::deltas(&before, Some(device), true))?;
             }
@@ -591,6 +671,7 @@ impl Store for RedbStore {
                     devices
                         .insert(device.id.as_str(), encode(&device)?.as_slice())
                         .map_err(unavailable)?;
+                    index_listing(&tx, &device.id, Some(&before), Some(&device))?;
                     apply_counters(&tx, &fleet_stats::deltas(&[&before], Some(&device), false))?;
                 }
 
@@ -982,7 +1063,7 @@ fn page_index_keys(
 
 /// Every row of a small table, in key order.
 fn all_rows<T: DeserializeOwned>(
-    db: &Database,
+    db: &Db,
     table: TableDefinition<&str, &[u8]>,
 ) -> Result<Vec<T>, StoreError> {
     let tx = db.begin_read().map_err(unavailable)?;

@@ -28,6 +28,7 @@ use time::format_description::well_known::Rfc3339;
 use tracing::{Instrument, info, info_span, warn};
 use winmdm_core::commands::{CommandRequest, QueuedCommand, parse_request};
 use winmdm_core::config::paths;
+use winmdm_core::device_listing::{self, DeviceQuery, DeviceSummary, ListingError};
 use winmdm_core::fleet_stats;
 use winmdm_core::model::{Device, DeviceStatus, PageRequest, User, check_new_user, normalize_upn};
 use winmdm_core::session::{DevicePatch, ManagementUpdate, SessionWrite};
@@ -279,16 +280,50 @@ async fn delete_user(state: &AppState, upn: &str) -> Outcome {
     }
 }
 
+/// The device listing (`winmdm_core::device_listing`): search (`q`), filters (`status`,
+/// `os`, `seen`, `group`), order (`sort`, `order`) and cursor paging.
 async fn list_devices(state: &AppState, req: &Request) -> Outcome {
-    let page = match query_page(req) {
-        Ok(p) => p,
-        Err(msg) => return Ok(json_error(StatusCode::BAD_REQUEST, msg)),
+    let params: Vec<(String, String)> =
+        url::form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes())
+            .into_owned()
+            .collect();
+    let query = match DeviceQuery::from_params(params.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+    {
+        Ok(q) => q,
+        Err(e) => return Ok(json_error(StatusCode::BAD_REQUEST, &e.0)),
     };
-    let p = state.store.list_devices(&page).await?;
+    let listing =
+        match device_listing::list(state.store.as_ref(), &query, state.enrollment.now()).await {
+            Ok(l) => l,
+            Err(ListingError::Store(e)) => return Err(e),
+            Err(e) => return Ok(json_error(StatusCode::BAD_REQUEST, e.to_string())),
+        };
     Ok(respond::json(
         StatusCode::OK,
-        &json!({ "devices": p.items.iter().map(device_json).collect::<Vec<_>>(), "next": p.next }),
+        &json!({
+            "devices": listing.items.iter().map(summary_json).collect::<Vec<_>>(),
+            "next": listing.next,
+            "examined": listing.examined,
+            "budget_spent": listing.budget_spent,
+        }),
     ))
+}
+
+/// A listing row: what the device list shows and searches (no credentials).
+pub fn summary_json(d: &DeviceSummary) -> Value {
+    json!({
+        "id": d.id,
+        "upn": d.upn,
+        "status": d.status,
+        "enrollment_type": d.enrollment_type,
+        "name": d.name,
+        "serial": d.serial,
+        "os_version": d.os_version,
+        "enrolled_at": rfc3339(d.enrolled_at),
+        "last_seen_at": d.last_seen_at.map(rfc3339),
+        "cert_not_after": rfc3339(d.cert_not_after),
+        "groups": d.groups,
+    })
 }
 
 async fn get_device(state: &AppState, id: &str) -> Outcome {

@@ -569,22 +569,12 @@ async fn targeted_devices(
         return Ok(out);
     }
     if a.include.iter().any(|g| g == ALL_GROUP) {
-        let mut cursor = None;
-        loop {
-            let p = state
-                .store
-                .list_devices(&PageRequest::new(cursor, Some(PageRequest::MAX_LIMIT)))
-                .await?;
-            for d in p.items {
-                if a.targets(&d.groups) {
-                    out.insert(d.id, Some(d.status == DeviceStatus::Enrolled));
-                }
-            }
-            match p.next {
-                Some(n) => cursor = Some(n),
-                None => return Ok(out),
+        for d in winmdm_core::device_listing::all(state.store.as_ref()).await? {
+            if a.targets(&d.groups) {
+                out.insert(d.id, Some(d.status == DeviceStatus::Enrolled));
             }
         }
+        return Ok(out);
     }
     for g in &a.include {
         for id in group_members(state, g).await? {

@@ -122,149 +122,209 @@ pub async fn overview(ctx: &Ctx<'_>) -> Response {
 
 // ---- Devices ---------------------------------------------------------------------------
 
-/// A table of devices (JSON from the API).
-fn device_table(devices: &[Value]) -> String {
-    let mut t = String::from(
-        "<table class=\"devices\"><thead><tr><th scope=\"col\">Device</th>\
-         <th scope=\"col\">User</th><th scope=\"col\">Status</th><th scope=\"col\">OS</th>\
-         <th scope=\"col\">Last check-in</th></tr></thead><tbody>",
-    );
+/// The listing parameters the device page passes to the API, in this order.
+const LISTING_PARAMS: [&str; 7] = ["q", "status", "os", "seen", "group", "sort", "order"];
+
+/// `/console/devices?…` for the current filters, with some replaced (`None` drops one).
+fn devices_href(q: &Form, changes: &[(&str, Option<&str>)]) -> String {
+    let mut out = url::form_urlencoded::Serializer::new(String::new());
+    for k in LISTING_PARAMS.iter().chain(&["cursor"]) {
+        let v = match changes.iter().find(|(c, _)| c == k) {
+            Some((_, v)) => *v,
+            None if *k == "cursor" => None,
+            None => q.text(k),
+        };
+        if let Some(v) = v {
+            out.append_pair(k, v);
+        }
+    }
+    let qs = out.finish();
+    if qs.is_empty() {
+        "/console/devices".into()
+    } else {
+        format!("/console/devices?{qs}")
+    }
+}
+
+/// A column header that sorts by `key`, toggling the order when it already does.
+fn sort_header(q: &Form, key: &str, label: &str) -> String {
+    let current = q.text("sort").unwrap_or("id");
+    let descending = q.text("order") == Some("desc");
+    let (order, mark, aria) = match (current == key, descending) {
+        (true, false) => ("desc", " ▲", " aria-sort=\"ascending\""),
+        (true, true) => ("asc", " ▼", " aria-sort=\"descending\""),
+        (false, _) => ("asc", "", ""),
+    };
+    let href = devices_href(q, &[("sort", Some(key)), ("order", Some(order))]);
+    format!(
+        "<th scope=\"col\"{aria}><a href=\"{}\">{}{mark}</a></th>",
+        esc(&href),
+        esc(label)
+    )
+}
+
+/// A table of listing rows (JSON from the API).
+fn device_table(q: &Form, devices: &[Value]) -> String {
+    let mut t = String::from("<table class=\"devices\"><thead><tr>");
+    for (key, label) in [
+        ("name", "Device"),
+        ("upn", "User"),
+        ("status", "Status"),
+        ("os", "OS"),
+        ("last_seen", "Last check-in"),
+        ("enrolled", "Enrolled"),
+    ] {
+        t.push_str(&sort_header(q, key, label));
+    }
+    t.push_str("</tr></thead><tbody>");
     if devices.is_empty() {
-        t.push_str("<tr><td colspan=\"5\">No devices.</td></tr>");
+        t.push_str("<tr><td colspan=\"6\">No devices.</td></tr>");
     }
     for d in devices {
         let id = s(d, "id");
-        let name = d
-            .pointer("/os/device_name")
-            .and_then(Value::as_str)
-            .unwrap_or(id);
+        let name = opt(d, "name").unwrap_or(id);
+        let serial = opt(d, "serial")
+            .map(|sn| format!(" · SN {}", esc(sn)))
+            .unwrap_or_default();
         let _ = write!(
             t,
-            "<tr><td><a href=\"/console/devices/{}\">{}</a><div class=\"sub\">{}</div></td>\
-             <td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            "<tr><td><a href=\"/console/devices/{}\">{}</a><div class=\"sub\">{}{serial}</div></td>\
+             <td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
             esc(&url_part(id)),
             esc(name),
             esc(id),
             esc(s(d, "upn")),
             status_badge(s(d, "status")),
-            esc(d
-                .pointer("/os/os_version")
-                .and_then(Value::as_str)
-                .unwrap_or("")),
+            esc(opt(d, "os_version").unwrap_or("")),
             esc(&when(opt(d, "last_seen_at"))),
+            esc(&when(opt(d, "enrolled_at"))),
         );
     }
     t.push_str("</tbody></table>");
     t
 }
 
+/// `<option>`s for a select, `current` selected.
+fn options(items: &[(&str, &str)], current: Option<&str>) -> String {
+    let mut o = String::new();
+    for (value, label) in items {
+        let _ = write!(
+            o,
+            "<option value=\"{}\"{}>{}</option>",
+            esc(value),
+            if current.unwrap_or("") == *value {
+                " selected"
+            } else {
+                ""
+            },
+            esc(label)
+        );
+    }
+    o
+}
+
+/// The device list: search, filters and sorting are the API's listing
+/// (`winmdm_core::device_listing`), so the console and the CLI see the same rows.
 pub async fn devices(ctx: &Ctx<'_>, q: &Form) -> Response {
-    let search = q.text("q");
-    let group = q.text("group");
-    let cursor = q.text("cursor");
-    let mut notes = String::new();
-    let (list, next): (Vec<Value>, Option<String>) = if let Some(term) = search {
-        // A DeviceID is the record's key: one read.
-        let (st, v) = ctx
-            .api(Method::GET, &format!("/devices/{}", url_part(term)), None)
-            .await;
-        match st {
-            StatusCode::OK => (vec![v], None),
-            StatusCode::NOT_FOUND => {
-                notes = notice_box(&format!("No device has the DeviceID {term:?}."));
-                (Vec::new(), None)
+    let path = {
+        let mut api = url::form_urlencoded::Serializer::new(String::new());
+        api.append_pair("limit", "50");
+        for k in LISTING_PARAMS.iter().chain(&["cursor"]) {
+            if let Some(v) = q.text(k) {
+                api.append_pair(k, v);
             }
-            _ => return unavailable(ctx, "devices", &v),
         }
-    } else if let Some(g) = group {
-        // The group's member index, then each member (one page of 50).
-        let mut path = format!("/groups/{}?limit=50", url_part(g));
-        if let Some(c) = cursor {
-            let _ = write!(path, "&cursor={}", url_part(c));
-        }
-        let (st, v) = ctx.api(Method::GET, &path, None).await;
-        if st == StatusCode::NOT_FOUND {
-            return ctx.page(
-                StatusCode::NOT_FOUND,
-                "Devices",
-                "devices",
-                error_box(&api_error(&v)),
-            );
-        }
-        if !st.is_success() {
-            return unavailable(ctx, "devices", &v);
-        }
-        let mut list = Vec::new();
-        for id in v
+        format!("/devices?{}", api.finish())
+    };
+    let (st, v) = ctx.api(Method::GET, &path, None).await;
+    let (list, next, notes) = if st == StatusCode::BAD_REQUEST {
+        (Vec::new(), None, error_box(&api_error(&v)))
+    } else if !st.is_success() {
+        return unavailable(ctx, "devices", &v);
+    } else {
+        let list = v
             .get("devices")
             .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-            .filter_map(Value::as_str)
-        {
-            let (st, d) = ctx
-                .api(Method::GET, &format!("/devices/{}", url_part(id)), None)
-                .await;
-            if st == StatusCode::OK {
-                list.push(d);
-            }
-        }
-        (list, opt(&v, "next").map(str::to_owned))
-    } else {
-        let mut path = "/devices?limit=50".to_owned();
-        if let Some(c) = cursor {
-            let _ = write!(path, "&cursor={}", url_part(c));
-        }
-        let (st, v) = ctx.api(Method::GET, &path, None).await;
-        if st == StatusCode::BAD_REQUEST {
-            return ctx.page(st, "Devices", "devices", error_box(&api_error(&v)));
-        }
-        if !st.is_success() {
-            return unavailable(ctx, "devices", &v);
-        }
-        (
-            v.get("devices")
-                .and_then(Value::as_array)
-                .cloned()
-                .unwrap_or_default(),
-            opt(&v, "next").map(str::to_owned),
-        )
+            .cloned()
+            .unwrap_or_default();
+        let next = opt(&v, "next").map(str::to_owned);
+        let notes = if v.get("budget_spent").and_then(Value::as_bool) == Some(true) {
+            notice_box(&format!(
+                "Searched {} devices so far; use “More results” to search on.",
+                v.get("examined").and_then(Value::as_u64).unwrap_or(0)
+            ))
+        } else {
+            String::new()
+        };
+        (list, next, notes)
     };
+
     let (_, groups) = ctx.api(Method::GET, "/groups", None).await;
-    let mut group_options = String::from("<option value=\"\">All devices</option>");
-    for g in groups
+    let group_names: Vec<String> = groups
         .get("groups")
         .and_then(Value::as_array)
         .into_iter()
         .flatten()
-    {
-        let name = s(g, "name");
-        let _ = write!(
-            group_options,
-            "<option value=\"{0}\"{1}>{0}</option>",
-            esc(name),
-            if group == Some(name) { " selected" } else { "" }
-        );
-    }
+        .map(|g| s(g, "name").to_owned())
+        .collect();
+    let mut group_items = vec![("", "Any group")];
+    group_items.extend(group_names.iter().map(|g| (g.as_str(), g.as_str())));
     let mut body = format!(
         "<form class=\"filters\" method=\"get\" action=\"/console/devices\" role=\"search\">\
-         <label for=\"q\">DeviceID</label><input id=\"q\" name=\"q\" type=\"search\" \
-         value=\"{}\" placeholder=\"exact DeviceID\">\
-         <label for=\"group\">Group</label><select id=\"group\" name=\"group\">{group_options}\
-         </select><button type=\"submit\">Show</button></form>{notes}",
-        esc(search.unwrap_or(""))
+         <label for=\"q\">Search</label><input id=\"q\" name=\"q\" type=\"search\" maxlength=\"128\" \
+         value=\"{}\" placeholder=\"DeviceID, user, name or serial\">\
+         <label for=\"status\">Status</label><select id=\"status\" name=\"status\">{}</select>\
+         <label for=\"os\">OS version</label><input id=\"os\" name=\"os\" maxlength=\"128\" \
+         value=\"{}\" placeholder=\"e.g. 10.0.22631\">\
+         <label for=\"seen\">Last check-in</label><select id=\"seen\" name=\"seen\">{}</select>\
+         <label for=\"group\">Group</label><select id=\"group\" name=\"group\">{}</select>\
+         <input type=\"hidden\" name=\"sort\" value=\"{}\"><input type=\"hidden\" name=\"order\" value=\"{}\">\
+         <button type=\"submit\">Show</button> <a href=\"/console/devices\">Clear</a></form>{notes}",
+        esc(q.text("q").unwrap_or("")),
+        options(
+            &[
+                ("", "Any status"),
+                ("enrolled", "Enrolled"),
+                ("blocked", "Blocked"),
+                ("unenrolled", "Unenrolled"),
+                ("removed", "Removed"),
+            ],
+            q.text("status")
+        ),
+        esc(q.text("os").unwrap_or("")),
+        options(
+            &[
+                ("", "Any time"),
+                ("1h", "In the last hour"),
+                ("24h", "In the last 24 hours"),
+                ("7d", "In the last 7 days"),
+                ("older", "More than 7 days ago"),
+                ("never", "Never"),
+            ],
+            q.text("seen")
+        ),
+        options(&group_items, q.text("group")),
+        esc(q.text("sort").unwrap_or("")),
+        esc(q.text("order").unwrap_or("")),
     );
-    body.push_str(&device_table(&list));
-    if let Some(next) = next {
-        let mut href = format!("/console/devices?cursor={}", url_part(&next));
-        if let Some(g) = group {
-            let _ = write!(href, "&group={}", url_part(g));
-        }
+    body.push_str(&device_table(q, &list));
+    let mut pager = String::new();
+    if q.text("cursor").is_some() {
         let _ = write!(
-            body,
-            "<p class=\"pager\"><a href=\"{}\">Next page →</a></p>",
-            esc(&href)
+            pager,
+            "<a href=\"{}\">← First page</a> ",
+            esc(&devices_href(q, &[]))
         );
+    }
+    if let Some(next) = next {
+        let _ = write!(
+            pager,
+            "<a href=\"{}\">More results →</a>",
+            esc(&devices_href(q, &[("cursor", Some(&next))]))
+        );
+    }
+    if !pager.is_empty() {
+        let _ = write!(body, "<p class=\"pager\">{pager}</p>");
     }
     ctx.page(StatusCode::OK, "Devices", "devices", body)
 }
