@@ -112,6 +112,16 @@ try {
   check(bad[0].status() === 400, "an invalid LocURI is refused with 400");
   check((await page.locator(".error").innerText()).length > 0, "with the API's message");
 
+  // A Get of a node the device does not have fails (404) and the overview lists it.
+  await page.goto(`${BASE}/console/devices/${encodeURIComponent(DEVICE)}`);
+  await page.fill("#target", "./Vendor/MSFT/NoSuchNode");
+  await Promise.all([page.waitForNavigation(), page.click("button:text-is('Queue command')")]);
+  await page.locator("#commands .badge", { hasText: "failed" }).first().waitFor({ timeout: 30000 });
+  await page.goto(`${BASE}/console/overview`);
+  const failures = await page.locator("table.failures").innerText();
+  check(failures.includes(DEVICE) && failures.includes("./Vendor/MSFT/NoSuchNode") && failures.includes("404"),
+    "the overview lists the failed command with its device and status");
+
   // Block (confirmation names the device), then unblock.
   await page.goto(`${BASE}/console/devices/${encodeURIComponent(DEVICE)}`);
   await Promise.all([page.waitForNavigation(), page.click("button:text-is('Block')")]);

@@ -40,6 +40,7 @@ pub fn device(id: &str, hw: Option<&str>) -> Device {
         previous_cert: None,
         groups: Vec::new(),
         entra: None,
+        compliance: None,
     }
 }
 
@@ -1062,4 +1063,56 @@ pub async fn fleet_counters_follow_device_writes(store: Arc<dyn Store>) {
     assert_eq!(o.by_status["blocked"], 0);
     assert_eq!(o.by_status["removed"], 1);
     assert_eq!(o.last_seen.week, 1);
+}
+
+/// A command recorded as failed leaves a note the overview lists, newest first, once per
+/// command; succeeded commands leave none.
+pub async fn failed_commands_are_noted(store: Arc<dyn Store>) {
+    use winmdm_core::commands::CommandState;
+    use winmdm_core::session::{DevicePatch, ManagementUpdate, SessionWrite};
+    store
+        .commit_enrollment(&EnrollmentCommit {
+            device: device("FAIL-DEV", Some("HW-F")),
+            token: None,
+        })
+        .await
+        .unwrap();
+    assert!(store.recent_failed_commands(10).await.unwrap().is_empty());
+    let mut settled = Vec::new();
+    for (i, (target, state)) in [
+        ("./Vendor/MSFT/One", CommandState::Failed),
+        ("./Vendor/MSFT/Two", CommandState::Succeeded),
+        ("./Vendor/MSFT/Three", CommandState::Failed),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let mut c = queued("FAIL-DEV", target);
+        store.enqueue_command(&c).await.unwrap();
+        c.state = state;
+        c.status = Some(if state == CommandState::Failed {
+            404
+        } else {
+            200
+        });
+        c.updated_at = OffsetDateTime::now_utc() + Duration::seconds(i as i64);
+        store
+            .save_management(&ManagementUpdate {
+                device_id: "FAIL-DEV".into(),
+                device: DevicePatch::default(),
+                session: SessionWrite::Keep,
+                commands: vec![c.clone()],
+                profiles: Vec::new(),
+            })
+            .await
+            .unwrap();
+        settled.push(c);
+    }
+    let notes = store.recent_failed_commands(10).await.unwrap();
+    let what: Vec<&str> = notes.iter().map(|n| n.what.as_str()).collect();
+    assert_eq!(what, ["Get ./Vendor/MSFT/Three", "Get ./Vendor/MSFT/One"]);
+    assert_eq!(notes[0].device_id, "FAIL-DEV");
+    assert_eq!(notes[0].command_id, settled[2].id);
+    assert_eq!(notes[0].status, Some(404));
+    assert_eq!(store.recent_failed_commands(1).await.unwrap().len(), 1);
 }

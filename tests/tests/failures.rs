@@ -52,6 +52,12 @@ impl Store for FlakyStore {
     async fn user_has_blocked_device(&self, upn: &str) -> Result<bool, StoreError> {
         self.inner.user_has_blocked_device(upn).await
     }
+    async fn recent_failed_commands(
+        &self,
+        limit: usize,
+    ) -> Result<Vec<winmdm_core::commands::FailedCommandNote>, StoreError> {
+        self.inner.recent_failed_commands(limit).await
+    }
     fn listing_shards(&self) -> u32 {
         self.inner.listing_shards()
     }

@@ -205,6 +205,19 @@ async fn an_unsupported_node_fails_the_profile_and_nothing_stays_applied() {
     d.session(&s).await;
     let st = device_profile(&s, d.id(), &p).await;
     assert_eq!(st["state"], "failed", "{st}");
+    // The device counts as failed: on its record, in the listing and in the overview.
+    assert_eq!(device_compliance(&s, d.id()).await, json!("failed"));
+    let failed = ok(
+        &s.admin("GET", "/devices?compliance=failed", None).await,
+        200,
+    );
+    assert_eq!(failed["devices"][0]["id"], d.id());
+    let o = ok(&s.admin("GET", "/overview", None).await, 200);
+    assert_eq!(
+        o["compliance"],
+        json!({"compliant": 0, "pending": 0, "failed": 1}),
+        "{o}"
+    );
     let reason = st["reason"].as_str().unwrap();
     assert!(
         reason.contains(COOKIES) && reason.contains("405"),
@@ -237,6 +250,30 @@ async fn an_unsupported_node_fails_the_profile_and_nothing_stays_applied() {
     d.session(&s).await;
     assert_eq!(device_profile(&s, d.id(), &p).await["state"], "verified");
     assert_eq!(d.tree.value(COOKIES), Some("1"));
+    assert_eq!(device_compliance(&s, d.id()).await, json!("compliant"));
+    let o = ok(&s.admin("GET", "/overview", None).await, 200);
+    assert_eq!(
+        o["compliance"],
+        json!({"compliant": 1, "pending": 0, "failed": 0}),
+        "{o}"
+    );
+    assert!(
+        ok(
+            &s.admin("GET", "/devices?compliance=failed", None).await,
+            200
+        )["devices"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
+}
+
+async fn device_compliance(s: &Server<'_>, device: &str) -> Value {
+    ok(
+        &s.admin("GET", &format!("/devices/{device}"), None).await,
+        200,
+    )["compliance"]
+        .clone()
 }
 
 /// An edit is a new revision the device converges to; settings it drops are deleted; an
@@ -526,6 +563,8 @@ async fn a_fleet_converges() {
         let want = if i % 2 == 0 { n } else { n / 2 };
         assert_eq!(st["counts"]["verified"], want, "P{i}: {st}");
     }
+    let o = ok(&s.admin("GET", "/overview", None).await, 200);
+    assert_eq!(o["compliance"]["compliant"], n, "{o}");
     println!(
         "{n} devices × 5 profiles: verified after {sessions} sessions ({} per device)",
         sessions / n

@@ -22,6 +22,7 @@ async fn conformance_suite_on_dynamodb() {
     conformance::profiles_groups_and_states(store(&moto, "t-profiles").await).await;
     conformance::fleet_counters_follow_device_writes(store(&moto, "t-counters").await).await;
     conformance::device_listing_pages_searches_and_sorts(store(&moto, "t-listing").await).await;
+    conformance::failed_commands_are_noted(store(&moto, "t-failures").await).await;
 }
 
 /// Capacity units per management message on DynamoDB (moto), computed from item sizes

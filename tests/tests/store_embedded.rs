@@ -65,3 +65,9 @@ async fn device_listing_pages_searches_and_sorts() {
     let (_d, s) = store();
     conformance::device_listing_pages_searches_and_sorts(s).await;
 }
+
+#[tokio::test]
+async fn failed_commands_are_noted() {
+    let (_d, s) = store();
+    conformance::failed_commands_are_noted(s).await;
+}

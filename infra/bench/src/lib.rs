@@ -178,6 +178,12 @@ impl Store for MemStore {
             .cloned();
         Ok(id.and_then(|id| self.devices.lock().unwrap().get(&id).cloned()))
     }
+    async fn recent_failed_commands(
+        &self,
+        _: usize,
+    ) -> Result<Vec<winmdm_core::commands::FailedCommandNote>, StoreError> {
+        Err(unused())
+    }
     async fn read_device_summaries(
         &self,
         _: &[winmdm_core::device_listing::ShardRead],

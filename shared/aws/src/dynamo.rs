@@ -74,7 +74,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use time::OffsetDateTime;
-use winmdm_core::commands::QueuedCommand;
+use winmdm_core::commands::{CommandState, FailedCommandNote, QueuedCommand};
 use winmdm_core::device_listing::{DeviceSummary, ShardRead, SummaryBatch};
 use winmdm_core::model::{Device, DeviceStatus, Page, PageRequest, User};
 use winmdm_core::profiles::{DeviceProfile, Group, Profile};
@@ -179,6 +179,7 @@ struct StoredSummary(
     Option<i64>,
     i64,
     #[serde(default)] Vec<String>,
+    #[serde(default)] Option<winmdm_core::model::Compliance>,
 );
 
 fn summary_json(d: &Device) -> Result<String, StoreError> {
@@ -194,6 +195,7 @@ fn summary_json(d: &Device) -> Result<String, StoreError> {
         s.last_seen_at.map(OffsetDateTime::unix_timestamp),
         s.cert_not_after.unix_timestamp(),
         s.groups,
+        s.compliance,
     ))
     .map_err(|e| StoreError::Corrupt(e.to_string()))
 }
@@ -211,6 +213,7 @@ fn summary_from_json(id: &str, json: &str) -> Result<DeviceSummary, StoreError> 
         seen,
         cert,
         groups,
+        compliance,
     ) = serde_json::from_str(json).map_err(|e| corrupt(e.to_string()))?;
     let at = |t: i64| OffsetDateTime::from_unix_timestamp(t).map_err(|e| corrupt(e.to_string()));
     Ok(DeviceSummary {
@@ -225,6 +228,7 @@ fn summary_from_json(id: &str, json: &str) -> Result<DeviceSummary, StoreError> 
         last_seen_at: seen.map(at).transpose()?,
         cert_not_after: at(cert)?,
         groups,
+        compliance,
     })
 }
 
@@ -267,6 +271,41 @@ async fn read_listing_run(
         items,
         more: out.last_evaluated_key().is_some(),
     })
+}
+
+/// How long the overview's failure notes are kept (TTL).
+const FAILURE_NOTE_DAYS: i64 = 30;
+/// Days of failure notes the overview looks back over.
+const FAILURE_LOOKBACK_DAYS: i64 = 7;
+
+fn failures_pk(day: time::Date) -> String {
+    format!(
+        "FAILS#{:04}-{:02}-{:02}",
+        day.year(),
+        u8::from(day.month()),
+        day.day()
+    )
+}
+
+/// The note of a failed command: `FAILS#<UTC day>` / `<epoch ns>#<device>#<command>`,
+/// expiring after [`FAILURE_NOTE_DAYS`]. One partition per day takes every failure of
+/// the fleet that day: commands are sent by operators, so that is far below a
+/// partition's 1,000 writes a second even when a mass action fails everywhere.
+fn failure_note_item(c: &QueuedCommand) -> Result<Item, StoreError> {
+    let note = FailedCommandNote::of(c);
+    let at = note.failed_at.to_offset(time::UtcOffset::UTC);
+    let sk = format!(
+        "{:020}#{}#{}",
+        at.unix_timestamp_nanos().max(0),
+        c.device_id,
+        c.id
+    );
+    let mut item = record(failures_pk(at.date()), sk, &note)?;
+    item.insert(
+        "expires".into(),
+        n((at + time::Duration::days(FAILURE_NOTE_DAYS)).unix_timestamp()),
+    );
+    Ok(item)
 }
 
 fn s(v: impl Into<String>) -> AttributeValue {
@@ -1150,6 +1189,38 @@ impl Store for DynamoStore {
         }
     }
 
+    async fn recent_failed_commands(
+        &self,
+        limit: usize,
+    ) -> Result<Vec<FailedCommandNote>, StoreError> {
+        let today = OffsetDateTime::now_utc().date();
+        let mut out: Vec<FailedCommandNote> = Vec::new();
+        for back in 0..FAILURE_LOOKBACK_DAYS {
+            if out.len() >= limit {
+                break;
+            }
+            let day = today - time::Duration::days(back);
+            let r = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .key_condition_expression("PK = :p")
+                .expression_attribute_values(":p", s(failures_pk(day)))
+                .scan_index_forward(false)
+                .limit(i32::try_from(limit).unwrap_or(100).clamp(1, 100))
+                .send()
+                .await
+                .map_err(unavailable)?;
+            for item in r.items() {
+                let note: FailedCommandNote = data(item)?;
+                if !out.iter().any(|n| n.command_id == note.command_id) && out.len() < limit {
+                    out.push(note);
+                }
+            }
+        }
+        Ok(out)
+    }
+
     fn listing_shards(&self) -> u32 {
         LISTING_SHARDS
     }
@@ -1403,6 +1474,10 @@ impl Store for DynamoStore {
             }
             for c in &update.commands {
                 items.push(put(self.command_item(c)?, None, &[], t)?);
+                if c.state == CommandState::Failed {
+                    // Only open commands reach a session, so this one failed just now.
+                    items.push(put(failure_note_item(c)?, None, &[], t)?);
+                }
                 if !c.state.is_open() {
                     items.push(delete(
                         key(pk.clone(), format!("C#{}", c.id)),

@@ -132,6 +132,60 @@ pub struct QueuedCommand {
     pub updated_at: OffsetDateTime,
 }
 
+/// A failed command as the overview lists it: small, so the stores keep a note per
+/// failure beside the command (bounded: the newest [`FailedCommandNote::KEPT`] locally,
+/// 30 days on DynamoDB) and the overview reads the newest few without touching devices.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FailedCommandNote {
+    pub device_id: String,
+    pub command_id: String,
+    /// The action (`inventory`, `wipe`, …), else the verb and first target.
+    pub what: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<u16>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub failed_at: OffsetDateTime,
+}
+
+impl FailedCommandNote {
+    /// Notes the embedded store keeps.
+    pub const KEPT: usize = 1000;
+
+    pub fn of(c: &QueuedCommand) -> Self {
+        let first = match &c.spec {
+            CommandSpec::Single(v) => Some(v),
+            CommandSpec::Atomic { commands } => commands.first(),
+        };
+        let what = match (&c.action, first) {
+            (Some(a), _) => a.clone(),
+            (None, Some(v)) => {
+                let target = v.items.first().map_or("", |i| i.target.as_str());
+                let verb = format!("{:?}", v.verb);
+                let atomic = matches!(c.spec, CommandSpec::Atomic { .. });
+                // A target is device-supplied text only in results; here it is the
+                // operator's, but bounded all the same.
+                let target: String = target.chars().take(200).collect();
+                if atomic {
+                    format!("Atomic: {verb} {target}")
+                } else {
+                    format!("{verb} {target}")
+                }
+            }
+            (None, None) => "command".into(),
+        };
+        Self {
+            device_id: c.device_id.clone(),
+            command_id: c.id.clone(),
+            what,
+            status: c.status,
+            reason: c.reason.as_ref().map(|r| r.chars().take(300).collect()),
+            failed_at: c.updated_at,
+        }
+    }
+}
+
 impl QueuedCommand {
     pub fn new(
         device_id: &str,

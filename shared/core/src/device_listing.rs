@@ -22,7 +22,7 @@ use std::collections::VecDeque;
 use serde::{Deserialize, Serialize};
 use time::{Duration, OffsetDateTime};
 
-use crate::model::{Device, DeviceStatus, EnrollmentType};
+use crate::model::{Compliance, Device, DeviceStatus, EnrollmentType};
 use crate::store::{Store, StoreError};
 
 /// Summaries examined by one search or filter request in DeviceID order.
@@ -55,6 +55,8 @@ pub struct DeviceSummary {
     pub cert_not_after: OffsetDateTime,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub groups: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compliance: Option<Compliance>,
 }
 
 impl DeviceSummary {
@@ -79,6 +81,7 @@ impl DeviceSummary {
             last_seen_at: d.last_seen_at,
             cert_not_after: d.cert.not_after,
             groups: d.groups.clone(),
+            compliance: d.compliance,
         }
     }
 }
@@ -192,6 +195,8 @@ pub struct DeviceQuery {
     pub os: Option<String>,
     pub seen: Option<SeenFilter>,
     pub group: Option<String>,
+    /// Profile compliance; `Some(None)` lists devices with no profile assigned.
+    pub compliance: Option<Option<Compliance>>,
     pub sort: SortKey,
     pub descending: bool,
     /// A cursor from the previous page of the same query.
@@ -207,6 +212,7 @@ impl Default for DeviceQuery {
             os: None,
             seen: None,
             group: None,
+            compliance: None,
             sort: SortKey::Id,
             descending: false,
             cursor: None,
@@ -276,6 +282,19 @@ impl DeviceQuery {
                     })
                 }
                 "group" => q.group = Some(v.to_owned()),
+                "compliance" => {
+                    q.compliance = Some(match v {
+                        "compliant" => Some(Compliance::Compliant),
+                        "pending" => Some(Compliance::Pending),
+                        "failed" => Some(Compliance::Failed),
+                        "none" => None,
+                        _ => {
+                            return bad(
+                                "compliance is one of compliant, pending, failed, none".into()
+                            );
+                        }
+                    })
+                }
                 "sort" => {
                     q.sort = match SortKey::ALL.iter().find(|(n, _)| *n == v) {
                         Some((_, s)) => *s,
@@ -314,6 +333,7 @@ impl DeviceQuery {
             || self.os.is_some()
             || self.seen.is_some()
             || self.group.is_some()
+            || self.compliance.is_some()
     }
 
     fn in_id_order(&self) -> bool {
@@ -341,6 +361,9 @@ impl DeviceQuery {
             return false;
         }
         if self.seen.is_some_and(|f| !f.matches(s.last_seen_at, now)) {
+            return false;
+        }
+        if self.compliance.is_some_and(|c| c != s.compliance) {
             return false;
         }
         if let Some(g) = &self.group

@@ -214,6 +214,7 @@ mod tests {
             previous_cert: None,
             groups: Vec::new(),
             entra: None,
+            compliance: None,
         }
     }
 

@@ -689,6 +689,7 @@ impl EnrollmentService {
                 EnrollmentDecision::Fresh => Vec::new(),
             },
             entra: None,
+            compliance: None,
         };
         if let Some(id) = &principal.entra {
             self.record_entra_user(id, now).await?;

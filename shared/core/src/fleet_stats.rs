@@ -5,6 +5,8 @@
 //!
 //! Counters are named by sortable keys; a store keeps `key → count` and reads key ranges:
 //! - `status:<status>`: devices in each status;
+//! - `compliance:<compliant|pending|failed>`: enrolled devices with profiles assigned, by
+//!   their profile compliance after their latest session;
 //! - `seen:<YYYY-MM-DDTHH>`: devices holding their hardware (enrolled or blocked) by the
 //!   UTC hour of their last check-in, and `seen:never` for those not seen since enrolling;
 //! - `expires:<YYYY-MM-DD>`: devices holding their hardware by their certificate's expiry
@@ -69,6 +71,11 @@ fn hour_key(t: OffsetDateTime) -> String {
 /// The counters one device record is counted under.
 fn counted_under(d: &Device) -> Vec<String> {
     let mut keys = vec![format!("status:{}", status_name(d.status))];
+    if d.status == DeviceStatus::Enrolled
+        && let Some(c) = d.compliance
+    {
+        keys.push(format!("compliance:{}", c.name()));
+    }
     if d.holds_its_hardware() {
         keys.push(match d.last_seen_at {
             Some(t) => hour_key(t),
@@ -128,6 +135,7 @@ pub fn overview_ranges(now: OffsetDateTime) -> Vec<KeyRange> {
     let today = now.date();
     vec![
         KeyRange::prefix("status:"),
+        KeyRange::prefix("compliance:"),
         KeyRange {
             from: NEVER_SEEN.to_owned(),
             to: format!("{NEVER_SEEN}~"),
@@ -161,6 +169,9 @@ pub struct Overview {
     pub enrollments_per_day: Vec<(String, i64)>,
     /// Devices holding their hardware whose certificate expires in the next 30 days.
     pub expiring_certificates: i64,
+    /// Enrolled devices with profiles assigned, by compliance after their latest session
+    /// (`compliant`, `pending`, `failed`).
+    pub compliance: BTreeMap<String, i64>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
@@ -224,11 +235,16 @@ impl Overview {
             .map(|(_, v)| *v)
             .sum::<i64>()
             .max(0);
+        let compliance = ["compliant", "pending", "failed"]
+            .into_iter()
+            .map(|c| (c.to_owned(), get(&format!("compliance:{c}")).max(0)))
+            .collect();
         Self {
             by_status,
             last_seen,
             enrollments_per_day,
             expiring_certificates,
+            compliance,
         }
     }
 }
@@ -272,6 +288,7 @@ mod tests {
             previous_cert: None,
             groups: vec![],
             entra: None,
+            compliance: None,
         }
     }
 

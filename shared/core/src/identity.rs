@@ -220,6 +220,7 @@ mod tests {
             }),
             groups: Vec::new(),
             entra: None,
+            compliance: None,
         }
     }
 

@@ -68,6 +68,10 @@ pub struct ManagementConfig {
 /// to spare.
 const FIXED_WRITE_ITEMS: usize = 6;
 
+/// Records a settled command takes in a write: the settled record, the open one's
+/// delete and, when it failed, the failure's note for the overview.
+const WRITE_ITEMS_PER_COMMAND: usize = 3;
+
 impl ManagementConfig {
     pub fn new(server_url: String) -> Self {
         Self {
@@ -812,7 +816,9 @@ impl ManagementService {
                     user_logged_in,
                     max_sent: self.config.max_commands_per_session,
                     max_state_writes: self.config.max_items_per_write.map_or(usize::MAX, |max| {
-                        max.saturating_sub(FIXED_WRITE_ITEMS + 2 * run.changed.len())
+                        max.saturating_sub(
+                            FIXED_WRITE_ITEMS + WRITE_ITEMS_PER_COMMAND * run.changed.len(),
+                        )
                     }),
                 });
                 sent += n;
@@ -820,6 +826,14 @@ impl ManagementService {
             }
         }
         let final_ = !awaiting_chunks && !more_remaining && session.outgoing.is_none();
+        // The device's profile compliance, recorded when it changes (the overview counts
+        // devices by it, like by status).
+        if let Some(p) = profiles.as_ref() {
+            let compliance = p.compliance();
+            if compliance != device.compliance {
+                patch.compliance = Some(compliance);
+            }
+        }
 
         let changed = run.changed_commands();
         let reply = SyncMl {
@@ -1094,7 +1108,9 @@ impl ManagementService {
             if session.sent.len() >= self.config.max_commands_per_session {
                 return (sent, false);
             }
-            if write_room.is_some_and(|room| 2 * (run.changed.len() + 1) > room) {
+            if write_room
+                .is_some_and(|room| WRITE_ITEMS_PER_COMMAND * (run.changed.len() + 1) > room)
+            {
                 // The rest go in the next message, so that this message's write and the
                 // answer's settling write each fit the store's limit.
                 return (sent, true);

@@ -180,6 +180,27 @@ impl std::fmt::Debug for DmCredentials {
     }
 }
 
+/// How a device stands with the profiles assigned to it, as its latest session left
+/// them: `failed` if any profile failed, else `pending` while any is on its way (or
+/// waits for a user to sign in), else `compliant`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Compliance {
+    Compliant,
+    Pending,
+    Failed,
+}
+
+impl Compliance {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Compliant => "compliant",
+            Self::Pending => "pending",
+            Self::Failed => "failed",
+        }
+    }
+}
+
 /// An enrolled (or formerly enrolled) device.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Device {
@@ -206,6 +227,9 @@ pub struct Device {
     /// The Entra ID tenant, user object and device object, for an Entra enrollment.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub entra: Option<EntraBinding>,
+    /// Profile compliance after the latest session; `None` while no profile is assigned.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compliance: Option<Compliance>,
 }
 
 /// What Entra ID said about an enrollment's user and device.

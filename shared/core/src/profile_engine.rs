@@ -19,6 +19,7 @@ use time::{Duration, OffsetDateTime};
 use winmdm_wire::syncml::{self, Command, Container, ContainerKind, Item, ItemCommand, Meta};
 
 use crate::commands::{ItemSpec, Verb};
+use crate::model::Compliance;
 use crate::profiles::{
     DeliveryState, DeviceProfile, DriftEvent, NodeOutcome, Profile, ProfileScope, Setting,
     values_match,
@@ -129,6 +130,27 @@ impl<'a> ProfileRun<'a> {
             changed: BTreeSet::new(),
             now,
         }
+    }
+
+    /// The device's compliance with its assigned profiles as this message leaves them
+    /// (see [`Compliance`]); `None` when none is assigned.
+    pub fn compliance(&self) -> Option<Compliance> {
+        if self.assigned.is_empty() {
+            return None;
+        }
+        let mut pending = false;
+        for (id, p) in &self.assigned {
+            match self.states.get(id) {
+                Some(s) if s.state == DeliveryState::Failed => return Some(Compliance::Failed),
+                Some(s) if s.state == DeliveryState::Verified && s.revision == p.revision => {}
+                _ => pending = true,
+            }
+        }
+        Some(if pending {
+            Compliance::Pending
+        } else {
+            Compliance::Compliant
+        })
     }
 
     /// How many profile states this message has changed so far.

@@ -190,6 +190,8 @@ pub struct DevicePatch {
     /// Group membership changes: `(group, member)`.
     pub groups: Vec<(String, bool)>,
     pub certificate: Option<CertificateSwitch>,
+    /// A new profile compliance (`Some(None)`: no profile is assigned any more).
+    pub compliance: Option<Option<crate::model::Compliance>>,
 }
 
 /// New digest nonces for a device (see `crate::dm_auth`).
@@ -245,6 +247,9 @@ impl DevicePatch {
         }
         if let Some(s) = self.status {
             d.status = s;
+        }
+        if let Some(c) = self.compliance {
+            d.compliance = c;
         }
         for (g, member) in &self.groups {
             let has = d.groups.iter().any(|x| x == g);

@@ -156,6 +156,12 @@ pub trait Store: Send + Sync {
 
     /// Queues a command for its device; `NotFound` if the device is unknown.
     async fn enqueue_command(&self, command: &QueuedCommand) -> Result<(), StoreError>;
+    /// The newest notes of failed commands, newest first (each command at most once).
+    /// A store writes a note in the same write that records a command as failed.
+    async fn recent_failed_commands(
+        &self,
+        limit: usize,
+    ) -> Result<Vec<crate::commands::FailedCommandNote>, StoreError>;
     async fn get_command(
         &self,
         device_id: &str,

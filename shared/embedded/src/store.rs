@@ -37,7 +37,7 @@ use redb::{Database, ReadableTable, ReadableTableMetadata, TableDefinition};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use time::OffsetDateTime;
-use winmdm_core::commands::QueuedCommand;
+use winmdm_core::commands::{CommandState, FailedCommandNote, QueuedCommand};
 use winmdm_core::device_listing::{DeviceSummary, ShardRead, SummaryBatch};
 use winmdm_core::fleet_stats::{self, CounterDelta, KeyRange};
 use winmdm_core::model::{Device, DeviceStatus, Page, PageRequest, User};
@@ -72,6 +72,9 @@ const COUNTERS: TableDefinition<&str, i64> = TableDefinition::new("counters");
 /// DeviceID → its listing summary (`winmdm_core::device_listing`), kept by every write of a
 /// device record, so listing and searching never decode whole device records.
 const DEVICE_LIST: TableDefinition<&str, &[u8]> = TableDefinition::new("device_list");
+/// `<failed at, epoch ns, 20 digits>/<device>/<command>` → the failure's note, the newest
+/// [`FailedCommandNote::KEPT`] kept.
+const FAILED_COMMANDS: TableDefinition<&str, &[u8]> = TableDefinition::new("failed_commands");
 
 fn blocked_key(upn: &str, device_id: &str) -> String {
     format!("{upn}\0{device_id}")
@@ -199,6 +202,7 @@ impl RedbStore {
             tx.open_table(GROUP_DEVICES).map_err(unavailable)?;
             tx.open_table(DEVICE_PROFILES).map_err(unavailable)?;
             tx.open_table(PROFILE_DEVICES).map_err(unavailable)?;
+            tx.open_table(FAILED_COMMANDS).map_err(unavailable)?;
             // A store written before the listing existed: summarise its devices once.
             let mut list = tx.open_table(DEVICE_LIST).map_err(unavailable)?;
             if list.len().map_err(unavailable)? == 0 {
@@ -707,11 +711,28 @@ impl Store for RedbStore {
 
                 let mut commands = tx.open_table(COMMANDS).map_err(unavailable)?;
                 let mut open = tx.open_table(OPEN_COMMANDS).map_err(unavailable)?;
+                let mut failed = tx.open_table(FAILED_COMMANDS).map_err(unavailable)?;
                 for c in &update.commands {
                     let key = row_key(&c.device_id, &c.id);
-                    commands
+                    let was_failed = commands
                         .insert(key.as_str(), encode(c)?.as_slice())
-                        .map_err(unavailable)?;
+                        .map_err(unavailable)?
+                        .map(|old| decode::<QueuedCommand>(old.value()))
+                        .transpose()?
+                        .is_some_and(|old| old.state == CommandState::Failed);
+                    if c.state == CommandState::Failed && !was_failed {
+                        let note = FailedCommandNote::of(c);
+                        let at = note.failed_at.unix_timestamp_nanos().max(0);
+                        failed
+                            .insert(
+                                format!("{at:020}/{key}").as_str(),
+                                encode(&note)?.as_slice(),
+                            )
+                            .map_err(unavailable)?;
+                        while failed.len().map_err(unavailable)? > FailedCommandNote::KEPT as u64 {
+                            failed.pop_first().map_err(unavailable)?;
+                        }
+                    }
                     if c.state.is_open() {
                         open.insert(key.as_str(), ()).map_err(unavailable)?;
                     } else {
@@ -969,6 +990,23 @@ impl Store for RedbStore {
                 open.insert(key.as_str(), ()).map_err(unavailable)?;
             }
             tx.commit().map_err(unavailable)
+        })
+        .await
+    }
+
+    async fn recent_failed_commands(
+        &self,
+        limit: usize,
+    ) -> Result<Vec<FailedCommandNote>, StoreError> {
+        self.blocking(move |db| {
+            let tx = db.begin_read().map_err(unavailable)?;
+            let t = tx.open_table(FAILED_COMMANDS).map_err(unavailable)?;
+            let mut out = Vec::new();
+            for row in t.iter().map_err(unavailable)?.rev().take(limit) {
+                let (_, v) = row.map_err(unavailable)?;
+                out.push(decode(v.value())?);
+            }
+            Ok(out)
         })
         .await
     }

@@ -195,8 +195,12 @@ pub fn device_json(d: &Device) -> Value {
         "os": d.os,
         "dm_info": d.dm_info,
         "groups": d.groups,
+        "compliance": d.compliance,
     })
 }
+
+/// Failed commands the overview lists.
+const RECENT_FAILURES: usize = 10;
 
 /// The fleet overview from the maintained counters (`winmdm_core::fleet_stats`): a
 /// bounded read, whatever the fleet's size.
@@ -207,7 +211,22 @@ async fn overview(state: &AppState) -> Outcome {
         .read_counters(&fleet_stats::overview_ranges(now))
         .await?;
     let o = fleet_stats::Overview::from_counters(now, &counters);
-    Ok(respond::json(StatusCode::OK, &json!(o)))
+    let failures = state.store.recent_failed_commands(RECENT_FAILURES).await?;
+    let mut v = json!(o);
+    v["recent_failed_commands"] = json!(
+        failures
+            .iter()
+            .map(|f| json!({
+                "device_id": f.device_id,
+                "command_id": f.command_id,
+                "what": f.what,
+                "status": f.status,
+                "reason": f.reason,
+                "failed_at": rfc3339(f.failed_at),
+            }))
+            .collect::<Vec<_>>()
+    );
+    Ok(respond::json(StatusCode::OK, &v))
 }
 
 #[derive(Deserialize)]
@@ -323,6 +342,7 @@ pub fn summary_json(d: &DeviceSummary) -> Value {
         "last_seen_at": d.last_seen_at.map(rfc3339),
         "cert_not_after": rfc3339(d.cert_not_after),
         "groups": d.groups,
+        "compliance": d.compliance,
     })
 }
 

@@ -15,7 +15,7 @@ fn opt<'a>(v: &'a Value, k: &str) -> Option<&'a str> {
 
 fn status_badge(status: &str) -> String {
     let class = match status {
-        "enrolled" | "verified" | "done" | "succeeded" => "ok",
+        "enrolled" | "verified" | "done" | "succeeded" | "compliant" => "ok",
         "blocked" | "failed" | "removed" | "expired" => "bad",
         _ => "neutral",
     };
@@ -77,6 +77,64 @@ pub async fn overview(ctx: &Ctx<'_>) -> Response {
     }
     body.push_str("</tr></tbody></table></section>");
 
+    // Profile compliance: shown once a device has profiles.
+    let compliance = ["compliant", "pending", "failed"].map(|k| (k, n(&["compliance", k])));
+    if compliance.iter().any(|(_, v)| *v > 0) {
+        body.push_str(
+            "<section class=\"card\"><h2>Profile compliance</h2><p class=\"hint\">Enrolled \
+             devices with profiles, as their latest session left them.</p><p class=\"tiles\">",
+        );
+        for (k, v) in compliance {
+            let _ = write!(
+                body,
+                "<a class=\"tile\" href=\"/console/devices?compliance={k}\"><span \
+                 class=\"num\">{v}</span><span class=\"label\">{}</span></a>",
+                match k {
+                    "compliant" => "Compliant",
+                    "pending" => "Pending",
+                    _ => "Failed",
+                }
+            );
+        }
+        body.push_str("</p></section>");
+    }
+
+    // Recent failed commands: the newest notes the stores keep.
+    let failures = o
+        .get("recent_failed_commands")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    body.push_str("<section class=\"card\"><h2>Recent failed commands</h2>");
+    if failures.is_empty() {
+        body.push_str("<p class=\"hint\">None.</p>");
+    } else {
+        body.push_str(
+            "<table class=\"failures\"><thead><tr><th scope=\"col\">When</th>\
+             <th scope=\"col\">Device</th><th scope=\"col\">Command</th>\
+             <th scope=\"col\">Status</th><th scope=\"col\">Reason</th></tr></thead><tbody>",
+        );
+        for f in &failures {
+            let device = s(f, "device_id");
+            let _ = write!(
+                body,
+                "<tr><td>{}</td><td><a href=\"/console/devices/{}\">{}</a></td><td>{}</td>\
+                 <td>{}</td><td>{}</td></tr>",
+                esc(&when(opt(f, "failed_at"))),
+                esc(&url_part(device)),
+                esc(device),
+                esc(s(f, "what")),
+                f.get("status")
+                    .and_then(Value::as_u64)
+                    .map(|c| c.to_string())
+                    .unwrap_or_default(),
+                esc(opt(f, "reason").unwrap_or("")),
+            );
+        }
+        body.push_str("</tbody></table>");
+    }
+    body.push_str("</section>");
+
     // Enrollments per day: an SVG bar chart (no script, no inline style: CSP-clean).
     let days: Vec<(String, i64)> = o
         .get("enrollments_per_day")
@@ -123,7 +181,16 @@ pub async fn overview(ctx: &Ctx<'_>) -> Response {
 // ---- Devices ---------------------------------------------------------------------------
 
 /// The listing parameters the device page passes to the API, in this order.
-const LISTING_PARAMS: [&str; 7] = ["q", "status", "os", "seen", "group", "sort", "order"];
+const LISTING_PARAMS: [&str; 8] = [
+    "q",
+    "status",
+    "os",
+    "seen",
+    "group",
+    "compliance",
+    "sort",
+    "order",
+];
 
 /// `/console/devices?…` for the current filters, with some replaced (`None` drops one).
 fn devices_href(q: &Form, changes: &[(&str, Option<&str>)]) -> String {
@@ -194,7 +261,10 @@ fn device_table(q: &Form, devices: &[Value]) -> String {
             esc(name),
             esc(id),
             esc(s(d, "upn")),
-            status_badge(s(d, "status")),
+            status_badge(s(d, "status"))
+                + &opt(d, "compliance")
+                    .map(|c| format!(" {}", status_badge(c)))
+                    .unwrap_or_default(),
             esc(opt(d, "os_version").unwrap_or("")),
             esc(&when(opt(d, "last_seen_at"))),
             esc(&when(opt(d, "enrolled_at"))),
@@ -278,6 +348,7 @@ pub async fn devices(ctx: &Ctx<'_>, q: &Form) -> Response {
          value=\"{}\" placeholder=\"e.g. 10.0.22631\">\
          <label for=\"seen\">Last check-in</label><select id=\"seen\" name=\"seen\">{}</select>\
          <label for=\"group\">Group</label><select id=\"group\" name=\"group\">{}</select>\
+         <label for=\"compliance\">Profiles</label><select id=\"compliance\" name=\"compliance\">{}</select>\
          <input type=\"hidden\" name=\"sort\" value=\"{}\"><input type=\"hidden\" name=\"order\" value=\"{}\">\
          <button type=\"submit\">Show</button> <a href=\"/console/devices\">Clear</a></form>{notes}",
         esc(q.text("q").unwrap_or("")),
@@ -304,6 +375,16 @@ pub async fn devices(ctx: &Ctx<'_>, q: &Form) -> Response {
             q.text("seen")
         ),
         options(&group_items, q.text("group")),
+        options(
+            &[
+                ("", "Any compliance"),
+                ("compliant", "Compliant"),
+                ("pending", "Pending"),
+                ("failed", "Failed"),
+                ("none", "No profiles"),
+            ],
+            q.text("compliance")
+        ),
         esc(q.text("sort").unwrap_or("")),
         esc(q.text("order").unwrap_or("")),
     );
