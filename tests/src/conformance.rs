@@ -1116,3 +1116,73 @@ pub async fn failed_commands_are_noted(store: Arc<dyn Store>) {
     assert_eq!(notes[0].status, Some(404));
     assert_eq!(store.recent_failed_commands(1).await.unwrap().len(), 1);
 }
+
+/// Each profile's counts by delivery state follow the state records the writes replace:
+/// a state moves its device from one count to the next, a removed one leaves them all,
+/// and rewriting the same state moves nothing.
+pub async fn profile_counters_follow_state_writes(store: Arc<dyn Store>) {
+    use winmdm_core::fleet_stats::{profile_counts, profile_ranges};
+    use winmdm_core::profiles::{DeliveryState, DeviceProfile};
+    use winmdm_core::session::{DevicePatch, ManagementUpdate, SessionWrite};
+    let now = OffsetDateTime::now_utc();
+    for (id, hw) in [("PC-A", "HW-PA"), ("PC-B", "HW-PB")] {
+        store
+            .commit_enrollment(&EnrollmentCommit {
+                device: device(id, Some(hw)),
+                token: None,
+            })
+            .await
+            .unwrap();
+    }
+    let write = |device: &'static str, states: Vec<(&'static str, DeliveryState)>| {
+        let store = store.clone();
+        async move {
+            let profiles = states
+                .into_iter()
+                .map(|(p, st)| {
+                    let mut s = DeviceProfile::new(device, p, 1, now);
+                    s.state = st;
+                    s
+                })
+                .collect();
+            store
+                .save_management(&ManagementUpdate {
+                    device_id: device.into(),
+                    device: DevicePatch::default(),
+                    session: SessionWrite::Keep,
+                    commands: vec![],
+                    profiles,
+                })
+                .await
+                .unwrap();
+        }
+    };
+    let counts = |p: &'static str| {
+        let store = store.clone();
+        async move {
+            let c = store.read_counters(&profile_ranges(Some(p))).await.unwrap();
+            profile_counts(&c).remove(p).unwrap_or_default()
+        }
+    };
+    let map = |pairs: &[(&str, i64)]| -> std::collections::BTreeMap<String, i64> {
+        pairs.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect()
+    };
+    write(
+        "PC-A",
+        vec![("P1", DeliveryState::Sent), ("P2", DeliveryState::Sent)],
+    )
+    .await;
+    write("PC-B", vec![("P1", DeliveryState::Sent)]).await;
+    assert_eq!(counts("P1").await, map(&[("sent", 2)]));
+    write("PC-A", vec![("P1", DeliveryState::Verified)]).await;
+    write("PC-B", vec![("P1", DeliveryState::Failed)]).await;
+    write("PC-B", vec![("P1", DeliveryState::Failed)]).await;
+    assert_eq!(counts("P1").await, map(&[("failed", 1), ("verified", 1)]));
+    assert_eq!(counts("P2").await, map(&[("sent", 1)]));
+    write("PC-A", vec![("P2", DeliveryState::Removed)]).await;
+    assert_eq!(counts("P2").await, map(&[]));
+    // The whole catalog's counts in one read.
+    let all = profile_counts(&store.read_counters(&profile_ranges(None)).await.unwrap());
+    assert_eq!(all.len(), 1);
+    assert_eq!(all["P1"], map(&[("failed", 1), ("verified", 1)]));
+}

@@ -218,6 +218,13 @@ async fn an_unsupported_node_fails_the_profile_and_nothing_stays_applied() {
         json!({"compliant": 0, "pending": 0, "failed": 1}),
         "{o}"
     );
+    let page = ok(
+        &s.admin("GET", &format!("/profiles/{p}/devices"), None)
+            .await,
+        200,
+    );
+    assert_eq!(page["counts"], json!({"failed": 1}), "{page}");
+    assert_eq!(page["devices"][0]["device_id"], d.id());
     let reason = st["reason"].as_str().unwrap();
     assert!(
         reason.contains(COOKIES) && reason.contains("405"),
@@ -257,6 +264,12 @@ async fn an_unsupported_node_fails_the_profile_and_nothing_stays_applied() {
         json!({"compliant": 1, "pending": 0, "failed": 0}),
         "{o}"
     );
+    let page = ok(
+        &s.admin("GET", &format!("/profiles/{p}/devices"), None)
+            .await,
+        200,
+    );
+    assert_eq!(page["counts"], json!({"verified": 1}), "{page}");
     assert!(
         ok(
             &s.admin("GET", "/devices?compliance=failed", None).await,
@@ -565,6 +578,18 @@ async fn a_fleet_converges() {
     }
     let o = ok(&s.admin("GET", "/overview", None).await, 200);
     assert_eq!(o["compliance"]["compliant"], n, "{o}");
+    // The list's maintained counts agree with the computed status, in one counter read.
+    let list = ok(&s.admin("GET", "/profiles", None).await, 200);
+    for (i, p) in ids.iter().enumerate() {
+        let want = if i % 2 == 0 { n } else { n / 2 };
+        let listed = list["profiles"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|l| l["id"] == p.as_str())
+            .unwrap();
+        assert_eq!(listed["counts"], json!({ "verified": want }), "P{i}");
+    }
     println!(
         "{n} devices × 5 profiles: verified after {sessions} sessions ({} per device)",
         sessions / n

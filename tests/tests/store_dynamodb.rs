@@ -23,6 +23,7 @@ async fn conformance_suite_on_dynamodb() {
     conformance::fleet_counters_follow_device_writes(store(&moto, "t-counters").await).await;
     conformance::device_listing_pages_searches_and_sorts(store(&moto, "t-listing").await).await;
     conformance::failed_commands_are_noted(store(&moto, "t-failures").await).await;
+    conformance::profile_counters_follow_state_writes(store(&moto, "t-pcounts").await).await;
 }
 
 /// Capacity units per management message on DynamoDB (moto), computed from item sizes

@@ -71,3 +71,9 @@ async fn failed_commands_are_noted() {
     let (_d, s) = store();
     conformance::failed_commands_are_noted(s).await;
 }
+
+#[tokio::test]
+async fn profile_counters_follow_state_writes() {
+    let (_d, s) = store();
+    conformance::profile_counters_follow_state_writes(s).await;
+}

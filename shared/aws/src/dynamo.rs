@@ -89,6 +89,15 @@ pub const MAX_TRANSACTION_ITEMS: usize = 100;
 /// Attempts at an optimistic read-modify-write before giving up.
 const MAX_ATTEMPTS: u32 = 12;
 
+/// What `load_management` read of a device, kept for the message's `save_management`.
+#[derive(Clone, Debug)]
+struct LoadedDevice {
+    version: i64,
+    device: Device,
+    /// The device's profile state records, for the fleet counters' changes.
+    profiles: Vec<DeviceProfile>,
+}
+
 #[derive(Clone, Debug)]
 pub struct DynamoStore {
     client: Client,
@@ -96,7 +105,7 @@ pub struct DynamoStore {
     /// Device records (with their version) as `load_management` read them, taken by the
     /// `save_management` of the same message, so a message costs one read: the write is
     /// conditional on that version and re-reads only if someone changed the device since.
-    loaded: Arc<Mutex<HashMap<String, (i64, Device)>>>,
+    loaded: Arc<Mutex<HashMap<String, LoadedDevice>>>,
     /// Capacity units the management path used, computed from item sizes (see
     /// [`Capacity`]).
     capacity: Arc<Mutex<Capacity>>,
@@ -1331,7 +1340,14 @@ impl Store for DynamoStore {
             if loaded.len() >= 1024 {
                 loaded.clear();
             }
-            loaded.insert(device_id.to_owned(), (version, device.clone()));
+            loaded.insert(
+                device_id.to_owned(),
+                LoadedDevice {
+                    version,
+                    device: device.clone(),
+                    profiles: profiles.clone(),
+                },
+            );
         }
         // Commands this session sent that have since settled (their Results may follow).
         if let Some(s) = &session {
@@ -1383,22 +1399,53 @@ impl Store for DynamoStore {
             .expect("loaded-device cache")
             .remove(&update.device_id);
         for attempt in 0..MAX_ATTEMPTS {
-            let (version, mut device) = match cached.take() {
-                Some(c) => c,
+            let (version, mut device, stored_profiles) = match cached.take() {
+                Some(c) => (c.version, c.device, c.profiles),
                 None => {
                     let Some(current) = self.get(key(pk.clone(), "D")).await? else {
                         return Err(StoreError::NotFound(format!("device {}", update.device_id)));
                     };
+                    // The state records this write replaces, read after the device: a
+                    // change to them since bumps the device's version, failing the write.
+                    let mut stored = Vec::new();
+                    for p in &profiles {
+                        if let Some(item) = self
+                            .get(key(pk.clone(), format!("P#{}", p.profile_id)))
+                            .await?
+                        {
+                            stored.push(data::<DeviceProfile>(&item)?);
+                        }
+                    }
                     (
                         num_attr(&current, "version").unwrap_or(0),
                         data::<Device>(&current)?,
+                        stored,
                     )
                 }
             };
             let mut items = Vec::new();
             let mut hw_added = None;
             let mut seen_after = Vec::new();
-            if update.device.is_empty() {
+            if update.device.is_empty() && !profiles.is_empty() {
+                // Profile state changes move counters computed from the records read with
+                // this version: the write bumps it, so a concurrent writer of the same
+                // records fails its condition and recomputes from what this one wrote.
+                items.push(
+                    TransactWriteItem::builder()
+                        .update(
+                            aws_sdk_dynamodb::types::Update::builder()
+                                .table_name(t)
+                                .set_key(Some(key(pk.clone(), "D")))
+                                .update_expression("SET version = :nv")
+                                .condition_expression("version = :v")
+                                .expression_attribute_values(":v", n(version))
+                                .expression_attribute_values(":nv", n(version + 1))
+                                .build()
+                                .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+                        )
+                        .build(),
+                );
+            } else if update.device.is_empty() {
                 items.push(
                     TransactWriteItem::builder()
                         .condition_check(
@@ -1487,9 +1534,15 @@ impl Store for DynamoStore {
                     )?);
                 }
             }
+            let mut profile_deltas = Vec::new();
             for p in profiles.iter().rev() {
                 items.push(put(self.profile_state_item(p)?, None, &[], t)?);
+                let before = stored_profiles
+                    .iter()
+                    .find(|s| s.profile_id == p.profile_id);
+                profile_deltas.extend(winmdm_core::fleet_stats::profile_deltas(before, p));
             }
+            items.extend(counter_updates(&update.device_id, &profile_deltas, t)?);
             if items.len() > MAX_TRANSACTION_ITEMS {
                 return Err(too_many_items("this management message", items.len()));
             }

@@ -11,7 +11,11 @@
 //!   UTC hour of their last check-in, and `seen:never` for those not seen since enrolling;
 //! - `expires:<YYYY-MM-DD>`: devices holding their hardware by their certificate's expiry
 //!   day;
-//! - `enrolled:<YYYY-MM-DD>`: enrollments completed that day (events: never decremented).
+//! - `enrolled:<YYYY-MM-DD>`: enrollments completed that day (events: never decremented);
+//! - `profile:<profile id>:<state>`: devices holding a state record of that profile, by
+//!   its delivery state as their latest session left it (a `removed` state is not
+//!   counted: the device no longer has the profile). Changed by the write that changes a
+//!   state record, from the record it replaces.
 //!
 //! A device changes a counter only when the value it is counted under changes: the
 //! `last_seen_at` bump (at most hourly for an idle device) moves one device from one hour
@@ -22,6 +26,7 @@ use std::collections::BTreeMap;
 use time::{Date, Duration, OffsetDateTime};
 
 use crate::model::{Device, DeviceStatus};
+use crate::profiles::{DeliveryState, DeviceProfile};
 
 /// One counter change.
 pub type CounterDelta = (String, i64);
@@ -66,6 +71,53 @@ fn day_key(prefix: &str, d: Date) -> String {
 fn hour_key(t: OffsetDateTime) -> String {
     let t = t.to_offset(time::UtcOffset::UTC);
     format!("{}T{:02}", day_key("seen", t.date()), t.hour())
+}
+
+/// A profile state's counter, if it is counted.
+fn profile_key(s: &DeviceProfile) -> Option<String> {
+    (s.state != DeliveryState::Removed)
+        .then(|| format!("profile:{}:{}", s.profile_id, s.state.name()))
+}
+
+/// The counter changes of a write that replaces a device's state record of a profile
+/// (`before`: the stored record, if any) with `after`.
+pub fn profile_deltas(before: Option<&DeviceProfile>, after: &DeviceProfile) -> Vec<CounterDelta> {
+    let old = before.and_then(profile_key);
+    let new = profile_key(after);
+    if old == new {
+        return Vec::new();
+    }
+    old.map(|k| (k, -1))
+        .into_iter()
+        .chain(new.map(|k| (k, 1)))
+        .collect()
+}
+
+/// Every profile's counts by delivery state (`profile id → state → devices`), from
+/// counters read with [`profile_ranges`].
+pub fn profile_counts(counters: &[(String, i64)]) -> BTreeMap<String, BTreeMap<String, i64>> {
+    let mut out: BTreeMap<String, BTreeMap<String, i64>> = BTreeMap::new();
+    for (k, v) in counters {
+        if let Some((id, state)) = k
+            .strip_prefix("profile:")
+            .and_then(|rest| rest.rsplit_once(':'))
+            && *v > 0
+        {
+            *out.entry(id.to_owned())
+                .or_default()
+                .entry(state.to_owned())
+                .or_default() += v;
+        }
+    }
+    out
+}
+
+/// The counter ranges of every profile's counts, or of one profile's.
+pub fn profile_ranges(profile_id: Option<&str>) -> Vec<KeyRange> {
+    vec![match profile_id {
+        Some(id) => KeyRange::prefix(&format!("profile:{id}:")),
+        None => KeyRange::prefix("profile:"),
+    }]
 }
 
 /// The counters one device record is counted under.

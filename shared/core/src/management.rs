@@ -72,6 +72,10 @@ const FIXED_WRITE_ITEMS: usize = 6;
 /// delete and, when it failed, the failure's note for the overview.
 const WRITE_ITEMS_PER_COMMAND: usize = 3;
 
+/// Records a profile state change takes in a write: the state, and the profile's
+/// counters it moves (one down, one up).
+const WRITE_ITEMS_PER_PROFILE: usize = 3;
+
 impl ManagementConfig {
     pub fn new(server_url: String) -> Self {
         Self {
@@ -786,11 +790,14 @@ impl ManagementService {
                 items: Vec::new(),
             }));
         } else if enrolled && !abort && !request_pending {
-            // What the write may still hold: each command changed or sent counts as two
-            // records (settling it writes its result and deletes it from the queue).
+            // What the write may still hold: each command changed or sent counts as
+            // `WRITE_ITEMS_PER_COMMAND` records, each profile state as
+            // `WRITE_ITEMS_PER_PROFILE`.
             let write_room = self.config.max_items_per_write.map(|max| {
                 max.saturating_sub(
-                    FIXED_WRITE_ITEMS + profiles.as_ref().map_or(0, ProfileRun::changed_count),
+                    FIXED_WRITE_ITEMS
+                        + WRITE_ITEMS_PER_PROFILE
+                            * profiles.as_ref().map_or(0, ProfileRun::changed_count),
                 )
             });
             (sent, more_remaining) =
@@ -818,7 +825,7 @@ impl ManagementService {
                     max_state_writes: self.config.max_items_per_write.map_or(usize::MAX, |max| {
                         max.saturating_sub(
                             FIXED_WRITE_ITEMS + WRITE_ITEMS_PER_COMMAND * run.changed.len(),
-                        )
+                        ) / WRITE_ITEMS_PER_PROFILE
                     }),
                 });
                 sent += n;

@@ -125,6 +125,20 @@ pub enum DeliveryState {
     Removed,
 }
 
+impl DeliveryState {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Sent => "sent",
+            Self::Verifying => "verifying",
+            Self::Verified => "verified",
+            Self::Failed => "failed",
+            Self::Removing => "removing",
+            Self::Removed => "removed",
+        }
+    }
+}
+
 /// A drift the periodic check found and repaired.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DriftEvent {

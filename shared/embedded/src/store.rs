@@ -743,17 +743,22 @@ impl Store for RedbStore {
                 if !update.profiles.is_empty() {
                     let mut states = tx.open_table(DEVICE_PROFILES).map_err(unavailable)?;
                     let mut by_profile = tx.open_table(PROFILE_DEVICES).map_err(unavailable)?;
+                    let mut deltas = Vec::new();
                     for p in &update.profiles {
-                        states
+                        let before = states
                             .insert(
                                 row_key(&p.device_id, &p.profile_id).as_str(),
                                 encode(p)?.as_slice(),
                             )
-                            .map_err(unavailable)?;
+                            .map_err(unavailable)?
+                            .map(|old| decode::<DeviceProfile>(old.value()))
+                            .transpose()?;
+                        deltas.extend(fleet_stats::profile_deltas(before.as_ref(), p));
                         by_profile
                             .insert(profile_device_key(&p.profile_id, &p.device_id).as_str(), ())
                             .map_err(unavailable)?;
                     }
+                    apply_counters(&tx, &deltas)?;
                 }
             }
             tx.commit().map_err(unavailable)

@@ -22,6 +22,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use tracing::info;
 use winmdm_core::commands::{ItemSpec, Verb};
+use winmdm_core::fleet_stats;
 use winmdm_core::model::{DeviceStatus, PageRequest};
 use winmdm_core::profile_engine::resend;
 use winmdm_core::profile_templates;
@@ -59,6 +60,7 @@ pub async fn route(
         (["profiles", _], _) => return Some(Ok(respond::method_not_allowed("GET, PUT, DELETE"))),
         (["profiles", id, "assignments"], &Method::POST) => assign(state, req, id).await,
         (["profiles", id, "status"], &Method::GET) => profile_status(state, req, id).await,
+        (["profiles", id, "devices"], &Method::GET) => profile_devices(state, req, id).await,
         (["profile-templates"], &Method::GET) => Ok(respond::json(
             StatusCode::OK,
             &json!({ "templates": profile_templates::templates() }),
@@ -353,11 +355,54 @@ async fn create_profile(state: &AppState, req: &Request) -> Outcome {
     Ok(respond::json(StatusCode::CREATED, &profile_json(&profile)))
 }
 
+/// Every profile, each with its maintained counts by delivery state
+/// (`winmdm_core::fleet_stats::profile_counts`): one counter read for the whole list.
 async fn list_profiles(state: &AppState) -> Outcome {
     let ps = state.store.list_profiles().await?;
+    let counters = state
+        .store
+        .read_counters(&fleet_stats::profile_ranges(None))
+        .await?;
+    let counts = fleet_stats::profile_counts(&counters);
+    let list: Vec<Value> = ps
+        .iter()
+        .map(|p| {
+            let mut v = profile_json(p);
+            v["counts"] = json!(counts.get(&p.id).cloned().unwrap_or_default());
+            v
+        })
+        .collect();
+    Ok(respond::json(StatusCode::OK, &json!({ "profiles": list })))
+}
+
+/// One profile's maintained counts by delivery state and a page of its devices' states:
+/// a bounded read whatever the number of devices (the console's profile page). Devices
+/// that have not had a session since the assignment have no state yet and are not in
+/// it; `status` counts them, at the cost of reading every targeted device.
+async fn profile_devices(state: &AppState, req: &Request, id: &str) -> Outcome {
+    let page = match query_page(req) {
+        Ok(p) => p,
+        Err(msg) => return bad(msg),
+    };
+    if state.store.get_profile(id).await?.is_none() {
+        return Ok(json_error(StatusCode::NOT_FOUND, "no such profile"));
+    }
+    let counters = state
+        .store
+        .read_counters(&fleet_stats::profile_ranges(Some(id)))
+        .await?;
+    let counts = fleet_stats::profile_counts(&counters)
+        .remove(id)
+        .unwrap_or_default();
+    let p = state.store.list_profile_devices(id, &page).await?;
     Ok(respond::json(
         StatusCode::OK,
-        &json!({ "profiles": ps.iter().map(profile_json).collect::<Vec<_>>() }),
+        &json!({
+            "profile_id": id,
+            "counts": counts,
+            "devices": p.items.iter().map(state_json).collect::<Vec<_>>(),
+            "next": p.next,
+        }),
     ))
 }
 

@@ -122,6 +122,33 @@ fn template_forms(ctx: &Ctx<'_>, action: &str, with_name: bool) -> String {
     out
 }
 
+/// A profile's device counts by state as badges (`3 verified · 1 failed`), or "none yet".
+fn state_counts(counts: Option<&Value>) -> String {
+    let mut out = String::new();
+    for (state, n) in counts
+        .and_then(Value::as_object)
+        .into_iter()
+        .flatten()
+        .filter_map(|(k, v)| Some((k, v.as_u64()?)))
+        .filter(|(_, n)| *n > 0)
+    {
+        let class = match state.as_str() {
+            "verified" => "ok",
+            "failed" => "bad",
+            _ => "neutral",
+        };
+        let _ = write!(
+            out,
+            "<span class=\"badge {class}\">{n} {}</span> ",
+            esc(state)
+        );
+    }
+    if out.is_empty() {
+        out.push_str("none yet");
+    }
+    out
+}
+
 pub async fn profiles(ctx: &Ctx<'_>, message: Option<(StatusCode, String)>) -> Response {
     let (st, v) = ctx.api(Method::GET, "/profiles", None).await;
     if !st.is_success() {
@@ -136,7 +163,8 @@ pub async fn profiles(ctx: &Ctx<'_>, message: Option<(StatusCode, String)>) -> R
     body.push_str(
         "<section class=\"card\"><table><thead><tr><th scope=\"col\">Profile</th>\
          <th scope=\"col\">Scope</th><th scope=\"col\">Revision</th>\
-         <th scope=\"col\">Assigned to</th><th scope=\"col\">Updated</th></tr></thead><tbody>",
+         <th scope=\"col\">Assigned to</th><th scope=\"col\">Devices</th>\
+         <th scope=\"col\">Updated</th></tr></thead><tbody>",
     );
     let list = v
         .get("profiles")
@@ -144,7 +172,7 @@ pub async fn profiles(ctx: &Ctx<'_>, message: Option<(StatusCode, String)>) -> R
         .cloned()
         .unwrap_or_default();
     if list.is_empty() {
-        body.push_str("<tr><td colspan=\"5\">No profiles yet.</td></tr>");
+        body.push_str("<tr><td colspan=\"6\">No profiles yet.</td></tr>");
     }
     for p in &list {
         let include = names(p.pointer("/assignment/include"));
@@ -156,7 +184,7 @@ pub async fn profiles(ctx: &Ctx<'_>, message: Option<(StatusCode, String)>) -> R
         let _ = write!(
             body,
             "<tr><td><a href=\"/console/profiles/{}\">{}</a><div class=\"sub\">{}</div></td>\
-             <td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+             <td>{}</td><td>{}</td><td>{}</td><td class=\"counts\">{}</td><td>{}</td></tr>",
             esc(&url_part(s(p, "id"))),
             esc(s(p, "name")),
             esc(s(p, "description")),
@@ -167,6 +195,7 @@ pub async fn profiles(ctx: &Ctx<'_>, message: Option<(StatusCode, String)>) -> R
             } else {
                 &assigned
             }),
+            state_counts(p.get("counts")),
             esc(&when(p.get("updated_at").and_then(Value::as_str)))
         );
     }
@@ -215,7 +244,8 @@ pub async fn profile(
     if !st.is_success() {
         return ctx.page(st, "Profile", "profiles", error_box(&api_error(&p)));
     }
-    let mut path = format!("/profiles/{pid}/status?limit=50");
+    // Maintained counts and a page of states: bounded, whatever the fleet's size.
+    let mut path = format!("/profiles/{pid}/devices?limit=50");
     if let Some(c) = q.text("cursor") {
         let _ = write!(path, "&cursor={}", url_part(c));
     }
@@ -235,13 +265,9 @@ pub async fn profile(
         p.get("revision").and_then(Value::as_u64).unwrap_or(0),
         esc(s(&p, "scope"))
     );
-    // Status counts and per-device states.
-    body.push_str("<section class=\"tiles\" aria-label=\"Status\">");
-    let _ = write!(
-        body,
-        "<div class=\"tile\"><span class=\"num\">{}</span><span class=\"label\">targeted</span></div>",
-        status.get("targeted").and_then(Value::as_u64).unwrap_or(0)
-    );
+    // Counts by state (devices that have not checked in since the assignment have no
+    // state yet) and per-device states.
+    body.push_str("<section class=\"tiles\" aria-label=\"Devices by state\">");
     if let Some(counts) = status.get("counts").and_then(Value::as_object) {
         for (k, n) in counts {
             let _ = write!(
