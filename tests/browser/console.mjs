@@ -171,7 +171,25 @@ try {
   await page.fill("#device", DEVICE);
   await Promise.all([page.waitForNavigation(), page.click("button:text-is('Add')")]);
   check((await main().innerText()).includes(DEVICE), "a device is added to a group");
+
+  // A profile from a template, assigned to that group: the managed device applies it at
+  // its next session and the maintained counts show it, on the profile and in the list.
   await page.goto(`${BASE}/console/profiles`);
+  await page.click("summary:text-is('Disable cameras')");
+  await Promise.all([page.waitForNavigation(), page.click("details[open] button:text-is('Save')")]);
+  check((await page.locator(".notice").innerText()).includes("Profile created"), "a profile is created from a template");
+  const profileUrl = page.url().split("?")[0];
+  await page.check("input[aria-label='Include laptops']");
+  await Promise.all([page.waitForNavigation(), page.click("button:text-is('Save assignment')")]);
+  let verified = false;
+  for (let i = 0; i < 60 && !verified; i++) {
+    await page.goto(profileUrl);
+    verified = (await page.locator("section.tiles").innerText()).includes("verified");
+    if (!verified) await page.waitForTimeout(500);
+  }
+  check(verified, "the profile page counts the device that verified it");
+  await page.goto(`${BASE}/console/profiles`);
+  check((await page.locator("td.counts").first().innerText()).includes("1 verified"), "and so does the profile list");
   await shot("profiles");
 
   // Remove, with the confirmation; the device acknowledges at its next session.

@@ -47,7 +47,8 @@ fn fleet_device(enrolled: winmdm_e2e::EnrolledDevice) -> FleetDevice {
     let tree = &mut d.tree;
     // What a Windows 11 machine answers to the inventory action.
     tree.add_root("./DevDetail/")
-        .add_root("./Vendor/MSFT/DeviceStatus/");
+        .add_root("./Vendor/MSFT/DeviceStatus/")
+        .add_root("./Vendor/MSFT/Policy/Config/Camera/");
     for uri in winmdm_core::commands::INVENTORY_TARGETS {
         let value = match uri.rsplit('/').next().unwrap_or("") {
             "SwV" => "10.0.22631.4460",
