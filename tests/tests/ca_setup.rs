@@ -60,6 +60,7 @@ async fn ca_setup_makes_the_kms_root_once_and_publishes_the_truststore() {
         s3: winmdm_aws::s3_client(&sdk, Some(&moto.endpoint)),
         secrets: winmdm_aws::secrets::secretsmanager_client(&sdk, None),
         store: None,
+        dynamo: None,
     };
     clients
         .s3
@@ -306,6 +307,7 @@ async fn the_answer_reaches_the_presigned_url() {
             s3: winmdm_aws::s3_client(&sdk, None),
             secrets: winmdm_aws::secrets::secretsmanager_client(&sdk, None),
             store: None,
+            dynamo: None,
         }
     };
     let resp = setup::handle(&clients_unused, &req).await;
@@ -343,6 +345,7 @@ async fn first_user_from_a_secret() {
         s3: winmdm_aws::s3_client(&sdk, Some(&moto.endpoint)),
         secrets: winmdm_aws::secrets::secretsmanager_client(&sdk, None),
         store: Some(store.clone()),
+        dynamo: None,
     };
     let secret = |value: &str| {
         let c = clients.secrets.clone();
@@ -409,4 +412,90 @@ fn uuid_like() -> String {
         std::process::id(),
         N.fetch_add(1, Ordering::Relaxed)
     )
+}
+
+/// A table written before the device listing index: the migration gives every device its
+/// listing entry and, the table having no fleet counters, counts its devices once; run
+/// again (the next deploy) it changes nothing.
+#[tokio::test]
+async fn migration_backfills_the_listing_and_counters() {
+    use aws_sdk_dynamodb::types::AttributeValue as Av;
+    use winmdm_core::store::Store as _;
+    let moto = Moto::start().await;
+    let sdk = moto.sdk_config().await;
+    let store = moto.dynamo_store("winmdm-migrate").await;
+    let raw = aws_sdk_dynamodb::Client::new(&sdk);
+    // Two devices as the previous version stored them: data, GSI1 `DEVICES`, no `LPK`.
+    for id in ["OLD-DEVICE-1", "OLD-DEVICE-2"] {
+        let d = winmdm_e2e::conformance::device(id, Some(&format!("HW-{id}")));
+        raw.put_item()
+            .table_name("winmdm-migrate")
+            .item("PK", Av::S(format!("DEV#{id}")))
+            .item("SK", Av::S("D".into()))
+            .item("data", Av::S(serde_json::to_string(&d).unwrap()))
+            .item("GSI1PK", Av::S("DEVICES".into()))
+            .item("GSI1SK", Av::S(id.into()))
+            .item("version", Av::N("3".into()))
+            .send()
+            .await
+            .unwrap();
+    }
+    assert!(
+        winmdm_core::device_listing::all(&store)
+            .await
+            .unwrap()
+            .is_empty(),
+        "not listed before the migration"
+    );
+    let clients = SetupClients {
+        kms: kms::Client::new(&sdk),
+        pca: winmdm_aws::acmpca_client(&sdk, None),
+        s3: winmdm_aws::s3_client(&sdk, Some(&moto.endpoint)),
+        secrets: winmdm_aws::secrets::secretsmanager_client(&sdk, None),
+        store: None,
+        dynamo: Some(store.clone()),
+    };
+    let mut migrate = request("Create", json!({"Schema": "2"}));
+    migrate.resource_type = "Custom::WinmdmMigrate".into();
+    let done = setup::handle(&clients, &migrate).await;
+    assert_eq!(done.status, "SUCCESS", "{}", done.reason);
+    assert_eq!(done.data["Added"], 2);
+    let listed: Vec<String> = winmdm_core::device_listing::all(&store)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|d| d.id)
+        .collect();
+    assert_eq!(listed, ["OLD-DEVICE-1", "OLD-DEVICE-2"]);
+    let counters = store
+        .read_counters(&winmdm_core::fleet_stats::overview_ranges(
+            time::OffsetDateTime::now_utc(),
+        ))
+        .await
+        .unwrap();
+    let o = winmdm_core::fleet_stats::Overview::from_counters(
+        time::OffsetDateTime::now_utc(),
+        &counters,
+    );
+    assert_eq!(o.by_status["enrolled"], 2);
+    assert_eq!(o.last_seen.never, 2);
+    // The device keeps its version: later writes conditional on it still succeed.
+    assert!(store.get_device("OLD-DEVICE-1").await.unwrap().is_some());
+
+    migrate.request_type = serde_json::from_value(json!("Update")).unwrap();
+    let again = setup::handle(&clients, &migrate).await;
+    assert_eq!(again.status, "SUCCESS", "{}", again.reason);
+    assert_eq!(again.data["Added"], 0);
+    assert_eq!(again.data["Complete"], true);
+    let counters = store
+        .read_counters(&winmdm_core::fleet_stats::overview_ranges(
+            time::OffsetDateTime::now_utc(),
+        ))
+        .await
+        .unwrap();
+    let o = winmdm_core::fleet_stats::Overview::from_counters(
+        time::OffsetDateTime::now_utc(),
+        &counters,
+    );
+    assert_eq!(o.by_status["enrolled"], 2, "counted once");
 }

@@ -158,3 +158,77 @@ async fn capacity_per_management_message() {
     }
     println!("snapshot Query, 0 / 10 / 100 open commands: {snapshot_reads:?} RRU");
 }
+
+/// A profile's device states are spread over 16 GSI1 keys; records written before that
+/// (under the one `PDEV#<profile>` key) are still listed, once, in device order, across
+/// pages.
+#[tokio::test]
+async fn profile_states_list_across_shards_and_the_older_key() {
+    use aws_sdk_dynamodb::types::AttributeValue as Av;
+    use winmdm_core::model::PageRequest;
+    use winmdm_core::profiles::DeviceProfile;
+    use winmdm_core::session::{DevicePatch, ManagementUpdate, SessionWrite};
+    let moto = Moto::start().await;
+    let store = moto.dynamo_store("t-pdev").await;
+    let now = time::OffsetDateTime::now_utc();
+    let mut want = Vec::new();
+    for i in 0..20 {
+        let id = format!("PD-{i:02}");
+        store
+            .commit_enrollment(&winmdm_core::store::EnrollmentCommit {
+                device: winmdm_e2e::conformance::device(&id, Some(&format!("HW-PD{i}"))),
+                token: None,
+            })
+            .await
+            .unwrap();
+        store
+            .save_management(&ManagementUpdate {
+                device_id: id.clone(),
+                device: DevicePatch::default(),
+                session: SessionWrite::Keep,
+                commands: vec![],
+                profiles: vec![DeviceProfile::new(&id, "P-SHARDED", 1, now)],
+            })
+            .await
+            .unwrap();
+        want.push(id);
+    }
+    // One record as the previous release wrote it.
+    let old = DeviceProfile::new("PD-OLD", "P-SHARDED", 1, now);
+    aws_sdk_dynamodb::Client::new(&moto.sdk_config().await)
+        .put_item()
+        .table_name("t-pdev")
+        .item("PK", Av::S("DEV#PD-OLD".into()))
+        .item("SK", Av::S("P#P-SHARDED".into()))
+        .item("data", Av::S(serde_json::to_string(&old).unwrap()))
+        .item("GSI1PK", Av::S("PDEV#P-SHARDED".into()))
+        .item("GSI1SK", Av::S("PD-OLD".into()))
+        .send()
+        .await
+        .unwrap();
+    want.push("PD-OLD".into());
+    let mut listed = Vec::new();
+    let mut after = None;
+    loop {
+        let page = store
+            .list_profile_devices("P-SHARDED", &PageRequest::new(after, Some(6)))
+            .await
+            .unwrap();
+        assert!(page.items.len() <= 6);
+        listed.extend(page.items.into_iter().map(|s| s.device_id));
+        match page.next {
+            Some(n) => after = Some(n),
+            None => break,
+        }
+    }
+    assert_eq!(listed, want);
+    assert!(
+        store
+            .list_profile_devices(
+                "P-SHARDED",
+                &PageRequest::new(Some("nonsense".into()), None)
+            )
+            .await
+            .is_err()
+    );
+}

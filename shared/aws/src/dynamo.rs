@@ -15,7 +15,7 @@
 //! | open command | `DEV#<id>` | `C#<command id>` | GSI1: `CMDS#<id>` / command id |
 //! | settled command | `DEV#<id>` | `X#<command id>` | GSI1: `CMDS#<id>` / command id |
 //! | session | `DEV#<id>` | `S#<session id>` | `expires` |
-//! | profile state on a device | `DEV#<id>` | `P#<profile id>` | GSI1: `PDEV#<profile id>` / device id |
+//! | profile state on a device | `DEV#<id>` | `P#<profile id>` | GSI1: `PDEV#<profile id>#<0…15>` / device id |
 //! | spent sign-in token | `TOKEN#<id>` | `TOKEN` | `expires` |
 //! | profile | `PROFILE#<id>` | `PROFILE` | GSI1: `PROFILES` / id; `version` for conditional updates |
 //! | profile name (uniqueness) | `PNAME#<lower-cased name>` | `PNAME` | `profile_id` |
@@ -44,7 +44,8 @@
 //! - a group's devices page by page: Query `GMEM#group` (strongly consistent). The items
 //!   are written and deleted in the transaction that changes a device's `groups`
 //!   (`save_management`, `commit_enrollment`), as for `UBLOCK#`.
-//! - one profile's state on every device, page by page: Query GSI1 `PDEV#profile id`.
+//! - one profile's state on every device, page by page: Query GSI1 `PDEV#<profile id>#0…15`
+//!   (and the unsharded `PDEV#<profile id>` of older records) concurrently, merged.
 //!
 //! Multi-item changes are transactions: enrollment (token, device, HWDevID index, the
 //! replaced device, group members), command settlement (open → settled) with the session,
@@ -88,6 +89,19 @@ const GSI1: &str = "GSI1";
 pub const MAX_TRANSACTION_ITEMS: usize = 100;
 /// Attempts at an optimistic read-modify-write before giving up.
 const MAX_ATTEMPTS: u32 = 12;
+
+/// What a [`DynamoStore::backfill_listing`] run did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Backfill {
+    /// Listing entries added.
+    pub added: usize,
+    /// Whether the whole table was read before the deadline.
+    pub complete: bool,
+    /// Devices read (when complete).
+    pub devices: usize,
+    /// Whether the fleet counters were counted from scratch.
+    pub counted: bool,
+}
 
 /// What `load_management` read of a device, kept for the message's `save_management`.
 #[derive(Clone, Debug)]
@@ -282,24 +296,40 @@ async fn read_listing_run(
     })
 }
 
+/// Partition keys of one profile's device states in GSI1 (`PDEV#<profile>#<n>`), chosen
+/// by device: rolling a profile out to a million devices polling every 15 minutes writes
+/// ≈ 2,800 KB of state a second, nearly 3× one partition's limit; 16 keys take ≈ 175 each.
+/// Records written before the sharding keep `PDEV#<profile>` until their next write.
+const PROFILE_STATE_SHARDS: u32 = 16;
+
+fn profile_state_pk(profile_id: &str, device_id: &str) -> String {
+    format!(
+        "PDEV#{profile_id}#{}",
+        winmdm_core::device_listing::shard_of(device_id, PROFILE_STATE_SHARDS)
+    )
+}
+
 /// How long the overview's failure notes are kept (TTL).
 const FAILURE_NOTE_DAYS: i64 = 30;
 /// Days of failure notes the overview looks back over.
 const FAILURE_LOOKBACK_DAYS: i64 = 7;
 
-fn failures_pk(day: time::Date) -> String {
+/// Partition keys per day of failure notes, chosen by device. A mass action that fails on
+/// a million devices polling every 15 minutes writes ≈ 1,100 notes a second: one key
+/// would be over DynamoDB's 1,000 writes a second per partition; 8 take ≈ 140 each.
+const FAILURE_SHARDS: u32 = 8;
+
+fn failures_pk(day: time::Date, shard: u32) -> String {
     format!(
-        "FAILS#{:04}-{:02}-{:02}",
+        "FAILS#{:04}-{:02}-{:02}#{shard}",
         day.year(),
         u8::from(day.month()),
         day.day()
     )
 }
 
-/// The note of a failed command: `FAILS#<UTC day>` / `<epoch ns>#<device>#<command>`,
-/// expiring after [`FAILURE_NOTE_DAYS`]. One partition per day takes every failure of
-/// the fleet that day: commands are sent by operators, so that is far below a
-/// partition's 1,000 writes a second even when a mass action fails everywhere.
+/// The note of a failed command: `FAILS#<UTC day>#<shard>` / `<epoch ns>#<device>#<command>`,
+/// expiring after [`FAILURE_NOTE_DAYS`].
 fn failure_note_item(c: &QueuedCommand) -> Result<Item, StoreError> {
     let note = FailedCommandNote::of(c);
     let at = note.failed_at.to_offset(time::UtcOffset::UTC);
@@ -309,7 +339,8 @@ fn failure_note_item(c: &QueuedCommand) -> Result<Item, StoreError> {
         c.device_id,
         c.id
     );
-    let mut item = record(failures_pk(at.date()), sk, &note)?;
+    let shard = winmdm_core::device_listing::shard_of(&c.device_id, FAILURE_SHARDS);
+    let mut item = record(failures_pk(at.date(), shard), sk, &note)?;
     item.insert(
         "expires".into(),
         n((at + time::Duration::days(FAILURE_NOTE_DAYS)).unix_timestamp()),
@@ -900,7 +931,10 @@ impl DynamoStore {
 
     fn profile_state_item(&self, p: &DeviceProfile) -> Result<Item, StoreError> {
         let mut item = record(dev_pk(&p.device_id), format!("P#{}", p.profile_id), p)?;
-        item.insert("GSI1PK".into(), s(format!("PDEV#{}", p.profile_id)));
+        item.insert(
+            "GSI1PK".into(),
+            s(profile_state_pk(&p.profile_id, &p.device_id)),
+        );
         item.insert("GSI1SK".into(), s(p.device_id.clone()));
         Ok(item)
     }
@@ -912,6 +946,100 @@ impl DynamoStore {
         item.insert("LS".into(), s(summary_json(d)?));
         item.insert("version".into(), n(version));
         Ok(item)
+    }
+
+    /// Migrates a table written before the `LIST` index: gives every device item that has
+    /// no listing entry yet (`LPK`) its entry, and, if the table has no fleet counters
+    /// yet and the whole table was read, counts its devices once. Run by the stack on
+    /// deploy (`Custom::WinmdmMigrate`), never on a request path: it is the one place that
+    /// Scans, a page at a time, and it writes each entry with a condition on the item's
+    /// version, so a device written meanwhile keeps what its own write made (which
+    /// includes the entry). It stops at `deadline` (a deploy must not wait on a large
+    /// table): devices not reached get their entry at their next check-in.
+    pub async fn backfill_listing(
+        &self,
+        deadline: std::time::Instant,
+    ) -> Result<Backfill, StoreError> {
+        let mut out = Backfill::default();
+        let mut devices: Vec<Device> = Vec::new();
+        let mut start = None;
+        loop {
+            if std::time::Instant::now() >= deadline {
+                out.complete = false;
+                return Ok(out);
+            }
+            let page = self
+                .client
+                .scan()
+                .table_name(&self.table)
+                .filter_expression("SK = :d")
+                .expression_attribute_values(":d", s("D"))
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(unavailable)?;
+            let mut missing = Vec::new();
+            for item in page.items() {
+                let device: Device = data(item)?;
+                if !item.contains_key("LPK") {
+                    missing.push((num_attr(item, "version").unwrap_or(0), device.clone()));
+                }
+                devices.push(device);
+            }
+            // 32 conditional updates at a time.
+            for chunk in missing.chunks(32) {
+                let mut updates = tokio::task::JoinSet::new();
+                for (version, device) in chunk {
+                    let update = self
+                        .client
+                        .update_item()
+                        .table_name(&self.table)
+                        .set_key(Some(key(dev_pk(&device.id), "D")))
+                        .update_expression("SET LPK = :lpk, LSK = :lsk, LS = :ls")
+                        .condition_expression(
+                            "attribute_not_exists(LPK) AND (attribute_not_exists(version) OR version = :v)",
+                        )
+                        .expression_attribute_values(":lpk", s(listing_pk(&device.id)))
+                        .expression_attribute_values(":lsk", s(device.id.clone()))
+                        .expression_attribute_values(":ls", s(summary_json(device)?))
+                        .expression_attribute_values(":v", n(*version));
+                    updates.spawn(async move { update.send().await });
+                }
+                while let Some(r) = updates.join_next().await {
+                    match r.map_err(|e| StoreError::Unavailable(format!("backfill: {e}")))? {
+                        Ok(_) => out.added += 1,
+                        // Written meanwhile: that write gave it its entry.
+                        Err(e)
+                            if e.as_service_error()
+                                .is_some_and(|se| se.is_conditional_check_failed_exception()) => {}
+                        Err(e) => return Err(unavailable(e)),
+                    }
+                }
+            }
+            match page.last_evaluated_key() {
+                Some(k) => start = Some(k.clone()),
+                None => break,
+            }
+        }
+        out.complete = true;
+        out.devices = devices.len();
+        // Fleet counters for a table that has none, counted from the devices just read.
+        // A device written during the scan may end an hour off in the check-in counts,
+        // which age out within 7 days (see `fleet_stats`).
+        let counted = self
+            .read_counters(&[winmdm_core::fleet_stats::KeyRange {
+                from: "status:".into(),
+                to: "status;".into(),
+            }])
+            .await?;
+        if counted.is_empty() && !devices.is_empty() {
+            for d in &devices {
+                let deltas = winmdm_core::fleet_stats::deltas(&[], Some(d), false);
+                self.add_counters(&d.id, &deltas).await;
+            }
+            out.counted = true;
+        }
+        Ok(out)
     }
 
     /// Counts the listing index's write for a device write that changes its summary
@@ -1203,26 +1331,42 @@ impl Store for DynamoStore {
         limit: usize,
     ) -> Result<Vec<FailedCommandNote>, StoreError> {
         let today = OffsetDateTime::now_utc().date();
+        let limit = limit.clamp(1, 100);
         let mut out: Vec<FailedCommandNote> = Vec::new();
         for back in 0..FAILURE_LOOKBACK_DAYS {
             if out.len() >= limit {
                 break;
             }
             let day = today - time::Duration::days(back);
-            let r = self
-                .client
-                .query()
-                .table_name(&self.table)
-                .key_condition_expression("PK = :p")
-                .expression_attribute_values(":p", s(failures_pk(day)))
-                .scan_index_forward(false)
-                .limit(i32::try_from(limit).unwrap_or(100).clamp(1, 100))
-                .send()
-                .await
-                .map_err(unavailable)?;
-            for item in r.items() {
-                let note: FailedCommandNote = data(item)?;
-                if !out.iter().any(|n| n.command_id == note.command_id) && out.len() < limit {
+            // The day's shards, concurrently; each newest first, merged below.
+            let mut tasks = tokio::task::JoinSet::new();
+            for shard in 0..FAILURE_SHARDS {
+                let q = self
+                    .client
+                    .query()
+                    .table_name(&self.table)
+                    .key_condition_expression("PK = :p")
+                    .expression_attribute_values(":p", s(failures_pk(day, shard)))
+                    .scan_index_forward(false)
+                    .limit(limit as i32);
+                tasks.spawn(async move { q.send().await });
+            }
+            let mut day_notes: Vec<FailedCommandNote> = Vec::new();
+            while let Some(done) = tasks.join_next().await {
+                let r = done
+                    .map_err(|e| StoreError::Unavailable(format!("failure notes: {e}")))?
+                    .map_err(unavailable)?;
+                for item in r.items() {
+                    day_notes.push(data(item)?);
+                }
+            }
+            day_notes.sort_by(|a, b| {
+                b.failed_at
+                    .cmp(&a.failed_at)
+                    .then_with(|| b.command_id.cmp(&a.command_id))
+            });
+            for note in day_notes {
+                if out.len() < limit && !out.iter().any(|n| n.command_id == note.command_id) {
                     out.push(note);
                 }
             }
@@ -1759,7 +1903,61 @@ impl Store for DynamoStore {
         profile_id: &str,
         page: &PageRequest,
     ) -> Result<Page<DeviceProfile>, StoreError> {
-        self.query_page(&format!("PDEV#{profile_id}"), page).await
+        let after = match &page.after {
+            Some(c) => Some(
+                c.strip_prefix("p.")
+                    .and_then(|b| B64URL.decode(b).ok())
+                    .and_then(|b| String::from_utf8(b).ok())
+                    .ok_or_else(|| StoreError::Corrupt("invalid page cursor".into()))?,
+            ),
+            None => None,
+        };
+        // Every run of the profile's states (and the unsharded key of records written
+        // before the sharding), each from the cursor on, concurrently; the page is the
+        // first `limit` of their union in device order.
+        let mut keys: Vec<String> = (0..PROFILE_STATE_SHARDS)
+            .map(|n| format!("PDEV#{profile_id}#{n}"))
+            .collect();
+        keys.push(format!("PDEV#{profile_id}"));
+        let mut tasks = tokio::task::JoinSet::new();
+        for k in keys {
+            let mut q = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .index_name(GSI1)
+                .expression_attribute_values(":p", s(k))
+                .limit(page.limit as i32);
+            q = match &after {
+                Some(a) => q
+                    .key_condition_expression("GSI1PK = :p AND GSI1SK > :a")
+                    .expression_attribute_values(":a", s(a.clone())),
+                None => q.key_condition_expression("GSI1PK = :p"),
+            };
+            tasks.spawn(async move { q.send().await });
+        }
+        let mut states: Vec<DeviceProfile> = Vec::new();
+        let mut more = false;
+        while let Some(done) = tasks.join_next().await {
+            let r = done
+                .map_err(|e| StoreError::Unavailable(format!("profile states: {e}")))?
+                .map_err(unavailable)?;
+            more |= r.last_evaluated_key().is_some();
+            for item in r.items() {
+                states.push(data(item)?);
+            }
+        }
+        states.sort_by(|a, b| a.device_id.cmp(&b.device_id));
+        more |= states.len() > page.limit;
+        states.truncate(page.limit);
+        let next = match states.last() {
+            Some(last) if more => Some(format!("p.{}", B64URL.encode(&last.device_id))),
+            _ => None,
+        };
+        Ok(Page {
+            items: states,
+            next,
+        })
     }
 
     async fn enqueue_command(&self, command: &QueuedCommand) -> Result<(), StoreError> {

@@ -9,6 +9,10 @@
 //!   enrolled device).
 //! - `CaMode: pca`: the truststore is ACM PCA's CA certificate and chain.
 //!
+//! `Custom::WinmdmMigrate` brings a table written by an earlier version up to date
+//! (`DynamoStore::backfill_listing`): its `Schema` property changes when a release needs
+//! it, which makes CloudFormation run it again on that deploy.
+//!
 //! A second resource type, `Custom::WinmdmFirstUser`, creates the first enrollment user
 //! from a UPN and a Secrets Manager secret holding the password (never a template
 //! parameter), once: an existing user is left as it is.
@@ -129,6 +133,8 @@ pub struct SetupClients {
     pub s3: aws_sdk_s3::Client,
     pub secrets: aws_sdk_secretsmanager::Client,
     pub store: Option<std::sync::Arc<dyn winmdm_core::store::Store>>,
+    /// The same table, for the migrations (`Custom::WinmdmMigrate`).
+    pub dynamo: Option<crate::DynamoStore>,
 }
 
 /// Runs one request; the response to send to CloudFormation, whatever happened (a
@@ -147,6 +153,36 @@ pub async fn handle(clients: &SetupClients, req: &CustomResourceRequest) -> Cust
         logical_resource_id: req.logical_resource_id.clone(),
         data,
     };
+    if req.resource_type == "Custom::WinmdmMigrate" {
+        if req.request_type == RequestType::Delete {
+            return respond("SUCCESS", "nothing to undo".into(), Value::Null);
+        }
+        let Some(dynamo) = &clients.dynamo else {
+            return respond(
+                "FAILED",
+                "no table to migrate (WINMDM_TABLE)".into(),
+                Value::Null,
+            );
+        };
+        // Well inside the function's 15 minutes, so CloudFormation always gets an answer.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(600);
+        return match dynamo.backfill_listing(deadline).await {
+            Ok(b) => respond(
+                "SUCCESS",
+                if b.complete {
+                    format!("{} devices added to the listing of {}", b.added, b.devices)
+                } else {
+                    format!(
+                        "{} devices added to the listing before the time limit; the rest \
+                         are added at their next check-in",
+                        b.added
+                    )
+                },
+                serde_json::json!({ "Added": b.added, "Complete": b.complete }),
+            ),
+            Err(e) => respond("FAILED", e.to_string(), Value::Null),
+        };
+    }
     if req.resource_type == "Custom::WinmdmFirstUser" {
         if req.request_type == RequestType::Delete {
             return respond(

@@ -13,18 +13,19 @@ use crate::logging;
 pub async fn run() -> Result<(), lambda_http::Error> {
     logging::init();
     let sdk = winmdm_aws::sdk_config(None, None).await;
-    let store = std::env::var("WINMDM_TABLE").ok().map(|table| {
-        std::sync::Arc::new(winmdm_aws::DynamoStore::new(
-            winmdm_aws::dynamodb_client(&sdk, None),
-            table,
-        )) as std::sync::Arc<dyn winmdm_core::store::Store>
-    });
+    let dynamo = std::env::var("WINMDM_TABLE")
+        .ok()
+        .map(|table| winmdm_aws::DynamoStore::new(winmdm_aws::dynamodb_client(&sdk, None), table));
+    let store = dynamo
+        .clone()
+        .map(|d| std::sync::Arc::new(d) as std::sync::Arc<dyn winmdm_core::store::Store>);
     let clients: &'static SetupClients = Box::leak(Box::new(SetupClients {
         kms: winmdm_aws::kms_client(&sdk, None),
         pca: winmdm_aws::acmpca_client(&sdk, None),
         s3: winmdm_aws::s3_client(&sdk, None),
         secrets: winmdm_aws::secrets::secretsmanager_client(&sdk, None),
         store,
+        dynamo,
     }));
     lambda_runtime::run(service_fn(
         move |event: LambdaEvent<CustomResourceRequest>| async move {
