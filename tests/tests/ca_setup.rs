@@ -467,35 +467,47 @@ async fn migration_backfills_the_listing_and_counters() {
         .map(|d| d.id)
         .collect();
     assert_eq!(listed, ["OLD-DEVICE-1", "OLD-DEVICE-2"]);
-    let counters = store
-        .read_counters(&winmdm_core::fleet_stats::overview_ranges(
-            time::OffsetDateTime::now_utc(),
-        ))
-        .await
-        .unwrap();
-    let o = winmdm_core::fleet_stats::Overview::from_counters(
-        time::OffsetDateTime::now_utc(),
-        &counters,
-    );
+    let o = overview(&store).await;
     assert_eq!(o.by_status["enrolled"], 2);
     assert_eq!(o.last_seen.never, 2);
-    // The device keeps its version: later writes conditional on it still succeed.
-    assert!(store.get_device("OLD-DEVICE-1").await.unwrap().is_some());
+    // A device write after the migration (conditional on the version it kept) succeeds
+    // and moves the device in the listing and the counters.
+    let seen = time::OffsetDateTime::now_utc();
+    store
+        .save_management(&winmdm_core::session::ManagementUpdate {
+            device_id: "OLD-DEVICE-1".into(),
+            device: winmdm_core::session::DevicePatch {
+                last_seen_at: Some(seen),
+                ..Default::default()
+            },
+            session: winmdm_core::session::SessionWrite::Keep,
+            commands: vec![],
+            profiles: vec![],
+        })
+        .await
+        .unwrap();
+    let first = &winmdm_core::device_listing::all(&store).await.unwrap()[0];
+    assert_eq!(
+        first.last_seen_at.map(|t| t.unix_timestamp()),
+        Some(seen.unix_timestamp())
+    );
+    assert_eq!(overview(&store).await.last_seen.never, 1);
 
     migrate.request_type = serde_json::from_value(json!("Update")).unwrap();
     let again = setup::handle(&clients, &migrate).await;
     assert_eq!(again.status, "SUCCESS", "{}", again.reason);
     assert_eq!(again.data["Added"], 0);
     assert_eq!(again.data["Complete"], true);
+    let o = overview(&store).await;
+    assert_eq!(o.by_status["enrolled"], 2, "counted once");
+}
+
+async fn overview(store: &winmdm_aws::DynamoStore) -> winmdm_core::fleet_stats::Overview {
+    use winmdm_core::store::Store as _;
+    let now = time::OffsetDateTime::now_utc();
     let counters = store
-        .read_counters(&winmdm_core::fleet_stats::overview_ranges(
-            time::OffsetDateTime::now_utc(),
-        ))
+        .read_counters(&winmdm_core::fleet_stats::overview_ranges(now))
         .await
         .unwrap();
-    let o = winmdm_core::fleet_stats::Overview::from_counters(
-        time::OffsetDateTime::now_utc(),
-        &counters,
-    );
-    assert_eq!(o.by_status["enrolled"], 2, "counted once");
+    winmdm_core::fleet_stats::Overview::from_counters(now, &counters)
 }
