@@ -73,6 +73,15 @@ fn console(c: &mut Criterion) {
     for (name, path) in [
         ("overview", "/console/overview".to_owned()),
         ("device list, first page", "/console/devices".to_owned()),
+        // A search no device matches examines every summary (within the budget).
+        (
+            "device list, search with no match",
+            "/console/devices?q=no-such-device".to_owned(),
+        ),
+        (
+            "device list, sorted by last check-in",
+            "/console/devices?sort=last_seen&order=desc".to_owned(),
+        ),
         ("device page", "/console/devices/DEV000042".to_owned()),
     ] {
         let probe = rt.block_on(winmdm_http::router::dispatch(
