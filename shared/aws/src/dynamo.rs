@@ -1052,13 +1052,17 @@ impl DynamoStore {
         if before.is_some_and(|b| DeviceSummary::of(b) == DeviceSummary::of(after)) {
             return Ok(());
         }
-        let entry = ["PK", "SK", "LPK", "LSK", "LS"];
-        let item = self.device_item(after, 0)?;
-        let size: usize = item
-            .iter()
-            .filter(|(k, _)| entry.contains(&k.as_str()))
-            .map(|(k, v)| k.len() + v.as_s().map_or(0, String::len))
-            .sum();
+        // The projected entry: the table keys, the index keys and `LS` (names + values).
+        let size = "PK".len()
+            + dev_pk(&after.id).len()
+            + "SK".len()
+            + "D".len()
+            + "LPK".len()
+            + listing_pk(&after.id).len()
+            + "LSK".len()
+            + after.id.len()
+            + "LS".len()
+            + summary_json(after)?.len();
         self.capacity.lock().expect("capacity lock").write_units += kb(size);
         Ok(())
     }
