@@ -176,7 +176,7 @@ async fn enroll_and_manage_on_dynamodb_and_a_kms_ca() {
     let resp = s.http.soap(&s.enroll_url(), &msg).await;
     let enrolled = EnrolledDevice::from_response(device, &resp);
     assert_eq!(
-        winmdm_aws::pca::pem_certificates(&made),
+        winmdm_aws::pem_certificates(&made),
         vec![enrolled.provisioned.root_der.clone()],
         "the provisioning doc installs the root made through KMS"
     );

@@ -95,7 +95,7 @@ async fn ca_setup_makes_the_kms_root_once_and_publishes_the_truststore() {
         pem,
         "the truststore is the root"
     );
-    let der = winmdm_aws::pca::pem_certificates(&pem).pop().unwrap();
+    let der = winmdm_core::ca::pem_certificates(&pem).pop().unwrap();
     let (_, root) = X509Certificate::from_der(&der).unwrap();
     root.verify_signature(None)
         .expect("self-signed through KMS");
@@ -182,7 +182,7 @@ async fn ca_setup_makes_the_kms_root_once_and_publishes_the_truststore() {
     let repaired = setup::handle(&clients, &request("Update", props(&key))).await;
     assert_eq!(repaired.status, "SUCCESS", "{}", repaired.reason);
     let repaired_pem = repaired.data["CertificatePem"].as_str().unwrap().to_owned();
-    let repaired_der = winmdm_aws::pca::pem_certificates(&repaired_pem)
+    let repaired_der = winmdm_core::ca::pem_certificates(&repaired_pem)
         .pop()
         .unwrap();
     let (_, repaired_root) = X509Certificate::from_der(&repaired_der).unwrap();
@@ -233,8 +233,8 @@ async fn ca_setup_makes_the_kms_root_once_and_publishes_the_truststore() {
         .certificate
         .unwrap();
     assert_eq!(
-        winmdm_aws::pca::pem_certificates(&truststore(&clients.s3).await),
-        winmdm_aws::pca::pem_certificates(&pca_cert)
+        winmdm_core::ca::pem_certificates(&truststore(&clients.s3).await),
+        winmdm_core::ca::pem_certificates(&pca_cert)
     );
 
     // Bad properties fail with the reason (CloudFormation shows it); Delete keeps all.

@@ -17,14 +17,16 @@ const CLIENT_ID: &str = "winmdm-console";
 async fn setup(admins: &[&str]) -> (Harness, StandInProvider) {
     let idp = StandInProvider::start(CLIENT_ID).await;
     let mut h = Harness::new(AdminAuth::Gateway);
-    h.state.enable_oidc_console(OidcSettings {
-        issuer: idp.issuer.clone(),
-        client_id: CLIENT_ID.into(),
-        client_secret: None,
-        redirect_uri: "https://admin.example.com/console/oidc/callback".into(),
-        admins: admins.iter().map(|a| a.to_string()).collect(),
-        jwks_refetch_interval: Duration::from_secs(2),
-    });
+    h.state
+        .enable_oidc_console(OidcSettings {
+            issuer: idp.issuer.clone(),
+            client_id: CLIENT_ID.into(),
+            client_secret: None,
+            redirect_uri: "https://admin.example.com/console/oidc/callback".into(),
+            admins: admins.iter().map(|a| a.to_string()).collect(),
+            jwks_refetch_interval: Duration::from_secs(2),
+        })
+        .unwrap();
     (h, idp)
 }
 

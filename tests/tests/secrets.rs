@@ -1,6 +1,7 @@
-//! The sign-in token key read from Secrets Manager (moto) at start, as the functions that
-//! issue and accept sign-in tokens do on AWS: `WINMDM_TOKEN_KEY_SECRET_ARN` names the
-//! secret, so the key itself is never in a function's configuration.
+//! The sign-in token key read from Secrets Manager (moto), as the functions that issue and
+//! accept sign-in tokens do on AWS: `WINMDM_TOKEN_KEY_SECRET_ARN` names the secret, so the
+//! key itself is never in a function's configuration. It is read when a token is first
+//! issued or checked, not at start (a function starts without calling AWS).
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -8,6 +9,7 @@ use std::path::Path;
 use base64::Engine as _;
 use time::OffsetDateTime;
 use winmdm_aws::aws_sdk_secretsmanager as sm;
+use winmdm_core::enrollment::EnrollError;
 use winmdm_core::model::User;
 use winmdm_core::password::hash_password;
 use winmdm_core::token::TokenSigner;
@@ -33,6 +35,11 @@ async fn state(vars: &[(&str, &str)]) -> Result<AppState, InitError> {
 
 /// Signs `UPN` in through the state and returns the token its key signed.
 async fn sign_in(state: &AppState) -> String {
+    try_sign_in(state).await.unwrap()
+}
+
+/// Creates `UPN` and signs in as it.
+async fn try_sign_in(state: &AppState) -> Result<String, EnrollError> {
     state
         .store
         .create_user(&User {
@@ -42,7 +49,7 @@ async fn sign_in(state: &AppState) -> String {
         })
         .await
         .unwrap();
-    state.enrollment.sign_in(UPN, PASSWORD, None).await.unwrap()
+    state.enrollment.sign_in(UPN, PASSWORD, None).await
 }
 
 fn verifies(key: &[u8], token: &str) -> bool {
@@ -117,7 +124,8 @@ async fn token_key_from_secrets_manager() {
     assert!(verifies(&raw, &sign_in(&s).await));
     drop(s);
 
-    // Missing, unreadable, too short: the function does not start.
+    // Missing, unreadable, too short: the function starts (it calls nothing at start),
+    // and every sign-in is refused with the reason until the secret is readable.
     let short = create("winmdm-token-key-short")
         .secret_string(base64::engine::general_purpose::STANDARD.encode([1u8; 16]))
         .send()
@@ -132,23 +140,51 @@ async fn token_key_from_secrets_manager() {
         .unwrap()
         .arn
         .unwrap();
-    let missing = arn.replace("winmdm-token-key", "winmdm-no-such-secret");
+    // A secret name works as well as its ARN; this one does not exist yet.
+    let missing = "winmdm-token-key-later".to_owned();
     for (bad, expect) in [
         (missing.as_str(), "cannot read secret"),
         (short.as_str(), "at least 32 bytes"),
         (garbage.as_str(), "not base64"),
     ] {
         let dir = tempfile::tempdir().unwrap();
-        let err = state(&[
+        let s = state(&[
             ("WINMDM_DATA_DIR", dir_str(dir.path())),
             ("WINMDM_TOKEN_KEY_SECRET_ARN", bad),
             ("WINMDM_SECRETSMANAGER_ENDPOINT", &moto.endpoint),
         ])
         .await
-        .err()
-        .unwrap_or_else(|| panic!("{bad}: started"));
+        .unwrap_or_else(|e| panic!("{bad}: did not start: {e}"));
+        let err = try_sign_in(&s).await.expect_err("no key, no token");
+        assert!(
+            matches!(err, EnrollError::KeyUnavailable(_)),
+            "{bad}: {err:?}"
+        );
         assert!(err.to_string().contains(expect), "{bad}: {err}");
+        if bad == missing {
+            // A failed read is not kept: once the secret exists, the next sign-in reads it.
+            create("winmdm-token-key-later")
+                .secret_string(text)
+                .send()
+                .await
+                .unwrap();
+            let token = s.enrollment.sign_in(UPN, PASSWORD, None).await.unwrap();
+            assert!(verifies(&key, &token));
+        }
     }
+
+    // Secrets Manager unreachable: the function still starts; the sign-in says why.
+    let dir = tempfile::tempdir().unwrap();
+    let s = state(&[
+        ("WINMDM_DATA_DIR", dir_str(dir.path())),
+        ("WINMDM_TOKEN_KEY_SECRET_ARN", &arn),
+        ("WINMDM_SECRETSMANAGER_ENDPOINT", "http://127.0.0.1:1"),
+    ])
+    .await
+    .expect("starts without calling Secrets Manager");
+    let err = try_sign_in(&s).await.unwrap_err();
+    assert!(err.to_string().contains("cannot read secret"), "{err}");
+    drop(s);
 
     // WINMDM_TOKEN_KEY still works (local and development use).
     let dir = tempfile::tempdir().unwrap();

@@ -83,7 +83,7 @@ fn enrollment_service(
         store,
         ca,
         Arc::new(SystemClock),
-        TokenSigner::new(key, Duration::minutes(15)).unwrap(),
+        winmdm_core::token::TokenKey::given(key, Duration::minutes(15)).unwrap(),
     )
 }
 

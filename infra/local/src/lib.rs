@@ -768,7 +768,7 @@ async fn kms_ca(
 ) -> Result<winmdm_http::state::KmsCaConfig, LocalError> {
     let ca_der = match std::fs::read_to_string(path) {
         Ok(pem) => {
-            let mut certs = winmdm_aws::pca::pem_certificates(&pem);
+            let mut certs = winmdm_aws::pem_certificates(&pem);
             match (certs.pop(), certs.is_empty()) {
                 (Some(der), true) => der,
                 _ => {

@@ -427,7 +427,7 @@ impl KmsCa {
                     .await
                     .map_err(|e| CaError::Unavailable(e.to_string()))?
                     .into_bytes();
-                let mut certs = crate::pca::pem_certificates(&String::from_utf8_lossy(&bytes));
+                let mut certs = crate::pem_certificates(&String::from_utf8_lossy(&bytes));
                 let der = match (certs.pop(), certs.is_empty()) {
                     (Some(der), true) => der,
                     _ => {

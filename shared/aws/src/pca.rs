@@ -46,23 +46,7 @@ impl std::fmt::Debug for PcaCa {
     }
 }
 
-/// All certificates in a PEM bundle, as DER.
-pub fn pem_certificates(pem: &str) -> Vec<Vec<u8>> {
-    let begin = "-----BEGIN CERTIFICATE-----";
-    let end = "-----END CERTIFICATE-----";
-    let mut out = Vec::new();
-    let mut rest = pem;
-    while let Some(b) = rest.find(begin) {
-        let after = &rest[b + begin.len()..];
-        let Some(e) = after.find(end) else { break };
-        let body: String = after[..e].chars().filter(|c| !c.is_whitespace()).collect();
-        if let Ok(der) = B64.decode(body) {
-            out.push(der);
-        }
-        rest = &after[e + end.len()..];
-    }
-    out
-}
+use crate::pem_certificates;
 
 fn csr_pem(der: &[u8]) -> String {
     let b64 = B64.encode(der);

@@ -28,7 +28,7 @@ use time::Duration;
 use winmdm_core::ca::CaError;
 
 use crate::kms_ca;
-use crate::pca::pem_certificates;
+use crate::pem_certificates;
 
 /// A CloudFormation custom resource request (the fields winmdm uses).
 #[derive(Debug, Clone, Deserialize)]

@@ -127,3 +127,23 @@ pub trait CertificateAuthority: Send + Sync {
     async fn chain(&self) -> Result<std::sync::Arc<CaChain>, CaError>;
     async fn issue(&self, request: &IssueRequest<'_>) -> Result<IssuedCertificate, CaError>;
 }
+
+/// All certificates in a PEM bundle, as DER (anything between the markers that is not
+/// base64 is skipped).
+pub fn pem_certificates(pem: &str) -> Vec<Vec<u8>> {
+    use base64::Engine as _;
+    let begin = "-----BEGIN CERTIFICATE-----";
+    let end = "-----END CERTIFICATE-----";
+    let mut out = Vec::new();
+    let mut rest = pem;
+    while let Some(b) = rest.find(begin) {
+        let after = &rest[b + begin.len()..];
+        let Some(e) = after.find(end) else { break };
+        let body: String = after[..e].chars().filter(|c| !c.is_whitespace()).collect();
+        if let Ok(der) = base64::engine::general_purpose::STANDARD.decode(body) {
+            out.push(der);
+        }
+        rest = &after[e + end.len()..];
+    }
+    out
+}

@@ -47,7 +47,7 @@ use crate::pkcs7::{Pkcs7Error, verify_signed_data};
 use crate::session::{CertificateSwitch, DevicePatch, ManagementUpdate, SessionWrite};
 use crate::store::{ConsumedToken, EnrollmentCommit, Store, StoreError};
 use crate::throttle::{GuessLimiter, Throttled};
-use crate::token::{TokenError, TokenSigner};
+use crate::token::{TokenError, TokenKey};
 
 /// A SOAP reply and what it meant, for the HTTP layer's status code, logs and metrics.
 #[derive(Debug, Clone)]
@@ -91,6 +91,9 @@ pub enum EnrollError {
     /// The Entra ID key set could not be read (retryable).
     #[error("Entra ID keys unavailable: {0}")]
     KeysUnavailable(String),
+    /// The sign-in token key could not be read (retryable).
+    #[error("the sign-in token key is unavailable: {0}")]
+    KeyUnavailable(String),
     /// The identity rules refuse this enrollment (`crate::identity`).
     #[error("enrollment refused: {0}")]
     Refused(EnrollmentRefusal),
@@ -132,6 +135,11 @@ impl EnrollError {
             )
             .with_detail(ErrorType::InMaintenance),
             EnrollError::Authorization(m) => Fault::new(FaultCode::Authorization, m.clone()),
+            EnrollError::KeyUnavailable(_) => Fault::new(
+                FaultCode::EnrollmentServer,
+                "The sign-in service is starting. Try again later.",
+            )
+            .with_detail(ErrorType::InMaintenance),
             EnrollError::KeysUnavailable(_) => Fault::new(
                 FaultCode::EnrollmentServer,
                 "Microsoft Entra ID could not be reached to check the sign-in. Try again later.",
@@ -188,7 +196,7 @@ pub struct EnrollmentService {
     store: Arc<dyn Store>,
     ca: Arc<dyn CertificateAuthority>,
     clock: Arc<dyn Clock>,
-    tokens: TokenSigner,
+    tokens: TokenKey,
     /// Where argon2 runs (off the executor, bounded).
     passwords: PasswordPool,
     /// Failed password attempts per UPN and per address.
@@ -203,7 +211,7 @@ impl EnrollmentService {
         store: Arc<dyn Store>,
         ca: Arc<dyn CertificateAuthority>,
         clock: Arc<dyn Clock>,
-        tokens: TokenSigner,
+        tokens: TokenKey,
     ) -> Self {
         Self {
             config,
@@ -215,6 +223,11 @@ impl EnrollmentService {
             guesses: GuessLimiter::default(),
             entra: None,
         }
+    }
+
+    /// The sign-in token key (the terms-of-use page derives its own key from it).
+    pub fn token_key(&self) -> &TokenKey {
+        &self.tokens
     }
 
     /// Accepts Entra ID access tokens (BinarySecurityToken of type
@@ -341,8 +354,13 @@ impl EnrollmentService {
         let upn = normalize_upn(upn);
         self.check_password(&upn, password.as_bytes(), client)
             .await?;
+        let signer = self
+            .tokens
+            .signer()
+            .await
+            .map_err(EnrollError::KeyUnavailable)?;
         info!(upn = %upn, "federated sign-in");
-        Ok(self.tokens.issue(&upn, self.clock.now()))
+        Ok(signer.issue(&upn, self.clock.now()))
     }
 
     /// The password check behind the login page and the UsernameToken. Refused before
@@ -407,6 +425,9 @@ impl EnrollmentService {
                 }
                 let claims = self
                     .tokens
+                    .signer()
+                    .await
+                    .map_err(EnrollError::KeyUnavailable)?
                     .verify(data.expose(), self.clock.now())
                     .map_err(|e| {
                         EnrollError::Authentication(match e {

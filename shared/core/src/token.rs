@@ -2,6 +2,9 @@
 //! device sends back (base64) in XCEP and WSTEP. HMAC-SHA256 over a small JSON claim set;
 //! single use, enforced by the store when the enrollment commits.
 
+use std::sync::Arc;
+
+use async_trait::async_trait;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
 use hmac::{Hmac, Mac};
@@ -55,7 +58,65 @@ impl std::fmt::Debug for TokenSigner {
     }
 }
 
+/// Reads the token key where it is kept (a Secrets Manager secret on AWS).
+#[async_trait]
+pub trait KeyFetch: Send + Sync {
+    async fn fetch(&self) -> Result<Vec<u8>, String>;
+}
+
+/// The sign-in token key, given at start or fetched once on first use: a function's
+/// start then calls nothing (the key is needed only when a token is issued or checked),
+/// and a fetch that fails is tried again by the next request.
+pub struct TokenKey {
+    ready: tokio::sync::OnceCell<TokenSigner>,
+    fetch: Option<Arc<dyn KeyFetch>>,
+    ttl: Duration,
+}
+
+impl std::fmt::Debug for TokenKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenKey")
+            .field("loaded", &self.ready.initialized())
+            .finish_non_exhaustive()
+    }
+}
+
+impl TokenKey {
+    /// A key known at start (checked now: at least 32 bytes).
+    pub fn given(key: Vec<u8>, ttl: Duration) -> Result<Self, String> {
+        Ok(Self {
+            ready: tokio::sync::OnceCell::new_with(Some(TokenSigner::new(key, ttl)?)),
+            fetch: None,
+            ttl,
+        })
+    }
+
+    /// A key read by `fetch` when first needed.
+    pub fn fetched(fetch: Arc<dyn KeyFetch>, ttl: Duration) -> Self {
+        Self {
+            ready: tokio::sync::OnceCell::new(),
+            fetch: Some(fetch),
+            ttl,
+        }
+    }
+
+    /// The signer, fetching the key first if it has not been yet.
+    pub async fn signer(&self) -> Result<&TokenSigner, String> {
+        self.ready
+            .get_or_try_init(|| async {
+                let fetch = self.fetch.as_ref().ok_or("no token key")?;
+                TokenSigner::new(fetch.fetch().await?, self.ttl)
+            })
+            .await
+    }
+}
+
 impl TokenSigner {
+    /// The key itself, for deriving other keys from it (each under its own label).
+    pub fn key(&self) -> &[u8] {
+        &self.key
+    }
+
     /// `key` must be at least 32 bytes; `ttl` is capped at [`MAX_TOKEN_TTL`].
     pub fn new(key: Vec<u8>, ttl: Duration) -> Result<Self, String> {
         if key.len() < 32 {
@@ -108,6 +169,56 @@ impl TokenSigner {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Fails until `ready`, counting its calls.
+    struct Flaky {
+        calls: std::sync::atomic::AtomicUsize,
+        ready: std::sync::atomic::AtomicBool,
+    }
+
+    #[async_trait]
+    impl KeyFetch for Flaky {
+        async fn fetch(&self) -> Result<Vec<u8>, String> {
+            self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            match self.ready.load(std::sync::atomic::Ordering::SeqCst) {
+                true => Ok(vec![9; 32]),
+                false => Err("unreachable".into()),
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_fetched_key_is_read_on_first_use_retried_after_failure_and_kept() {
+        use std::sync::atomic::Ordering::SeqCst;
+        let fetch = Arc::new(Flaky {
+            calls: 0.into(),
+            ready: false.into(),
+        });
+        let key = TokenKey::fetched(fetch.clone(), Duration::minutes(5));
+        assert_eq!(
+            fetch.calls.load(SeqCst),
+            0,
+            "nothing fetched at construction"
+        );
+        assert_eq!(key.signer().await.unwrap_err(), "unreachable");
+        assert_eq!(key.signer().await.unwrap_err(), "unreachable");
+        assert_eq!(fetch.calls.load(SeqCst), 2, "a failure is not kept");
+        fetch.ready.store(true, SeqCst);
+        let now = OffsetDateTime::from_unix_timestamp(1_800_000_000).unwrap();
+        let token = key.signer().await.unwrap().issue("bob@example.com", now);
+        assert!(
+            key.signer()
+                .await
+                .unwrap()
+                .verify(token.as_bytes(), now)
+                .is_ok()
+        );
+        assert_eq!(fetch.calls.load(SeqCst), 3, "read once, then kept");
+        assert!(
+            TokenKey::given(vec![1; 8], Duration::minutes(5)).is_err(),
+            "a short given key is refused at start"
+        );
+    }
 
     #[test]
     fn issue_verify_expire_tamper() {

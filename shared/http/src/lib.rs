@@ -17,6 +17,7 @@
 pub mod admin;
 pub mod admin_profiles;
 pub mod auth;
+#[cfg(feature = "ca-setup")]
 pub mod ca_setup;
 pub mod client_addr;
 pub mod console;
@@ -35,6 +36,7 @@ pub mod router;
 mod soap_endpoint;
 pub mod state;
 pub mod terms;
+pub mod unconfigured;
 
 pub use state::AppState;
 

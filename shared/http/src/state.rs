@@ -11,8 +11,19 @@ use winmdm_core::config::EnrollmentConfig;
 use winmdm_core::enrollment::EnrollmentService;
 use winmdm_core::management::{ManagementConfig, ManagementService};
 use winmdm_core::store::Store;
-use winmdm_core::token::TokenSigner;
+use winmdm_core::token::{KeyFetch, TokenKey};
+#[cfg(feature = "embedded")]
 use winmdm_embedded::{LocalCa, RedbStore};
+
+/// The AWS configuration the SDK clients are made from (nothing without the AWS adapters).
+#[cfg(feature = "aws")]
+type Sdk = winmdm_aws::SdkConfig;
+#[cfg(not(feature = "aws"))]
+type Sdk = ();
+
+/// Whether this build has a store / a certificate authority at all (see `unconfigured`).
+const HAS_STORE: bool = cfg!(any(feature = "dynamodb", feature = "embedded"));
+const HAS_CA: bool = cfg!(any(feature = "pca", feature = "kms", feature = "embedded"));
 
 /// How admin API callers are authenticated.
 #[derive(Clone)]
@@ -42,11 +53,15 @@ pub struct AppState {
     /// The web console (`/console/`), when it has a way to sign admins in.
     pub console: Option<crate::console::ConsoleConfig>,
     /// The console's session key when not read from a secret: derived from the sign-in
-    /// token key (in the data directory locally), under its own label.
-    console_key: crate::console::session::SessionKey,
+    /// token key (in the data directory locally), under its own label; `None` while that
+    /// key is still to be fetched.
+    console_key: Option<crate::console::session::SessionKey>,
+    /// The terms-of-use page's key: the same derivation, made when first needed.
+    page_key: tokio::sync::OnceCell<crate::console::session::SessionKey>,
     /// Entra ID enrollment's terms-of-use text, when Entra enrollment is on.
     pub entra_terms: Option<String>,
     /// `WINMDM_CONSOLE_KEY_SECRET_ARN`: the deployed console's key, read on first use.
+    #[cfg(feature = "secrets")]
     console_key_secret: Option<(winmdm_aws::secrets::Client, String)>,
 }
 
@@ -61,10 +76,12 @@ pub enum InitError {
     },
     #[error("store: {0}")]
     Store(#[from] winmdm_core::store::StoreError),
+    #[cfg(feature = "embedded")]
     #[error("certificate authority: {0}")]
     Ca(#[from] winmdm_embedded::ca::LocalCaError),
     #[error("ACM Private CA: {0}")]
     Pca(#[from] winmdm_core::ca::CaError),
+    #[cfg(feature = "secrets")]
     #[error("Secrets Manager: {0}")]
     Secret(#[from] winmdm_aws::secrets::SecretError),
 }
@@ -115,6 +132,188 @@ impl AwsBackends {
     pub fn is_empty(&self) -> bool {
         self.table.is_none() && self.pca_arn.is_none() && self.kms.is_none()
     }
+
+    /// Whether this build will make an AWS client for these settings: a function built
+    /// without a store or a CA ignores the table or CA it is told about (discovery is
+    /// deployed with the same settings as the rest and calls neither).
+    fn needs_sdk(&self) -> bool {
+        (HAS_STORE && self.table.is_some())
+            || (HAS_CA && (self.pca_arn.is_some() || self.kms.is_some()))
+    }
+}
+
+/// The error for a setting this function's build cannot act on.
+#[cfg(not(all(
+    feature = "dynamodb",
+    feature = "pca",
+    feature = "kms",
+    feature = "secrets"
+)))]
+fn unbuilt(setting: &str, feature: &str) -> InitError {
+    InitError::Config(format!(
+        "{setting} is set, but this function was built without its adapter (the \
+         `{feature}` feature of winmdm-http)"
+    ))
+}
+
+/// The AWS configuration, when `needed` (and built in).
+#[cfg(feature = "aws")]
+async fn load_sdk(needed: bool, region: Option<String>) -> Option<Sdk> {
+    match needed {
+        true => Some(winmdm_aws::sdk_config(region, None).await),
+        false => None,
+    }
+}
+
+#[cfg(not(feature = "aws"))]
+async fn load_sdk(_needed: bool, _region: Option<String>) -> Option<Sdk> {
+    None
+}
+
+/// The store this build and these settings call for: DynamoDB when a table is named,
+/// else the embedded store; [`crate::unconfigured::NoStore`] for a build with neither.
+fn open_store(
+    data_dir: &Path,
+    aws: &AwsBackends,
+    sdk: Option<&Sdk>,
+) -> Result<Arc<dyn Store>, InitError> {
+    let _ = (data_dir, sdk);
+    if !HAS_STORE {
+        return Ok(Arc::new(crate::unconfigured::NoStore));
+    }
+    match &aws.table {
+        #[cfg(feature = "dynamodb")]
+        Some(table) => {
+            let sdk = sdk.expect("the AWS configuration is loaded when a table is named");
+            let client = winmdm_aws::dynamodb_client(sdk, aws.dynamodb_endpoint.as_deref());
+            Ok(Arc::new(winmdm_aws::DynamoStore::new(
+                client,
+                table.clone(),
+            )))
+        }
+        #[cfg(not(feature = "dynamodb"))]
+        Some(_) => Err(unbuilt("WINMDM_TABLE", "dynamodb")),
+        #[cfg(feature = "embedded")]
+        None => Ok(Arc::new(open_redb(data_dir)?)),
+        #[cfg(not(feature = "embedded"))]
+        None => Err(InitError::Config(
+            "WINMDM_TABLE is not set, and this function was built without the embedded store"
+                .into(),
+        )),
+    }
+}
+
+/// The certificate authority this build and these settings call for: ACM PCA, the
+/// KMS-keyed CA, else the embedded local CA; [`crate::unconfigured::NoCa`] for a build
+/// with none.
+fn open_ca(
+    data_dir: &Path,
+    aws: &AwsBackends,
+    sdk: Option<&Sdk>,
+) -> Result<Arc<dyn CertificateAuthority>, InitError> {
+    let _ = (data_dir, sdk);
+    if !HAS_CA {
+        return Ok(Arc::new(crate::unconfigured::NoCa));
+    }
+    match (&aws.pca_arn, &aws.kms) {
+        (Some(_), Some(_)) => Err(InitError::Config(
+            "choose one CA: an ACM PCA ARN or a KMS key, not both".into(),
+        )),
+        #[cfg(feature = "pca")]
+        (Some(arn), None) => {
+            let sdk = sdk.expect("the AWS configuration is loaded when a CA is named");
+            let client = winmdm_aws::acmpca_client(sdk, aws.pca_endpoint.as_deref());
+            Ok(Arc::new(winmdm_aws::PcaCa::new(client, arn.clone())))
+        }
+        #[cfg(not(feature = "pca"))]
+        (Some(_), None) => Err(unbuilt("WINMDM_PCA_ARN", "pca")),
+        #[cfg(feature = "kms")]
+        (None, Some(k)) => {
+            let sdk = sdk.expect("the AWS configuration is loaded when a CA is named");
+            let client = winmdm_aws::kms_client(sdk, k.endpoint.as_deref());
+            Ok(Arc::new(match &k.certificate {
+                KmsCaCertificate::Given { ca_der, root_der } => winmdm_aws::KmsCa::new(
+                    client,
+                    k.key_id.clone(),
+                    ca_der.clone(),
+                    root_der.clone(),
+                )
+                .map_err(|e| InitError::Config(format!("the KMS CA: {e}")))?,
+                KmsCaCertificate::S3 {
+                    bucket,
+                    key,
+                    endpoint,
+                } => winmdm_aws::KmsCa::with_s3_certificate(
+                    client,
+                    k.key_id.clone(),
+                    winmdm_aws::s3_client(sdk, endpoint.as_deref()),
+                    bucket.clone(),
+                    key.clone(),
+                ),
+            }))
+        }
+        #[cfg(not(feature = "kms"))]
+        (None, Some(_)) => Err(unbuilt("WINMDM_KMS_KEY_ID", "kms")),
+        #[cfg(feature = "embedded")]
+        (None, None) => Ok(Arc::new(open_local_ca(data_dir)?)),
+        #[cfg(not(feature = "embedded"))]
+        (None, None) => Err(InitError::Config(
+            "no certificate authority is configured: set WINMDM_PCA_ARN or WINMDM_KMS_KEY_ID"
+                .into(),
+        )),
+    }
+}
+
+/// How the sign-in token key is had: given (or generated) at start, or fetched on first
+/// use.
+enum TokenKeyInit {
+    Given(Vec<u8>),
+    Fetched(Arc<dyn KeyFetch>),
+}
+
+/// The token key in a Secrets Manager secret: its `SecretString` base64, or its
+/// `SecretBinary`.
+#[cfg(feature = "secrets")]
+struct SecretKey {
+    client: winmdm_aws::secrets::Client,
+    arn: String,
+}
+
+#[cfg(feature = "secrets")]
+#[async_trait::async_trait]
+impl KeyFetch for SecretKey {
+    async fn fetch(&self) -> Result<Vec<u8>, String> {
+        let value = winmdm_aws::secrets::get_secret_value(&self.client, &self.arn)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(match value {
+            winmdm_aws::secrets::SecretValue::String(s) => {
+                decode_key(&s, "the secret WINMDM_TOKEN_KEY_SECRET_ARN names")
+                    .map_err(|e| e.to_string())?
+            }
+            winmdm_aws::secrets::SecretValue::Binary(b) => b,
+        })
+    }
+}
+
+#[cfg(feature = "secrets")]
+fn secret_key_fetch(
+    sdk: Option<&Sdk>,
+    arn: String,
+    endpoint: Option<&str>,
+) -> Result<Arc<dyn KeyFetch>, InitError> {
+    let sdk = sdk.expect("the AWS configuration is loaded for a secret");
+    let client = winmdm_aws::secrets::secretsmanager_client(sdk, endpoint);
+    Ok(Arc::new(SecretKey { client, arn }))
+}
+
+#[cfg(not(feature = "secrets"))]
+fn secret_key_fetch(
+    _sdk: Option<&Sdk>,
+    _arn: String,
+    _endpoint: Option<&str>,
+) -> Result<Arc<dyn KeyFetch>, InitError> {
+    Err(unbuilt("WINMDM_TOKEN_KEY_SECRET_ARN", "secrets"))
 }
 
 /// The KMS CA's certificate from `WINMDM_KMS_CA_CERT` (PEM, with `WINMDM_KMS_CA_ROOT`
@@ -158,7 +357,7 @@ fn kms_ca_certificate(
 
 /// The one certificate in a PEM text, as DER.
 fn one_pem_certificate(name: &str, pem: &str) -> Result<Vec<u8>, InitError> {
-    let mut certs = winmdm_aws::pca::pem_certificates(pem);
+    let mut certs = winmdm_core::ca::pem_certificates(pem);
     match (certs.pop(), certs.is_empty()) {
         (Some(der), true) => Ok(der),
         _ => Err(InitError::Config(format!(
@@ -183,17 +382,42 @@ impl AppState {
         token_key: Vec<u8>,
         admin_auth: AdminAuth,
     ) -> Result<Self, InitError> {
-        let console_key = crate::console::session::SessionKey::derive(&token_key);
+        Self::assemble(
+            config,
+            store,
+            ca,
+            clock,
+            TokenKeyInit::Given(token_key),
+            admin_auth,
+        )
+    }
+
+    fn assemble(
+        config: EnrollmentConfig,
+        store: Arc<dyn Store>,
+        ca: Arc<dyn CertificateAuthority>,
+        clock: Arc<dyn Clock>,
+        token_key: TokenKeyInit,
+        admin_auth: AdminAuth,
+    ) -> Result<Self, InitError> {
+        let (tokens, console_key) = match token_key {
+            TokenKeyInit::Given(key) => {
+                let console_key = crate::console::session::SessionKey::derive(&key);
+                let tokens = TokenKey::given(key, config.token_ttl).map_err(InitError::Config)?;
+                (tokens, Some(console_key))
+            }
+            TokenKeyInit::Fetched(fetch) => (TokenKey::fetched(fetch, config.token_ttl), None),
+        };
+        let page_key = tokio::sync::OnceCell::new_with(console_key.clone());
         let secure_cookies = config.public_url.scheme() == "https";
-        let console = match &admin_auth {
-            AdminAuth::Bearer(t) => Some(crate::console::ConsoleConfig {
-                key: crate::console::ConsoleKey::given(console_key.clone()),
+        let console = match (&admin_auth, &console_key) {
+            (AdminAuth::Bearer(t), Some(key)) => Some(crate::console::ConsoleConfig {
+                key: crate::console::ConsoleKey::given(key.clone()),
                 sign_in: crate::console::SignIn::AdminToken(t.clone()),
                 secure_cookies,
             }),
-            AdminAuth::Gateway => None,
+            _ => None,
         };
-        let tokens = TokenSigner::new(token_key, config.token_ttl).map_err(InitError::Config)?;
         let management = ManagementService::new(
             ManagementConfig::new(config.management_url()),
             store.clone(),
@@ -208,6 +432,8 @@ impl AppState {
             admin_auth,
             console,
             console_key,
+            page_key,
+            #[cfg(feature = "secrets")]
             console_key_secret: None,
             entra_terms: None,
         })
@@ -238,17 +464,43 @@ impl AppState {
 
     /// The key the terms-of-use page signs its form state with (derived from the sign-in
     /// token key, under its own label).
-    pub(crate) fn page_key(&self) -> &crate::console::session::SessionKey {
-        &self.console_key
+    pub(crate) async fn page_key(&self) -> Result<&crate::console::session::SessionKey, String> {
+        self.page_key
+            .get_or_try_init(|| async {
+                let signer = self.enrollment.token_key().signer().await?;
+                Ok(crate::console::session::SessionKey::derive(signer.key()))
+            })
+            .await
     }
 
     /// Signs console admins in through an OpenID Connect provider (the deployed console).
-    pub fn enable_oidc_console(&mut self, settings: crate::console::oidc::OidcSettings) {
+    ///
+    /// Its session key is the `WINMDM_CONSOLE_KEY_SECRET_ARN` secret, or derived from the
+    /// sign-in token key, which must then be known at start.
+    pub fn enable_oidc_console(
+        &mut self,
+        settings: crate::console::oidc::OidcSettings,
+    ) -> Result<(), InitError> {
         let secure_cookies = settings.redirect_uri.starts_with("https://");
+        let given = || {
+            self.console_key
+                .clone()
+                .map(crate::console::ConsoleKey::given)
+                .ok_or_else(|| {
+                    InitError::Config(
+                        "the console's OpenID Connect sign-in needs its own key \
+                         (WINMDM_CONSOLE_KEY_SECRET_ARN) when the sign-in token key is a secret"
+                            .into(),
+                    )
+                })
+        };
+        #[cfg(feature = "secrets")]
         let key = match self.console_key_secret.take() {
             Some((client, arn)) => crate::console::ConsoleKey::from_secret(client, arn),
-            None => crate::console::ConsoleKey::given(self.console_key.clone()),
+            None => given()?,
         };
+        #[cfg(not(feature = "secrets"))]
+        let key = given()?;
         self.console = Some(crate::console::ConsoleConfig {
             key,
             sign_in: crate::console::SignIn::Oidc(Box::new(crate::console::oidc::OidcClient::new(
@@ -256,11 +508,13 @@ impl AppState {
             ))),
             secure_cookies,
         });
+        Ok(())
     }
 
     /// State on the embedded adapters, all kept in `data_dir`: `winmdm.redb`, `ca/`, and
     /// the generated `token-key` and `admin-token`. The directory is made 0700 and every
     /// file in it 0600 (see [`secure_data_dir`]).
+    #[cfg(feature = "embedded")]
     pub fn embedded(
         data_dir: &Path,
         config: EnrollmentConfig,
@@ -276,6 +530,7 @@ impl AppState {
 
     /// State on the AWS adapters named in `aws` (each falling back to the embedded one),
     /// with the generated secrets in `data_dir` unless `token_key` is given.
+    #[cfg(feature = "aws")]
     pub async fn with_aws(
         data_dir: &Path,
         config: EnrollmentConfig,
@@ -283,12 +538,8 @@ impl AppState {
         admin_auth: Option<AdminAuth>,
         token_key: Option<Vec<u8>>,
     ) -> Result<Self, InitError> {
-        // Only load the AWS configuration when an AWS adapter is asked for.
-        let sdk = if aws.is_empty() {
-            None
-        } else {
-            Some(winmdm_aws::sdk_config(aws.region.clone(), None).await)
-        };
+        let sdk = load_sdk(aws.needs_sdk(), aws.region.clone()).await;
+        let token_key = token_key.map(TokenKeyInit::Given);
         Self::with_sdk(data_dir, config, aws, sdk.as_ref(), admin_auth, token_key)
     }
 
@@ -296,53 +547,13 @@ impl AppState {
         data_dir: &Path,
         config: EnrollmentConfig,
         aws: &AwsBackends,
-        sdk: Option<&winmdm_aws::SdkConfig>,
+        sdk: Option<&Sdk>,
         admin_auth: Option<AdminAuth>,
-        token_key: Option<Vec<u8>>,
+        token_key: Option<TokenKeyInit>,
     ) -> Result<Self, InitError> {
         secure_data_dir(data_dir)?;
-        let store: Arc<dyn Store> = match (&aws.table, sdk) {
-            (Some(table), Some(sdk)) => {
-                let client = winmdm_aws::dynamodb_client(sdk, aws.dynamodb_endpoint.as_deref());
-                Arc::new(winmdm_aws::DynamoStore::new(client, table.clone()))
-            }
-            _ => Arc::new(open_redb(data_dir)?),
-        };
-        let ca: Arc<dyn CertificateAuthority> = match (&aws.pca_arn, &aws.kms, sdk) {
-            (Some(_), Some(_), _) => {
-                return Err(InitError::Config(
-                    "choose one CA: an ACM PCA ARN or a KMS key, not both".into(),
-                ));
-            }
-            (Some(arn), None, Some(sdk)) => {
-                let client = winmdm_aws::acmpca_client(sdk, aws.pca_endpoint.as_deref());
-                Arc::new(winmdm_aws::PcaCa::new(client, arn.clone()))
-            }
-            (None, Some(k), Some(sdk)) => {
-                let client = winmdm_aws::kms_client(sdk, k.endpoint.as_deref());
-                Arc::new(match &k.certificate {
-                    KmsCaCertificate::Given { ca_der, root_der } => winmdm_aws::KmsCa::new(
-                        client,
-                        k.key_id.clone(),
-                        ca_der.clone(),
-                        root_der.clone(),
-                    )
-                    .map_err(|e| InitError::Config(format!("the KMS CA: {e}")))?,
-                    KmsCaCertificate::S3 {
-                        bucket,
-                        key,
-                        endpoint,
-                    } => winmdm_aws::KmsCa::with_s3_certificate(
-                        client,
-                        k.key_id.clone(),
-                        winmdm_aws::s3_client(sdk, endpoint.as_deref()),
-                        bucket.clone(),
-                        key.clone(),
-                    ),
-                })
-            }
-            _ => Arc::new(open_local_ca(data_dir)?),
-        };
+        let store = open_store(data_dir, aws, sdk)?;
+        let ca = open_ca(data_dir, aws, sdk)?;
         let state = Self::with_adapters(data_dir, config, store, ca, admin_auth, token_key)?;
         secure_data_files(data_dir)?;
         Ok(state)
@@ -354,11 +565,11 @@ impl AppState {
         store: Arc<dyn Store>,
         ca: Arc<dyn CertificateAuthority>,
         admin_auth: Option<AdminAuth>,
-        token_key: Option<Vec<u8>>,
+        token_key: Option<TokenKeyInit>,
     ) -> Result<Self, InitError> {
         let token_key = match token_key {
             Some(k) => k,
-            None => read_or_create_secret(&data_dir.join(TOKEN_KEY_FILE), 32)?,
+            None => TokenKeyInit::Given(read_or_create_secret(&data_dir.join(TOKEN_KEY_FILE), 32)?),
         };
         let admin_auth = match admin_auth {
             Some(a) => a,
@@ -369,7 +580,7 @@ impl AppState {
                     .to_owned(),
             ),
         };
-        Self::new(
+        Self::assemble(
             config,
             store,
             ca,
@@ -476,43 +687,46 @@ impl AppState {
             env("WINMDM_TOKEN_KEY_SECRET_ARN"),
             aws.table.is_some(),
         )?;
-        // Load the AWS configuration only when something on AWS is asked for.
-        let sdk = if aws.is_empty() && !matches!(source, TokenKeySource::Secret(_)) {
-            None
-        } else {
-            Some(winmdm_aws::sdk_config(aws.region.clone(), None).await)
-        };
+        let console_key_arn = env("WINMDM_CONSOLE_KEY_SECRET_ARN");
+        // Load the AWS configuration only when something on AWS is asked for (and this
+        // function was built with it).
+        let sdk = load_sdk(
+            aws.needs_sdk()
+                || matches!(source, TokenKeySource::Secret(_))
+                || console_key_arn.is_some(),
+            aws.region.clone(),
+        )
+        .await;
         let token_key = match source {
-            TokenKeySource::Value(k) => Some(k),
-            TokenKeySource::Secret(arn) => {
-                let sdk = sdk.as_ref().expect("loaded for the secret");
-                let endpoint = env("WINMDM_SECRETSMANAGER_ENDPOINT");
-                let client = winmdm_aws::secrets::secretsmanager_client(sdk, endpoint.as_deref());
-                Some(
-                    match winmdm_aws::secrets::get_secret_value(&client, &arn).await? {
-                        winmdm_aws::secrets::SecretValue::String(s) => {
-                            decode_key(&s, "the secret WINMDM_TOKEN_KEY_SECRET_ARN names")?
-                        }
-                        winmdm_aws::secrets::SecretValue::Binary(b) => b,
-                    },
-                )
-            }
-            TokenKeySource::Ephemeral => Some(random_bytes(32)),
+            TokenKeySource::Value(k) => Some(TokenKeyInit::Given(k)),
+            // Read when a token is first issued or checked: starting calls nothing.
+            TokenKeySource::Secret(arn) => Some(TokenKeyInit::Fetched(secret_key_fetch(
+                sdk.as_ref(),
+                arn,
+                env("WINMDM_SECRETSMANAGER_ENDPOINT").as_deref(),
+            )?)),
+            TokenKeySource::Ephemeral => Some(TokenKeyInit::Given(random_bytes(32))),
             TokenKeySource::DataDir => None,
         };
+        #[allow(unused_mut)] // set below only when built with Secrets Manager
         let mut state = Self::with_sdk(&data_dir, config, &aws, sdk.as_ref(), admin, token_key)?;
         // The console's own session key (a Secrets Manager secret on AWS), read on first use.
-        if let Some(arn) = env("WINMDM_CONSOLE_KEY_SECRET_ARN") {
-            let sdk = match &sdk {
-                Some(s) => s.clone(),
-                None => winmdm_aws::sdk_config(aws.region.clone(), None).await,
-            };
-            let endpoint = env("WINMDM_SECRETSMANAGER_ENDPOINT");
-            let client = winmdm_aws::secrets::secretsmanager_client(&sdk, endpoint.as_deref());
-            state.console_key_secret = Some((client, arn));
+        if let Some(arn) = console_key_arn {
+            #[cfg(feature = "secrets")]
+            {
+                let sdk = sdk.as_ref().expect("loaded for the console key");
+                let endpoint = env("WINMDM_SECRETSMANAGER_ENDPOINT");
+                let client = winmdm_aws::secrets::secretsmanager_client(sdk, endpoint.as_deref());
+                state.console_key_secret = Some((client, arn));
+            }
+            #[cfg(not(feature = "secrets"))]
+            {
+                let _ = arn;
+                return Err(unbuilt("WINMDM_CONSOLE_KEY_SECRET_ARN", "secrets"));
+            }
         }
         if let Some(settings) = oidc_settings(&env)? {
-            state.enable_oidc_console(settings);
+            state.enable_oidc_console(settings)?;
         }
         if let Some(settings) = entra_settings(&env)? {
             state.enable_entra(settings);
@@ -686,12 +900,14 @@ fn random_bytes(n: usize) -> Vec<u8> {
 
 /// The embedded store, its file created 0600 before redb opens it (redb initialises an
 /// empty file), so the store is never readable by others, not even briefly.
+#[cfg(feature = "embedded")]
 fn open_redb(data_dir: &Path) -> Result<RedbStore, InitError> {
     let path = data_dir.join(STORE_FILE);
     create_private_file(&path)?;
     Ok(RedbStore::open(&path)?)
 }
 
+#[cfg(feature = "embedded")]
 fn open_local_ca(data_dir: &Path) -> Result<LocalCa, InitError> {
     let dir = data_dir.join(CA_DIR);
     create_private_dir(&dir, Follow::No)?;
@@ -749,6 +965,7 @@ fn create_private_dir(dir: &Path, follow: Follow) -> Result<(), InitError> {
     Ok(())
 }
 
+#[cfg(feature = "embedded")]
 fn create_private_file(path: &Path) -> Result<(), InitError> {
     let mut opts = std::fs::OpenOptions::new();
     opts.write(true).create(true);

@@ -122,6 +122,18 @@ async fn route(state: &AppState, req: &Request) -> Response {
             "Entra ID enrollment is not enabled here",
         );
     };
+    // The form's state is sealed with a key derived from the sign-in token key, which is
+    // read on first use.
+    let key = match state.page_key().await {
+        Ok(k) => k,
+        Err(e) => {
+            warn!(error = %e, "terms of use: the sign-in token key is unavailable");
+            return page(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "<p class=\"error\" role=\"alert\">The sign-in service is starting. Try again in a moment.</p>".into(),
+            );
+        }
+    };
     match *req.method() {
         Method::GET => {
             let q = params(req.uri().query().unwrap_or(""));
@@ -191,7 +203,7 @@ async fn route(state: &AppState, req: &Request) -> Response {
                 tenant_id: id.tenant_id.clone(),
                 exp: state.enrollment.now().unix_timestamp() + FORM_TTL_SECONDS,
             };
-            let sealed = state.page_key().seal("terms-of-use", &form);
+            let sealed = key.seal("terms-of-use", &form);
             page(
                 StatusCode::OK,
                 format!(
@@ -215,7 +227,7 @@ async fn route(state: &AppState, req: &Request) -> Response {
             let body = respond::body_bytes(req.body()).unwrap_or(&[]);
             let f: Vec<(String, String)> = url::form_urlencoded::parse(body).into_owned().collect();
             let form: Option<FormState> = get(&f, "state")
-                .and_then(|s| state.page_key().open("terms-of-use", s))
+                .and_then(|s| key.open("terms-of-use", s))
                 .filter(|st: &FormState| st.exp > state.enrollment.now().unix_timestamp())
                 .filter(|st: &FormState| allowed_redirect(&st.redirect_uri));
             let Some(form) = form else {
@@ -226,7 +238,7 @@ async fn route(state: &AppState, req: &Request) -> Response {
             };
             match get(&f, "decision") {
                 Some("accept") => {
-                    let blob = state.page_key().seal(
+                    let blob = key.seal(
                         "terms-accepted",
                         &Acceptance {
                             upn: &form.upn,

@@ -67,6 +67,7 @@ pub struct ConsoleConfig {
 /// for it).
 pub struct ConsoleKey {
     ready: tokio::sync::OnceCell<SessionKey>,
+    #[cfg(feature = "secrets")]
     secret: Option<(winmdm_aws::secrets::Client, String)>,
 }
 
@@ -80,10 +81,12 @@ impl ConsoleKey {
     pub fn given(key: SessionKey) -> Self {
         Self {
             ready: tokio::sync::OnceCell::new_with(Some(key)),
+            #[cfg(feature = "secrets")]
             secret: None,
         }
     }
 
+    #[cfg(feature = "secrets")]
     pub fn from_secret(client: winmdm_aws::secrets::Client, arn: String) -> Self {
         Self {
             ready: tokio::sync::OnceCell::new(),
@@ -91,6 +94,12 @@ impl ConsoleKey {
         }
     }
 
+    #[cfg(not(feature = "secrets"))]
+    async fn get(&self) -> Result<&SessionKey, String> {
+        self.ready.get().ok_or_else(|| "no console key".to_owned())
+    }
+
+    #[cfg(feature = "secrets")]
     async fn get(&self) -> Result<&SessionKey, String> {
         self.ready
             .get_or_try_init(|| async {
