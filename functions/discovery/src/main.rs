@@ -6,7 +6,8 @@
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-#[tokio::main]
+// One request at a time per instance: one thread (see `winmdm_http::run_lambda`).
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), lambda_http::Error> {
     winmdm_http::run_lambda(winmdm_http::discovery::handle).await
 }

@@ -85,14 +85,36 @@ fn https_client(loader: aws_config::ConfigLoader, system_roots: bool) -> aws_con
         .with_trust_store(trust)
         .build()
         .expect("the compiled-in AWS roots are valid PEM");
-    loader.http_client(
-        aws_smithy_http_client::Builder::new()
-            .tls_provider(tls::Provider::Rustls(
-                tls::rustls_provider::CryptoMode::AwsLc,
-            ))
-            .tls_context(context)
-            .build_https(),
-    )
+    let client = aws_smithy_http_client::Builder::new()
+        .tls_provider(tls::Provider::Rustls(
+            tls::rustls_provider::CryptoMode::AwsLc,
+        ))
+        .tls_context(context)
+        .build_https();
+    loader.http_client(ConnectorOnFirstRequest(client))
+}
+
+/// The SDK's client, minus the connector it builds and throws away each time an SDK
+/// client is made (its `validate_base_client_config` does so, to load the system's
+/// certificates early): the connector is made on the first request, once, and shared by
+/// every client of the process, as the SDK does anyway.
+#[derive(Debug)]
+struct ConnectorOnFirstRequest(aws_smithy_runtime_api::client::http::SharedHttpClient);
+
+impl aws_smithy_runtime_api::client::http::HttpClient for ConnectorOnFirstRequest {
+    fn http_connector(
+        &self,
+        settings: &aws_smithy_runtime_api::client::http::HttpConnectorSettings,
+        components: &aws_smithy_runtime_api::client::runtime_components::RuntimeComponents,
+    ) -> aws_smithy_runtime_api::client::http::SharedHttpConnector {
+        self.0.http_connector(settings, components)
+    }
+
+    fn connector_metadata(
+        &self,
+    ) -> Option<aws_smithy_runtime_api::client::connector_metadata::ConnectorMetadata> {
+        self.0.connector_metadata()
+    }
 }
 
 #[cfg(feature = "dynamodb")]

@@ -41,6 +41,11 @@ pub mod unconfigured;
 pub use state::AppState;
 
 /// Runs one endpoint's handler as a Lambda function, with state built once at init.
+///
+/// The functions' `main` runs it on tokio's current-thread runtime: a Lambda instance
+/// serves one request at a time, so a worker pool would only add threads (and their
+/// first-touch memory) to every cold start; password hashing still runs off the
+/// executor, on tokio's blocking pool.
 pub async fn run_lambda<F, Fut>(handler: F) -> Result<(), lambda_http::Error>
 where
     F: Fn(&'static AppState, lambda_http::Request) -> Fut + Copy + Send + 'static,
