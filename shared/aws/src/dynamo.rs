@@ -509,6 +509,26 @@ fn unavailable<E: ProvideErrorMetadata + std::error::Error + 'static, R: std::fm
     StoreError::Unavailable(DisplayErrorContext(&e).to_string())
 }
 
+/// Runs independent Queries (one per shard or key) concurrently and returns their
+/// pages, in no particular order: the sharded reads merge them.
+async fn query_together(
+    queries: impl IntoIterator<Item = aws_sdk_dynamodb::operation::query::builders::QueryFluentBuilder>,
+    what: &str,
+) -> Result<Vec<aws_sdk_dynamodb::operation::query::QueryOutput>, StoreError> {
+    let mut tasks = tokio::task::JoinSet::new();
+    for q in queries {
+        tasks.spawn(q.send());
+    }
+    let mut pages = Vec::with_capacity(tasks.len());
+    while let Some(done) = tasks.join_next().await {
+        pages.push(
+            done.map_err(|e| StoreError::Unavailable(format!("{what}: {e}")))?
+                .map_err(unavailable)?,
+        );
+    }
+    Ok(pages)
+}
+
 fn put(
     item: Item,
     condition: Option<&str>,
@@ -1264,26 +1284,19 @@ impl Store for DynamoStore {
         &self,
         ranges: &[winmdm_core::fleet_stats::KeyRange],
     ) -> Result<Vec<(String, i64)>, StoreError> {
-        let mut queries = tokio::task::JoinSet::new();
-        for r in ranges {
-            for shard in 0..COUNTER_SHARDS {
-                queries.spawn(
-                    self.client
-                        .query()
-                        .table_name(&self.table)
-                        .key_condition_expression("PK = :pk AND SK BETWEEN :a AND :b")
-                        .expression_attribute_values(":pk", s(format!("STATS#{shard}")))
-                        .expression_attribute_values(":a", s(r.from.clone()))
-                        .expression_attribute_values(":b", s(r.to.clone()))
-                        .send(),
-                );
-            }
-        }
+        let queries = ranges.iter().flat_map(|r| {
+            (0..COUNTER_SHARDS).map(move |shard| {
+                self.client
+                    .query()
+                    .table_name(&self.table)
+                    .key_condition_expression("PK = :pk AND SK BETWEEN :a AND :b")
+                    .expression_attribute_values(":pk", s(format!("STATS#{shard}")))
+                    .expression_attribute_values(":a", s(r.from.clone()))
+                    .expression_attribute_values(":b", s(r.to.clone()))
+            })
+        });
         let mut sums: std::collections::BTreeMap<String, i64> = Default::default();
-        while let Some(out) = queries.join_next().await {
-            let out = out
-                .map_err(|e| StoreError::Unavailable(e.to_string()))?
-                .map_err(unavailable)?;
+        for out in query_together(queries, "fleet counters").await? {
             for item in out.items() {
                 if let (Some(k), Some(v)) = (str_attr(item, "SK"), num_attr(item, "c")) {
                     *sums.entry(k.to_owned()).or_default() += v;
@@ -1343,23 +1356,17 @@ impl Store for DynamoStore {
             }
             let day = today - time::Duration::days(back);
             // The day's shards, concurrently; each newest first, merged below.
-            let mut tasks = tokio::task::JoinSet::new();
-            for shard in 0..FAILURE_SHARDS {
-                let q = self
-                    .client
+            let queries = (0..FAILURE_SHARDS).map(|shard| {
+                self.client
                     .query()
                     .table_name(&self.table)
                     .key_condition_expression("PK = :p")
                     .expression_attribute_values(":p", s(failures_pk(day, shard)))
                     .scan_index_forward(false)
-                    .limit(limit as i32);
-                tasks.spawn(async move { q.send().await });
-            }
+                    .limit(limit as i32)
+            });
             let mut day_notes: Vec<FailedCommandNote> = Vec::new();
-            while let Some(done) = tasks.join_next().await {
-                let r = done
-                    .map_err(|e| StoreError::Unavailable(format!("failure notes: {e}")))?
-                    .map_err(unavailable)?;
+            for r in query_together(queries, "failure notes").await? {
                 for item in r.items() {
                     day_notes.push(data(item)?);
                 }
@@ -1923,29 +1930,24 @@ impl Store for DynamoStore {
             .map(|n| format!("PDEV#{profile_id}#{n}"))
             .collect();
         keys.push(format!("PDEV#{profile_id}"));
-        let mut tasks = tokio::task::JoinSet::new();
-        for k in keys {
-            let mut q = self
+        let queries = keys.into_iter().map(|k| {
+            let q = self
                 .client
                 .query()
                 .table_name(&self.table)
                 .index_name(GSI1)
                 .expression_attribute_values(":p", s(k))
                 .limit(page.limit as i32);
-            q = match &after {
+            match &after {
                 Some(a) => q
                     .key_condition_expression("GSI1PK = :p AND GSI1SK > :a")
                     .expression_attribute_values(":a", s(a.clone())),
                 None => q.key_condition_expression("GSI1PK = :p"),
-            };
-            tasks.spawn(async move { q.send().await });
-        }
+            }
+        });
         let mut states: Vec<DeviceProfile> = Vec::new();
         let mut more = false;
-        while let Some(done) = tasks.join_next().await {
-            let r = done
-                .map_err(|e| StoreError::Unavailable(format!("profile states: {e}")))?
-                .map_err(unavailable)?;
+        for r in query_together(queries, "profile states").await? {
             more |= r.last_evaluated_key().is_some();
             for item in r.items() {
                 states.push(data(item)?);
