@@ -2,10 +2,6 @@
 //! Configuration comes from the environment (see `winmdm_http::state::AppState::from_env`);
 //! state is built once per cold start and the handler is `winmdm_http::policy::handle`.
 
-// See the workspace Cargo.toml for why.
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 // One request at a time per instance: one thread (see `winmdm_http::run_lambda`).
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), lambda_http::Error> {
