@@ -3,7 +3,7 @@
 //! IssueCertificate uses the `EndEntityClientAuthCertificate_APIPassthrough` template with an
 //! API passthrough that sets the subject to `CN=<DeviceID>` and the key usages, whatever
 //! the CSR says; the certificate is then fetched with GetCertificate, backing off while it
-//! is still being issued. The CA certificate and chain are fetched once, at start.
+//! is still being issued. The CA certificate and chain are fetched once, on first use.
 //!
 //! The per-account IssueCertificate rate is low: throttling is retried with jittered
 //! backoff within the request's time budget, then reported as `CaError::Unavailable` (the

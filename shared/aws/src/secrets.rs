@@ -1,6 +1,6 @@
-//! AWS Secrets Manager: secrets (the sign-in token key) are read by ARN when a function
-//! starts, so their values never sit in a function's configuration, where anyone allowed
-//! `lambda:GetFunctionConfiguration` could read them.
+//! AWS Secrets Manager: secrets (the sign-in token key, the console's key) are read by ARN
+//! when first needed, so their values never sit in a function's configuration, where
+//! anyone allowed `lambda:GetFunctionConfiguration` could read them.
 
 pub use aws_sdk_secretsmanager::Client;
 use aws_sdk_secretsmanager::error::DisplayErrorContext;

@@ -609,7 +609,7 @@ impl AppState {
     ///   `/tmp/winmdm`) are used.
     /// - The key (≥ 32 bytes) signing federated sign-in tokens, which the functions that
     ///   issue (auth) or accept (policy, enroll) them must share, from one of:
-    ///   `WINMDM_TOKEN_KEY_SECRET_ARN`, a Secrets Manager secret read once here (its
+    ///   `WINMDM_TOKEN_KEY_SECRET_ARN`, a Secrets Manager secret read on first use (its
     ///   `SecretString` base64, or its `SecretBinary`; `WINMDM_SECRETSMANAGER_ENDPOINT`
     ///   only for tests); or `WINMDM_TOKEN_KEY`, the base64 key itself (local and
     ///   development use: it shows in the function's configuration). Required on
