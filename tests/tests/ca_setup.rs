@@ -54,14 +54,7 @@ async fn signing_key(kms: &kms::Client) -> String {
 async fn ca_setup_makes_the_kms_root_once_and_publishes_the_truststore() {
     let moto = Moto::start().await;
     let sdk = moto.sdk_config().await;
-    let clients = SetupClients {
-        kms: kms::Client::new(&sdk),
-        pca: winmdm_aws::acmpca_client(&sdk, None),
-        s3: winmdm_aws::s3_client(&sdk, Some(&moto.endpoint)),
-        secrets: winmdm_aws::secrets::secretsmanager_client(&sdk, None),
-        store: None,
-        dynamo: None,
-    };
+    let clients = setup_clients(&sdk, &moto.endpoint);
     clients
         .s3
         .create_bucket()
@@ -340,12 +333,8 @@ async fn first_user_from_a_secret() {
     let sdk = moto.sdk_config().await;
     let store = std::sync::Arc::new(moto.dynamo_store("winmdm-first-user").await);
     let clients = SetupClients {
-        kms: kms::Client::new(&sdk),
-        pca: winmdm_aws::acmpca_client(&sdk, None),
-        s3: winmdm_aws::s3_client(&sdk, Some(&moto.endpoint)),
-        secrets: winmdm_aws::secrets::secretsmanager_client(&sdk, None),
         store: Some(store.clone()),
-        dynamo: None,
+        ..setup_clients(&sdk, &moto.endpoint)
     };
     let secret = |value: &str| {
         let c = clients.secrets.clone();
@@ -448,12 +437,8 @@ async fn migration_backfills_the_listing_and_counters() {
         "not listed before the migration"
     );
     let clients = SetupClients {
-        kms: kms::Client::new(&sdk),
-        pca: winmdm_aws::acmpca_client(&sdk, None),
-        s3: winmdm_aws::s3_client(&sdk, Some(&moto.endpoint)),
-        secrets: winmdm_aws::secrets::secretsmanager_client(&sdk, None),
-        store: None,
         dynamo: Some(store.clone()),
+        ..setup_clients(&sdk, &moto.endpoint)
     };
     let mut migrate = request("Create", json!({"Schema": "2"}));
     migrate.resource_type = "Custom::WinmdmMigrate".into();
@@ -510,4 +495,16 @@ async fn overview(store: &winmdm_aws::DynamoStore) -> winmdm_core::fleet_stats::
         .await
         .unwrap();
     winmdm_core::fleet_stats::Overview::from_counters(now, &counters)
+}
+
+/// The custom resources' clients on moto (S3 path-style at its endpoint), no store.
+fn setup_clients(sdk: &winmdm_aws::SdkConfig, endpoint: &str) -> SetupClients {
+    SetupClients {
+        kms: kms::Client::new(sdk),
+        pca: winmdm_aws::acmpca_client(sdk, None),
+        s3: winmdm_aws::s3_client(sdk, Some(endpoint)),
+        secrets: winmdm_aws::secrets::secretsmanager_client(sdk, None),
+        store: None,
+        dynamo: None,
+    }
 }

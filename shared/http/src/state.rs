@@ -81,9 +81,6 @@ pub enum InitError {
     Ca(#[from] winmdm_embedded::ca::LocalCaError),
     #[error("ACM Private CA: {0}")]
     Pca(#[from] winmdm_core::ca::CaError),
-    #[cfg(feature = "secrets")]
-    #[error("Secrets Manager: {0}")]
-    Secret(#[from] winmdm_aws::secrets::SecretError),
 }
 
 /// Where the store and CA live when not embedded.
@@ -129,10 +126,6 @@ pub enum KmsCaCertificate {
 }
 
 impl AwsBackends {
-    pub fn is_empty(&self) -> bool {
-        self.table.is_none() && self.pca_arn.is_none() && self.kms.is_none()
-    }
-
     /// Whether this build will make an AWS client for these settings: a function built
     /// without a store or a CA ignores the table or CA it is told about (discovery is
     /// deployed with the same settings as the rest and calls neither).
