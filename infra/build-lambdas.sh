@@ -26,7 +26,7 @@ if [ "$arch" = "--arm64" ]; then
 fi
 
 functions=("$@")
-[ ${#functions[@]} -gt 0 ] || functions=(discovery policy enroll auth manage renew admin ca-setup)
+[ ${#functions[@]} -gt 0 ] || functions=(discovery policy enroll auth manage renew admin ca-setup checkin-counts)
 dir="${CARGO_TARGET_DIR:-target}/lambda"
 for f in "${functions[@]}"; do
     case "$f" in

@@ -959,13 +959,30 @@ pub async fn profiles_groups_and_states(store: Arc<dyn Store>) {
     assert!(bl.next.is_none());
 }
 
+/// What to wait for before reading counters that a store keeps after its writes rather
+/// than in them (DynamoDB's check-in counts, kept from the table's stream).
+#[async_trait::async_trait]
+pub trait Settle: Send + Sync {
+    async fn settle(&self);
+}
+
+/// A store whose writes keep every counter: nothing to wait for.
+pub struct InTheWrites;
+
+#[async_trait::async_trait]
+impl Settle for InTheWrites {
+    async fn settle(&self) {}
+}
+
 /// The fleet counters follow enrollments, re-enrollments of the same hardware, check-ins
-/// across hours and status changes, in the same writes; and a failed write changes none.
-pub async fn fleet_counters_follow_device_writes(store: Arc<dyn Store>) {
+/// across hours and status changes, in the same writes (or, for what `settle` waits for,
+/// after them); and a failed write changes none.
+pub async fn fleet_counters_follow_device_writes(store: Arc<dyn Store>, settle: &dyn Settle) {
     use winmdm_core::fleet_stats::{Overview, overview_ranges};
     use winmdm_core::session::{DevicePatch, ManagementUpdate, SessionWrite};
     let now = OffsetDateTime::now_utc();
     let overview = |store: Arc<dyn Store>| async move {
+        settle.settle().await;
         let c = store.read_counters(&overview_ranges(now)).await.unwrap();
         Overview::from_counters(now, &c)
     };

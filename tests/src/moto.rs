@@ -173,3 +173,133 @@ impl Drop for Moto {
         let _ = self.child.wait();
     }
 }
+
+/// Reads a table's stream the way the template's event source mapping does (device items
+/// only, in order, from the start) and hands each batch to the `checkin-counts` handler's
+/// code (`winmdm_aws::checkin_counts`): moto keeps streams but runs no triggers.
+pub struct StreamPump {
+    endpoint: String,
+    http: crate::client::HttpClient,
+    counts: winmdm_aws::checkin_counts::CheckinCounts,
+    /// Each shard's next iterator.
+    iterators: tokio::sync::Mutex<Vec<String>>,
+    applied: tokio::sync::Mutex<winmdm_aws::checkin_counts::Applied>,
+}
+
+impl StreamPump {
+    pub async fn new(moto: &Moto, table: &str) -> Self {
+        let client = aws_sdk_dynamodb::Client::new(&moto.sdk_config().await);
+        let stream_arn = client
+            .describe_table()
+            .table_name(table)
+            .send()
+            .await
+            .unwrap()
+            .table
+            .and_then(|t| t.latest_stream_arn)
+            .expect("the table has a stream");
+        let mut pump = Self {
+            endpoint: moto.endpoint.clone(),
+            http: crate::client::HttpClient::new(),
+            counts: winmdm_aws::checkin_counts::CheckinCounts::new(client, table),
+            iterators: Default::default(),
+            applied: Default::default(),
+        };
+        let shards = pump
+            .call(
+                "DescribeStream",
+                serde_json::json!({"StreamArn": stream_arn}),
+            )
+            .await;
+        let mut iterators = Vec::new();
+        for shard in shards["StreamDescription"]["Shards"].as_array().unwrap() {
+            let it = pump
+                .call(
+                    "GetShardIterator",
+                    serde_json::json!({
+                        "StreamArn": stream_arn,
+                        "ShardId": shard["ShardId"],
+                        "ShardIteratorType": "TRIM_HORIZON",
+                    }),
+                )
+                .await;
+            iterators.push(it["ShardIterator"].as_str().unwrap().to_owned());
+        }
+        assert!(!iterators.is_empty(), "the stream has shards");
+        pump.iterators = tokio::sync::Mutex::new(iterators);
+        pump
+    }
+
+    async fn call(&self, op: &str, body: serde_json::Value) -> serde_json::Value {
+        let target = format!("DynamoDBStreams_20120810.{op}");
+        let r = self
+            .http
+            .send(
+                "POST",
+                &format!("{}/", self.endpoint),
+                &[
+                    ("content-type", "application/x-amz-json-1.0"),
+                    ("x-amz-target", &target),
+                    // moto reads the region from the credential scope; it checks no signature.
+                    (
+                        "authorization",
+                        "AWS4-HMAC-SHA256 Credential=testing/20260101/us-east-1/dynamodb/aws4_request, SignedHeaders=host, Signature=00",
+                    ),
+                ],
+                body.to_string().into_bytes(),
+            )
+            .await;
+        assert_eq!(r.status, 200, "{op}: {}", r.text());
+        r.json()
+    }
+
+    /// Delivers every record written since the last call, as one batch per shard.
+    pub async fn pump(&self) -> winmdm_aws::checkin_counts::Applied {
+        let mut iterators = self.iterators.lock().await;
+        let mut total = winmdm_aws::checkin_counts::Applied::default();
+        for it in iterators.iter_mut() {
+            let out = self
+                .call("GetRecords", serde_json::json!({"ShardIterator": *it}))
+                .await;
+            if let Some(next) = out["NextShardIterator"].as_str() {
+                *it = next.to_owned();
+            }
+            let event: winmdm_aws::checkin_counts::StreamEvent =
+                serde_json::from_value(out).unwrap();
+            // The event source mapping's filter: device items only.
+            let records: Vec<_> = event
+                .records
+                .into_iter()
+                .filter(|r| r.dynamodb.keys.get("SK").and_then(|v| v["S"].as_str()) == Some("D"))
+                .collect();
+            if records.is_empty() {
+                continue;
+            }
+            let a = self.counts.apply(&records).await.unwrap();
+            total.records += a.records;
+            total.devices += a.devices;
+            total.skipped += a.skipped;
+            total.items_written += a.items_written;
+            total.transactions += a.transactions;
+        }
+        let mut all = self.applied.lock().await;
+        all.records += total.records;
+        all.devices += total.devices;
+        all.skipped += total.skipped;
+        all.items_written += total.items_written;
+        all.transactions += total.transactions;
+        total
+    }
+
+    /// Everything delivered so far.
+    pub async fn applied(&self) -> winmdm_aws::checkin_counts::Applied {
+        self.applied.lock().await.clone()
+    }
+}
+
+#[async_trait::async_trait]
+impl crate::conformance::Settle for StreamPump {
+    async fn settle(&self) {
+        self.pump().await;
+    }
+}

@@ -57,7 +57,7 @@ async fn profiles_groups_and_states() {
 #[tokio::test]
 async fn fleet_counters_follow_device_writes() {
     let (_d, s) = store();
-    conformance::fleet_counters_follow_device_writes(s).await;
+    conformance::fleet_counters_follow_device_writes(s, &conformance::InTheWrites).await;
 }
 
 #[tokio::test]

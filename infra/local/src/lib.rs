@@ -273,6 +273,8 @@ pub async fn start(opts: Options) -> Result<LocalServer, LocalError> {
     let aws = AwsBackends {
         region: opts.region.clone(),
         table: opts.table.clone(),
+        // No stream consumer runs beside winmdm-local: its writes keep every counter.
+        checkin_counts_from_stream: false,
         dynamodb_endpoint: opts.dynamodb_endpoint.clone(),
         pca_arn: opts.pca_arn.clone(),
         pca_endpoint: opts.pca_endpoint.clone(),

@@ -123,6 +123,9 @@ pub struct DynamoStore {
     /// Capacity units the management path used, computed from item sizes (see
     /// [`Capacity`]).
     capacity: Arc<Mutex<Capacity>>,
+    /// Whether check-in counters (`seen:…`) are left to the table's stream
+    /// ([`crate::checkin_counts`]) instead of written with each device write.
+    checkin_counts_from_stream: bool,
 }
 
 /// Read and write request units, computed from the sizes of the items read and written
@@ -599,6 +602,33 @@ impl DynamoStore {
             table: table.into(),
             loaded: Arc::new(Mutex::new(HashMap::new())),
             capacity: Arc::new(Mutex::new(Capacity::default())),
+            checkin_counts_from_stream: false,
+        }
+    }
+
+    /// Leaves the check-in counters (`seen:…`) to the table's stream: the writes stop
+    /// updating them, and the `checkin-counts` function ([`crate::checkin_counts`]) keeps
+    /// them from the device items' changes, a batch at a time. Saves 2 write units on
+    /// every hourly `last_seen_at` bump. Only for a table whose stream (new and old
+    /// images) feeds that function, as the template sets it up: otherwise the overview's
+    /// check-in buckets stop moving.
+    pub fn with_checkin_counts_from_stream(mut self, on: bool) -> Self {
+        self.checkin_counts_from_stream = on;
+        self
+    }
+
+    /// A write's counter changes without the check-in ones when the stream keeps those.
+    fn counted_by_writes(
+        &self,
+        deltas: Vec<winmdm_core::fleet_stats::CounterDelta>,
+    ) -> Vec<winmdm_core::fleet_stats::CounterDelta> {
+        if self.checkin_counts_from_stream {
+            deltas
+                .into_iter()
+                .filter(|(k, _)| !winmdm_core::fleet_stats::is_check_in(k))
+                .collect()
+        } else {
+            deltas
         }
     }
 
@@ -673,6 +703,14 @@ impl DynamoStore {
                     )
                     .build()
                     .expect("gsi"),
+            )
+            // As the template has it: the stream the check-in counts are kept from.
+            .stream_specification(
+                aws_sdk_dynamodb::types::StreamSpecification::builder()
+                    .stream_enabled(true)
+                    .stream_view_type(aws_sdk_dynamodb::types::StreamViewType::NewAndOldImages)
+                    .build()
+                    .expect("stream"),
             )
             .send()
             .await
@@ -1210,7 +1248,11 @@ impl DynamoStore {
         {
             before.push(dev);
         }
-        let deltas = winmdm_core::fleet_stats::deltas(&before, Some(device), true);
+        let deltas = self.counted_by_writes(winmdm_core::fleet_stats::deltas(
+            &before,
+            Some(device),
+            true,
+        ));
         items.extend(counter_updates(&device.id, &deltas, t)?);
         if items.len() > MAX_TRANSACTION_ITEMS {
             return Err(too_many_items("this enrollment", items.len()));
@@ -1284,6 +1326,7 @@ impl Store for DynamoStore {
         &self,
         ranges: &[winmdm_core::fleet_stats::KeyRange],
     ) -> Result<Vec<(String, i64)>, StoreError> {
+        use crate::checkin_counts::{counters_of, range_start};
         let queries = ranges.iter().flat_map(|r| {
             (0..COUNTER_SHARDS).map(move |shard| {
                 self.client
@@ -1291,22 +1334,28 @@ impl Store for DynamoStore {
                     .table_name(&self.table)
                     .key_condition_expression("PK = :pk AND SK BETWEEN :a AND :b")
                     .expression_attribute_values(":pk", s(format!("STATS#{shard}")))
-                    .expression_attribute_values(":a", s(r.from.clone()))
+                    // Check-in hours kept from the stream are fields of day items
+                    // (`seen:<day>`), which sort before their first hour.
+                    .expression_attribute_values(":a", s(range_start(&r.from)))
                     .expression_attribute_values(":b", s(r.to.clone()))
             })
         });
         let mut sums: std::collections::BTreeMap<String, i64> = Default::default();
         for out in query_together(queries, "fleet counters").await? {
             for item in out.items() {
-                if let (Some(k), Some(v)) = (str_attr(item, "SK"), num_attr(item, "c")) {
-                    *sums.entry(k.to_owned()).or_default() += v;
+                let Some(sk) = str_attr(item, "SK") else {
+                    continue;
+                };
+                for (k, v) in counters_of(sk, item) {
+                    *sums.entry(k).or_default() += v;
                 }
             }
         }
-        // `to` is exclusive: BETWEEN includes it, so drop an exact match.
+        // Only what the ranges ask for (`to` is exclusive, and a day item read for its
+        // later hours holds earlier ones too).
         Ok(sums
             .into_iter()
-            .filter(|(k, _)| !ranges.iter().any(|r| &r.to == k))
+            .filter(|(k, _)| ranges.iter().any(|r| r.from <= *k && *k < r.to))
             .collect())
     }
 
@@ -1643,7 +1692,11 @@ impl Store for DynamoStore {
                     t,
                 )?);
                 self.note_listing_write(Some(&before), &device)?;
-                let deltas = winmdm_core::fleet_stats::deltas(&[&before], Some(&device), false);
+                let deltas = self.counted_by_writes(winmdm_core::fleet_stats::deltas(
+                    &[&before],
+                    Some(&device),
+                    false,
+                ));
                 // Check-in hours move with nearly every session that writes (the hourly
                 // `last_seen_at` bump): those two counters are added after the commit,
                 // 1 unit each, instead of inside the transaction, where they would make

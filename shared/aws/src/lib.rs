@@ -7,6 +7,8 @@
 //! for all), so a Lambda function links only the SDKs its handler calls.
 
 #[cfg(feature = "dynamodb")]
+pub mod checkin_counts;
+#[cfg(feature = "dynamodb")]
 pub mod dynamo;
 #[cfg(feature = "kms")]
 pub mod kms_ca;

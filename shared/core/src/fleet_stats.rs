@@ -50,6 +50,13 @@ impl KeyRange {
 
 pub const NEVER_SEEN: &str = "seen:never";
 
+/// Whether a counter is a check-in counter (`seen:…`): the ones the hourly `last_seen_at`
+/// bump moves, which a store may keep outside the writes' transactions (DynamoDB keeps
+/// them from its stream: `winmdm_aws::checkin_counts`).
+pub fn is_check_in(key: &str) -> bool {
+    key.starts_with("seen:")
+}
+
 pub fn status_name(s: DeviceStatus) -> &'static str {
     match s {
         DeviceStatus::Enrolled => "enrolled",

@@ -19,6 +19,8 @@ pub mod admin_profiles;
 pub mod auth;
 #[cfg(feature = "ca-setup")]
 pub mod ca_setup;
+#[cfg(feature = "dynamodb")]
+pub mod checkin_counts;
 pub mod client_addr;
 pub mod console;
 pub mod discovery;

@@ -89,6 +89,9 @@ pub struct AwsBackends {
     pub region: Option<String>,
     /// DynamoDB table; `None` keeps the embedded store.
     pub table: Option<String>,
+    /// `WINMDM_CHECKIN_COUNTS=stream`: the table's stream keeps the check-in counters
+    /// (`winmdm_aws::checkin_counts`), as the template sets it up.
+    pub checkin_counts_from_stream: bool,
     pub dynamodb_endpoint: Option<String>,
     /// ACM Private CA ARN; `None` keeps the local CA (or the KMS CA below).
     pub pca_arn: Option<String>,
@@ -179,10 +182,10 @@ fn open_store(
         Some(table) => {
             let sdk = sdk.expect("the AWS configuration is loaded when a table is named");
             let client = winmdm_aws::dynamodb_client(sdk, aws.dynamodb_endpoint.as_deref());
-            Ok(Arc::new(winmdm_aws::DynamoStore::new(
-                client,
-                table.clone(),
-            )))
+            Ok(Arc::new(
+                winmdm_aws::DynamoStore::new(client, table.clone())
+                    .with_checkin_counts_from_stream(aws.checkin_counts_from_stream),
+            ))
         }
         #[cfg(not(feature = "dynamodb"))]
         Some(_) => Err(unbuilt("WINMDM_TABLE", "dynamodb")),
@@ -662,6 +665,15 @@ impl AppState {
         let aws = AwsBackends {
             region: env("AWS_REGION"),
             table: env("WINMDM_TABLE"),
+            checkin_counts_from_stream: match env("WINMDM_CHECKIN_COUNTS").as_deref() {
+                None | Some("writes") => false,
+                Some("stream") => true,
+                Some(other) => {
+                    return Err(InitError::Config(format!(
+                        "WINMDM_CHECKIN_COUNTS is `stream` or `writes`, not `{other}`"
+                    )));
+                }
+            },
             dynamodb_endpoint: env("WINMDM_DYNAMODB_ENDPOINT"),
             pca_arn: env("WINMDM_PCA_ARN"),
             pca_endpoint: env("WINMDM_PCA_ENDPOINT"),
