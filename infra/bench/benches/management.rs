@@ -79,7 +79,16 @@ fn management(c: &mut Criterion) {
     // The same message as the manage function receives it: an API Gateway v2 event with
     // the client certificate from the mTLS handshake, through the function's handler
     // (routing, body limit, JSON log lines written to a sink).
-    winmdm_http::logging::init_with_writer(std::io::sink);
+    // As on Lambda (no timestamps, EMF metrics on), counting what would be ingested.
+    let log_bytes = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let log_lines = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    {
+        let (bytes, lines) = (log_bytes.clone(), log_lines.clone());
+        winmdm_http::logging::init_as_on_lambda(move || LogCounter {
+            bytes: bytes.clone(),
+            lines: lines.clone(),
+        });
+    }
     let state = winmdm_http::AppState::new(
         winmdm_core::config::EnrollmentConfig::new(
             "https://enterpriseenrollment.example.com".parse().unwrap(),
@@ -97,6 +106,29 @@ fn management(c: &mut Criterion) {
     )
     .unwrap();
     let cert_pem = winmdm_e2e::inprocess::pem(&cert);
+    // CloudWatch Logs ingestion per message: the lines of one idle poll's message (a new
+    // session, nothing queued), plus 26 bytes of per-event overhead each.
+    {
+        use std::sync::atomic::Ordering::Relaxed;
+        let (b0, l0) = (log_bytes.load(Relaxed), log_lines.load(Relaxed));
+        const N: usize = 100;
+        for _ in 0..N {
+            let req = winmdm_e2e::inprocess::apigw_v2_event(&event, &package1, Some(&cert_pem));
+            assert_eq!(
+                rt.block_on(winmdm_http::manage::handle(&state, req))
+                    .status(),
+                200
+            );
+        }
+        let (bytes, lines) = (log_bytes.load(Relaxed) - b0, log_lines.load(Relaxed) - l0);
+        println!(
+            "log per management message (idle poll, as on Lambda): {} line(s), {} bytes, \
+             {} bytes billed with CloudWatch's 26 bytes per event",
+            lines / N,
+            bytes / N,
+            (bytes + 26 * lines) / N
+        );
+    }
     c.bench_function(
         "manage function: API Gateway event to response (first package, mTLS)",
         |b| {
@@ -411,3 +443,22 @@ use winmdm_core::store::Store as _;
 
 criterion_group!(benches, management, profiles, profile_engine);
 criterion_main!(benches);
+
+/// Counts the bytes and lines logged (what CloudWatch Logs would ingest).
+struct LogCounter {
+    bytes: Arc<std::sync::atomic::AtomicUsize>,
+    lines: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl std::io::Write for LogCounter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.bytes.fetch_add(buf.len(), Relaxed);
+        self.lines
+            .fetch_add(buf.iter().filter(|b| **b == b'\n').count(), Relaxed);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}

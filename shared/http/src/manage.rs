@@ -102,13 +102,18 @@ pub async fn handle(state: &AppState, req: Request) -> Response {
                     )
                     .millis("Latency", elapsed.as_secs_f64() * 1000.0)
                     .emit();
-                info!(
-                    header_status = reply.header_status,
-                    commands_sent = reply.commands_sent,
-                    mtls = cert.is_some(),
-                    duration_us = elapsed.as_micros() as u64,
-                    "handled"
-                );
+                // A message the service answered normally has its line already ("management
+                // message": device, session, message, commands) and its metrics record; a
+                // line here too would be noise billed on every message (BENCHMARKS.md, Cost).
+                if reply.header_status != 200 {
+                    info!(
+                        header_status = reply.header_status,
+                        commands_sent = reply.commands_sent,
+                        mtls = cert.is_some(),
+                        duration_us = elapsed.as_micros() as u64,
+                        "handled"
+                    );
+                }
                 respond::bytes(StatusCode::OK, SYNCML_CONTENT_TYPE, reply.xml.into_bytes())
             }
             Err(e) => {

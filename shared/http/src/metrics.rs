@@ -82,27 +82,57 @@ impl Record {
         Value::Object(root)
     }
 
-    /// Writes the record if metrics are enabled.
-    pub fn emit(self) {
-        if !enabled() || self.metrics.is_empty() {
+    fn without_zero_counts(mut self) -> Self {
+        self.metrics
+            .retain(|(_, v, unit)| !(*unit == Unit::Count && *v == 0.0));
+        self
+    }
+
+    /// Writes the record, where the logs go, if metrics are enabled. Counts of zero are
+    /// left out: each is ≈ 60 bytes of log ingestion per request, and a metric with no
+    /// value in a period reads as zero in a Sum (the template's alarms treat missing
+    /// data as not breaching).
+    pub fn emit(mut self) {
+        if !enabled() {
+            return;
+        }
+        self = self.without_zero_counts();
+        if self.metrics.is_empty() {
             return;
         }
         let ts = time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000;
-        println!("{}", self.to_json(ts as i64));
+        crate::logging::write_line(&self.to_json(ts as i64).to_string());
     }
 }
 
+static ENABLED: OnceLock<bool> = OnceLock::new();
+
 fn enabled() -> bool {
-    static ON: OnceLock<bool> = OnceLock::new();
-    *ON.get_or_init(|| {
-        std::env::var_os("AWS_LAMBDA_FUNCTION_NAME").is_some()
-            || std::env::var("WINMDM_EMF").is_ok_and(|v| v == "1")
+    *ENABLED.get_or_init(|| {
+        crate::logging::on_lambda() || std::env::var("WINMDM_EMF").is_ok_and(|v| v == "1")
     })
+}
+
+/// Emits metrics from here on, as on Lambda (for the benchmarks that measure log bytes).
+/// No effect once a record was emitted or skipped.
+pub fn enable() {
+    let _ = ENABLED.set(true);
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn zero_counts_are_left_out_but_latency_stays() {
+        let r = Record::new("manage")
+            .count("ManagementMessages", 1)
+            .count("CommandsFailed", 0)
+            .millis("Latency", 0.0)
+            .without_zero_counts();
+        let names: Vec<_> = r.metrics.iter().map(|m| m.0).collect();
+        assert_eq!(names, ["ManagementMessages", "Latency"]);
+    }
 
     #[test]
     fn emf_document_shape() {
