@@ -1,92 +1,72 @@
-//! Group commit for the embedded store: writes that arrive together share one fsync.
+//! Group commit for the embedded store: writes that arrive together share one
+//! transaction and one fsync.
 //!
-//! redb makes a commit durable with an fsync, and allows one write transaction at a time,
+//! redb allows one write transaction at a time and makes a commit durable with an fsync,
 //! so committing each management message on its own queues every concurrent session
-//! behind every other one's fsync. Here each write commits with `Durability::None` —
-//! visible to every later transaction at once, but not yet on disk — and its caller then
-//! waits for a durable commit that started after its own: one caller at a time runs an
-//! empty `Durability::Immediate` commit, which persists every non-durable commit before
-//! it (redb's documented behaviour), and wakes everyone it covered. Writes that arrive
-//! while an fsync runs wait for the next one, so under load one fsync covers a whole
-//! batch; alone, a write costs what it did before (its commit, then one fsync).
+//! behind every other one's commit and fsync (and the CPU idles while it waits). Here a
+//! write is a closure over a write transaction, queued; one caller at a time is the
+//! leader: it takes every queued write, runs them in order in one transaction, commits it
+//! durably, and answers each of them. Writes that arrive while it commits queue for the
+//! next batch, which the next caller to find no leader runs. Alone, a write costs what it
+//! did before (its transaction, one fsync); under load one fsync covers a whole batch.
 //!
-//! ⚠ A caller is answered only after its write is durable. Returning earlier would
-//! make this faster and would lose acknowledged enrollments and command results on a
-//! crash: do not.
+//! The writes of a batch run one after the other, each seeing the ones before it: the
+//! same as committing them one at a time in that order. If one of them fails, the batch's
+//! transaction is dropped (nothing of it is written) and each write of the batch is run
+//! again on its own transaction, so a failure stays the failing caller's. That is why a
+//! write is `Fn`: it may run twice, and must depend only on what it captured and read.
+//!
+//! ⚠ A caller is answered only after its write is durable. Answering before the fsync
+//! would make this faster and would lose acknowledged enrollments and command results on
+//! a crash: do not.
 
-use std::ops::Deref;
-use std::sync::{Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 
 use redb::{Database, Durability, ReadTransaction, WriteTransaction};
+use winmdm_core::store::StoreError;
 
-/// The database with its group-commit state.
+/// One queued write: runs against a transaction and keeps its own result.
+type Run = Box<dyn Fn(&WriteTransaction) -> Result<(), StoreError> + Send + Sync>;
+
+struct Job {
+    run: Run,
+    /// Set once the write's transaction is durable (or failed).
+    outcome: Mutex<Option<Result<(), StoreError>>>,
+}
+
+/// The database with its queue of writes.
 pub(crate) struct Db {
     db: Database,
-    state: Mutex<Progress>,
-    flushed: Condvar,
+    state: Mutex<Queue>,
+    answered: Condvar,
 }
 
 #[derive(Default)]
-struct Progress {
-    /// Sequence number of the latest non-durable commit.
-    committed: u64,
-    /// Every commit up to this number is durable.
-    durable: u64,
-    /// Whether a caller is running the durable commit now.
-    flushing: bool,
+struct Queue {
+    pending: Vec<Arc<Job>>,
+    /// Whether a caller is running a batch now.
+    leading: bool,
     /// Durable commits made, for the benchmarks: writes / flushes is the batch size.
     flushes: u64,
 }
 
-/// A write transaction whose commit returns once the write is durable.
-pub(crate) struct GroupTx<'a> {
-    tx: WriteTransaction,
-    db: &'a Db,
-}
-
-impl Deref for GroupTx<'_> {
-    type Target = WriteTransaction;
-    fn deref(&self) -> &WriteTransaction {
-        &self.tx
-    }
-}
-
-/// A redb error on the write path, as its message (redb's own errors are large values).
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub(crate) struct GroupError(String);
-
-impl From<redb::TransactionError> for GroupError {
-    fn from(e: redb::TransactionError) -> Self {
-        Self(e.to_string())
-    }
-}
-
-impl From<redb::CommitError> for GroupError {
-    fn from(e: redb::CommitError) -> Self {
-        Self(e.to_string())
-    }
-}
-
 const POISONED: &str = "the store's commit state is poisoned by an earlier panic";
+
+fn unavailable(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Unavailable(e.to_string())
+}
 
 impl Db {
     pub(crate) fn new(db: Database) -> Self {
         Self {
             db,
-            state: Mutex::new(Progress::default()),
-            flushed: Condvar::new(),
+            state: Mutex::new(Queue::default()),
+            answered: Condvar::new(),
         }
     }
 
-    pub(crate) fn begin_read(&self) -> Result<ReadTransaction, GroupError> {
-        Ok(self.db.begin_read()?)
-    }
-
-    pub(crate) fn begin_write(&self) -> Result<GroupTx<'_>, GroupError> {
-        let mut tx = self.db.begin_write()?;
-        tx.set_durability(Durability::None);
-        Ok(GroupTx { tx, db: self })
+    pub(crate) fn begin_read(&self) -> Result<ReadTransaction, StoreError> {
+        self.db.begin_read().map_err(unavailable)
     }
 
     /// Durable commits made so far.
@@ -94,65 +74,131 @@ impl Db {
         self.state.lock().map_or(0, |s| s.flushes)
     }
 
-    /// Blocks until commit `seq` is durable, running the durable commit if nobody is.
-    fn wait_durable(&self, seq: u64) -> Result<(), GroupError> {
-        let mut s = self.state.lock().map_err(|_| GroupError(POISONED.into()))?;
+    /// Runs `write` in a transaction with the writes queued with it, and returns its
+    /// result once that transaction is durable. Blocks: call it off the async executor.
+    pub(crate) fn write<T, F>(&self, write: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: Fn(&WriteTransaction) -> Result<T, StoreError> + Send + Sync + 'static,
+    {
+        let value: Arc<Mutex<Option<T>>> = Arc::new(Mutex::new(None));
+        let slot = value.clone();
+        let job = Arc::new(Job {
+            run: Box::new(move |tx| {
+                let v = write(tx)?;
+                *slot.lock().map_err(|_| unavailable(POISONED))? = Some(v);
+                Ok(())
+            }),
+            outcome: Mutex::new(None),
+        });
+        let mut q = self.state.lock().map_err(|_| unavailable(POISONED))?;
+        q.pending.push(job.clone());
         loop {
-            if s.durable >= seq {
-                return Ok(());
+            if let Some(outcome) = job
+                .outcome
+                .lock()
+                .map_err(|_| unavailable(POISONED))?
+                .take()
+            {
+                outcome?;
+                return value
+                    .lock()
+                    .map_err(|_| unavailable(POISONED))?
+                    .take()
+                    .ok_or_else(|| unavailable("a committed write left no result"));
             }
-            if s.flushing {
-                s = self
-                    .flushed
-                    .wait(s)
-                    .map_err(|_| GroupError(POISONED.into()))?;
+            if q.leading {
+                q = self.answered.wait(q).map_err(|_| unavailable(POISONED))?;
                 continue;
             }
-            s.flushing = true;
-            // Every commit numbered up to here finished before this durable commit
-            // begins, so it persists them all.
-            let target = s.committed;
-            drop(s);
-            let result = self
-                .db
-                .begin_write()
-                .map_err(GroupError::from)
-                .and_then(|mut tx| {
-                    tx.set_durability(Durability::Immediate);
-                    tx.commit().map_err(GroupError::from)
-                });
-            s = self.state.lock().map_err(|_| GroupError(POISONED.into()))?;
-            s.flushing = false;
-            if result.is_ok() {
-                s.durable = s.durable.max(target);
-                s.flushes += 1;
-            }
-            self.flushed.notify_all();
-            // A failed fsync answers this caller with the error; the others retry it.
-            result?;
+            q.leading = true;
+            let batch = std::mem::take(&mut q.pending);
+            drop(q);
+            let durable = self.run_batch(&batch);
+            q = self.state.lock().map_err(|_| unavailable(POISONED))?;
+            q.leading = false;
+            q.flushes += durable;
+            self.answered.notify_all();
         }
+    }
+
+    /// Runs a batch and answers every write in it; returns the durable commits made.
+    fn run_batch(&self, batch: &[Arc<Job>]) -> u64 {
+        let answer = |job: &Job, outcome: Result<(), StoreError>| {
+            if let Ok(mut o) = job.outcome.lock() {
+                *o = Some(outcome);
+            }
+        };
+        match self.try_together(batch) {
+            Ok(()) => {
+                for job in batch {
+                    answer(job, Ok(()));
+                }
+                1
+            }
+            Err(Together::Commit(e)) => {
+                for job in batch {
+                    answer(job, Err(e.clone()));
+                }
+                0
+            }
+            Err(Together::WriteFailed) => {
+                // One write failed: nothing of the batch was written. Each on its own.
+                let mut durable = 0;
+                for job in batch {
+                    let outcome = self.try_together(std::slice::from_ref(job));
+                    durable += u64::from(outcome.is_ok());
+                    answer(
+                        job,
+                        outcome.map_err(|e| match e {
+                            Together::Commit(e) => e,
+                            Together::WriteFailed => {
+                                StoreError::Unavailable("a write failed without an error".into())
+                            }
+                        }),
+                    );
+                }
+                durable
+            }
+        }
+    }
+
+    /// Runs jobs in one durable transaction. A single job's own error is its answer (as
+    /// `Commit`, meaning "final"); in a batch of several, any error drops the batch.
+    fn try_together(&self, jobs: &[Arc<Job>]) -> Result<(), Together> {
+        let mut tx = self
+            .db
+            .begin_write()
+            .map_err(|e| Together::Commit(unavailable(e)))?;
+        tx.set_durability(Durability::Immediate);
+        for job in jobs {
+            // A panicking write must not leave the others waiting for a leader.
+            let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| (job.run)(&tx)))
+                .unwrap_or_else(|_| Err(unavailable("the write panicked")));
+            if let Err(e) = run {
+                return Err(if jobs.len() == 1 {
+                    Together::Commit(e)
+                } else {
+                    Together::WriteFailed
+                });
+            }
+        }
+        tx.commit().map_err(|e| Together::Commit(unavailable(e)))
     }
 }
 
-impl GroupTx<'_> {
-    /// Commits, then returns once the commit is on disk.
-    pub(crate) fn commit(self) -> Result<(), GroupError> {
-        let GroupTx { tx, db } = self;
-        tx.commit()?;
-        let seq = {
-            let mut s = db.state.lock().map_err(|_| GroupError(POISONED.into()))?;
-            s.committed += 1;
-            s.committed
-        };
-        db.wait_durable(seq)
-    }
+enum Together {
+    /// The answer for every job of the attempt.
+    Commit(StoreError),
+    /// A write of a batch failed; the batch was not written.
+    WriteFailed,
 }
 
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
 
-    use redb::{ReadableTableMetadata, TableDefinition};
+    use redb::{ReadableTable, ReadableTableMetadata, TableDefinition};
 
     use super::*;
 
@@ -167,12 +213,16 @@ mod tests {
             .map(|i| {
                 let db = db.clone();
                 std::thread::spawn(move || {
-                    let tx = db.begin_write().unwrap();
-                    tx.open_table(T).unwrap().insert(i, i * 2).unwrap();
-                    tx.commit().unwrap();
-                    // Answered only once durable: the count covers this write.
-                    let s = db.state.lock().unwrap();
-                    assert!(s.durable >= 1);
+                    let got = db
+                        .write(move |tx| {
+                            tx.open_table(T)
+                                .map_err(unavailable)?
+                                .insert(i, i * 2)
+                                .map_err(unavailable)?;
+                            Ok(i)
+                        })
+                        .unwrap();
+                    assert_eq!(got, i, "each caller gets its own write's result");
                 })
             })
             .collect();
@@ -181,14 +231,49 @@ mod tests {
         }
         let flushes = db.flushes();
         assert!((1..=64).contains(&flushes), "{flushes} fsyncs");
-        {
-            let s = db.state.lock().unwrap();
-            assert_eq!(s.committed, 64);
-            assert_eq!(s.durable, 64, "every acknowledged write is durable");
-        }
         drop(db);
         let reopened = Database::open(&path).unwrap();
         let t = reopened.begin_read().unwrap().open_table(T).unwrap();
-        assert_eq!(t.len().unwrap(), 64);
+        assert_eq!(t.len().unwrap(), 64, "every acknowledged write is durable");
+    }
+
+    /// A write that fails (or panics) in a batch fails alone: the others of its batch
+    /// are written, and the failed one leaves nothing, not even what it wrote first.
+    #[test]
+    fn a_failing_write_fails_alone_and_leaves_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("g.redb");
+        let db = Arc::new(Db::new(Database::create(&path).unwrap()));
+        let writers: Vec<_> = (0..48u64)
+            .map(|i| {
+                let db = db.clone();
+                std::thread::spawn(move || {
+                    db.write(move |tx| {
+                        tx.open_table(T)
+                            .map_err(unavailable)?
+                            .insert(i, i)
+                            .map_err(unavailable)?;
+                        match i % 8 {
+                            3 => Err(StoreError::Conflict(format!("write {i} refused"))),
+                            5 => panic!("write {i} panics"),
+                            _ => Ok(()),
+                        }
+                    })
+                })
+            })
+            .collect();
+        for (i, w) in writers.into_iter().enumerate() {
+            let r = w.join().unwrap();
+            match i % 8 {
+                3 => assert!(matches!(r, Err(StoreError::Conflict(_))), "{i}: {r:?}"),
+                5 => assert!(matches!(r, Err(StoreError::Unavailable(_))), "{i}: {r:?}"),
+                _ => assert!(r.is_ok(), "{i}: {r:?}"),
+            }
+        }
+        let read = db.begin_read().unwrap();
+        let t = read.open_table(T).unwrap();
+        let keys: Vec<u64> = t.iter().unwrap().map(|e| e.unwrap().0.value()).collect();
+        let expected: Vec<u64> = (0..48).filter(|i| i % 8 != 3 && i % 8 != 5).collect();
+        assert_eq!(keys, expected);
     }
 }

@@ -241,6 +241,18 @@ impl RedbStore {
         self.db.flushes()
     }
 
+    /// Runs a write off the async executor, in a transaction shared with the writes
+    /// queued with it (`crate::group_commit`); returns once it is durable. `write` may
+    /// run twice (when another write of its batch fails): it must depend only on what it
+    /// captured and what it reads.
+    async fn write<T, F>(&self, write: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: Fn(&redb::WriteTransaction) -> Result<T, StoreError> + Send + Sync + 'static,
+    {
+        self.blocking(move |db| db.write(write)).await
+    }
+
     /// Runs blocking redb work off the async executor.
     async fn blocking<T, F>(&self, f: F) -> Result<T, StoreError>
     where
@@ -318,8 +330,7 @@ impl RedbStore {
 impl Store for RedbStore {
     async fn create_user(&self, user: &User) -> Result<(), StoreError> {
         let user = user.clone();
-        self.blocking(move |db| {
-            let tx = db.begin_write().map_err(unavailable)?;
+        self.write(move |tx| {
             {
                 let mut t = tx.open_table(USERS).map_err(unavailable)?;
                 if t.get(user.upn.as_str()).map_err(unavailable)?.is_some() {
@@ -328,7 +339,7 @@ impl Store for RedbStore {
                 t.insert(user.upn.as_str(), encode(&user)?.as_slice())
                     .map_err(unavailable)?;
             }
-            tx.commit().map_err(unavailable)
+            Ok(())
         })
         .await
     }
@@ -347,13 +358,11 @@ impl Store for RedbStore {
 
     async fn delete_user(&self, upn: &str) -> Result<bool, StoreError> {
         let upn = upn.to_owned();
-        self.blocking(move |db| {
-            let tx = db.begin_write().map_err(unavailable)?;
+        self.write(move |tx| {
             let existed = {
                 let mut t = tx.open_table(USERS).map_err(unavailable)?;
                 t.remove(upn.as_str()).map_err(unavailable)?.is_some()
             };
-            tx.commit().map_err(unavailable)?;
             Ok(existed)
         })
         .await
@@ -458,9 +467,8 @@ impl Store for RedbStore {
 
     async fn commit_enrollment(&self, commit: &EnrollmentCommit) -> Result<(), StoreError> {
         let commit = commit.clone();
-        self.blocking(move |db| {
+        self.write(move |tx| {
             let now = OffsetDateTime::now_utc().unix_timestamp();
-            let tx = db.begin_write().map_err(unavailable)?;
             {
                 let mut tokens = tx.open_table(CONSUMED_TOKENS).map_err(unavailable)?;
                 let mut expiry = tx.open_table(TOKEN_EXPIRY).map_err(unavailable)?;
@@ -525,7 +533,7 @@ impl Store for RedbStore {
                             .transpose()?;
                         if let Some(prev) = prev {
                             index_groups(&mut members, &prev.id, &prev.groups, &[])?;
-                            index_listing(&tx, &prev.id, Some(&prev), None)?;
+                            index_listing(tx, &prev.id, Some(&prev), None)?;
                             replaced.push(prev);
                         }
                     }
@@ -538,11 +546,11 @@ impl Store for RedbStore {
                     .insert(device.id.as_str(), encode(device)?.as_slice())
                     .map_err(unavailable)?;
                 let same_id = replaced.iter().find(|d| d.id == device.id);
-                index_listing(&tx, &device.id, same_id, Some(device))?;
+                index_listing(tx, &device.id, same_id, Some(device))?;
                 let before: Vec<&Device> = replaced.iter().collect();
-                apply_counters(&tx, &fleet_stats::deltas(&before, Some(device), true))?;
+                apply_counters(tx, &fleet_stats::deltas(&before, Some(device), true))?;
             }
-            tx.commit().map_err(unavailable)
+            Ok(())
         })
         .await
     }
@@ -623,9 +631,8 @@ impl Store for RedbStore {
             )));
         }
         let update = update.clone();
-        self.blocking(move |db| {
+        self.write(move |tx| {
             let now = OffsetDateTime::now_utc();
-            let tx = db.begin_write().map_err(unavailable)?;
             {
                 let mut devices = tx.open_table(DEVICES).map_err(unavailable)?;
                 let mut device: Device = match devices
@@ -675,8 +682,8 @@ impl Store for RedbStore {
                     devices
                         .insert(device.id.as_str(), encode(&device)?.as_slice())
                         .map_err(unavailable)?;
-                    index_listing(&tx, &device.id, Some(&before), Some(&device))?;
-                    apply_counters(&tx, &fleet_stats::deltas(&[&before], Some(&device), false))?;
+                    index_listing(tx, &device.id, Some(&before), Some(&device))?;
+                    apply_counters(tx, &fleet_stats::deltas(&[&before], Some(&device), false))?;
                 }
 
                 let mut sessions = tx.open_table(SESSIONS).map_err(unavailable)?;
@@ -758,18 +765,17 @@ impl Store for RedbStore {
                             .insert(profile_device_key(&p.profile_id, &p.device_id).as_str(), ())
                             .map_err(unavailable)?;
                     }
-                    apply_counters(&tx, &deltas)?;
+                    apply_counters(tx, &deltas)?;
                 }
             }
-            tx.commit().map_err(unavailable)
+            Ok(())
         })
         .await
     }
 
     async fn create_profile(&self, profile: &Profile) -> Result<(), StoreError> {
         let profile = profile.clone();
-        self.blocking(move |db| {
-            let tx = db.begin_write().map_err(unavailable)?;
+        self.write(move |tx| {
             {
                 let mut t = tx.open_table(PROFILES).map_err(unavailable)?;
                 let mut names = tx.open_table(PROFILE_NAMES).map_err(unavailable)?;
@@ -789,7 +795,7 @@ impl Store for RedbStore {
                     .insert(name.as_str(), profile.id.as_str())
                     .map_err(unavailable)?;
             }
-            tx.commit().map_err(unavailable)
+            Ok(())
         })
         .await
     }
@@ -800,8 +806,7 @@ impl Store for RedbStore {
         expect_version: u64,
     ) -> Result<(), StoreError> {
         let profile = profile.clone();
-        self.blocking(move |db| {
-            let tx = db.begin_write().map_err(unavailable)?;
+        self.write(move |tx| {
             {
                 let mut t = tx.open_table(PROFILES).map_err(unavailable)?;
                 let mut names = tx.open_table(PROFILE_NAMES).map_err(unavailable)?;
@@ -834,7 +839,7 @@ impl Store for RedbStore {
                 t.insert(profile.id.as_str(), encode(&profile)?.as_slice())
                     .map_err(unavailable)?;
             }
-            tx.commit().map_err(unavailable)
+            Ok(())
         })
         .await
     }
@@ -851,8 +856,7 @@ impl Store for RedbStore {
 
     async fn delete_profile(&self, id: &str) -> Result<bool, StoreError> {
         let id = id.to_owned();
-        self.blocking(move |db| {
-            let tx = db.begin_write().map_err(unavailable)?;
+        self.write(move |tx| {
             let existed = {
                 let mut t = tx.open_table(PROFILES).map_err(unavailable)?;
                 let removed = t
@@ -871,7 +875,6 @@ impl Store for RedbStore {
                     None => false,
                 }
             };
-            tx.commit().map_err(unavailable)?;
             Ok(existed)
         })
         .await
@@ -879,8 +882,7 @@ impl Store for RedbStore {
 
     async fn create_group(&self, group: &Group) -> Result<(), StoreError> {
         let group = group.clone();
-        self.blocking(move |db| {
-            let tx = db.begin_write().map_err(unavailable)?;
+        self.write(move |tx| {
             {
                 let mut t = tx.open_table(GROUPS).map_err(unavailable)?;
                 if t.get(group.name.as_str()).map_err(unavailable)?.is_some() {
@@ -889,7 +891,7 @@ impl Store for RedbStore {
                 t.insert(group.name.as_str(), encode(&group)?.as_slice())
                     .map_err(unavailable)?;
             }
-            tx.commit().map_err(unavailable)
+            Ok(())
         })
         .await
     }
@@ -906,13 +908,11 @@ impl Store for RedbStore {
 
     async fn delete_group(&self, name: &str) -> Result<bool, StoreError> {
         let name = name.to_owned();
-        self.blocking(move |db| {
-            let tx = db.begin_write().map_err(unavailable)?;
+        self.write(move |tx| {
             let existed = {
                 let mut t = tx.open_table(GROUPS).map_err(unavailable)?;
                 t.remove(name.as_str()).map_err(unavailable)?.is_some()
             };
-            tx.commit().map_err(unavailable)?;
             Ok(existed)
         })
         .await
@@ -969,8 +969,7 @@ impl Store for RedbStore {
 
     async fn enqueue_command(&self, command: &QueuedCommand) -> Result<(), StoreError> {
         let command = command.clone();
-        self.blocking(move |db| {
-            let tx = db.begin_write().map_err(unavailable)?;
+        self.write(move |tx| {
             {
                 let devices = tx.open_table(DEVICES).map_err(unavailable)?;
                 if devices
@@ -994,7 +993,7 @@ impl Store for RedbStore {
                 let mut open = tx.open_table(OPEN_COMMANDS).map_err(unavailable)?;
                 open.insert(key.as_str(), ()).map_err(unavailable)?;
             }
-            tx.commit().map_err(unavailable)
+            Ok(())
         })
         .await
     }
