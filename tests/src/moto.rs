@@ -270,24 +270,14 @@ impl StreamPump {
             let records: Vec<_> = event
                 .records
                 .into_iter()
-                .filter(|r| r.dynamodb.keys.get("SK").and_then(|v| v["S"].as_str()) == Some("D"))
+                .filter(|r| r.is_device_item())
                 .collect();
             if records.is_empty() {
                 continue;
             }
-            let a = self.counts.apply(&records).await.unwrap();
-            total.records += a.records;
-            total.devices += a.devices;
-            total.skipped += a.skipped;
-            total.items_written += a.items_written;
-            total.transactions += a.transactions;
+            total += self.counts.apply(&records).await.unwrap();
         }
-        let mut all = self.applied.lock().await;
-        all.records += total.records;
-        all.devices += total.devices;
-        all.skipped += total.skipped;
-        all.items_written += total.items_written;
-        all.transactions += total.transactions;
+        *self.applied.lock().await += total.clone();
         total
     }
 

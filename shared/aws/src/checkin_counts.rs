@@ -67,6 +67,18 @@ pub struct StreamChange {
     pub sequence_number: String,
 }
 
+impl StreamRecord {
+    /// Whether the record is a device item's (`SK = D`): the only ones the template's
+    /// event filter passes.
+    pub fn is_device_item(&self) -> bool {
+        self.dynamodb
+            .keys
+            .get("SK")
+            .and_then(|v| v.get("S")?.as_str())
+            == Some("D")
+    }
+}
+
 fn string_attr<'a>(image: &'a HashMap<String, serde_json::Value>, name: &str) -> Option<&'a str> {
     image.get(name)?.get("S")?.as_str()
 }
@@ -101,8 +113,7 @@ pub struct SeenChanges {
 pub fn seen_changes(records: &[StreamRecord]) -> SeenChanges {
     let mut out = SeenChanges::default();
     for r in records {
-        let is_device = r.dynamodb.keys.get("SK").and_then(|v| v.get("S")?.as_str()) == Some("D");
-        if !is_device {
+        if !r.is_device_item() {
             out.skipped += 1;
             continue;
         }
@@ -249,6 +260,16 @@ pub struct Applied {
     /// Counter items written (each an `ADD` of one or more fields).
     pub items_written: usize,
     pub transactions: usize,
+}
+
+impl std::ops::AddAssign for Applied {
+    fn add_assign(&mut self, b: Self) {
+        self.records += b.records;
+        self.devices += b.devices;
+        self.skipped += b.skipped;
+        self.items_written += b.items_written;
+        self.transactions += b.transactions;
+    }
 }
 
 /// Applies stream batches to the check-in counters of one table.
