@@ -62,7 +62,7 @@ pub struct AppState {
     pub entra_terms: Option<String>,
     /// `WINMDM_CONSOLE_KEY_SECRET_ARN`: the deployed console's key, read on first use.
     #[cfg(feature = "secrets")]
-    console_key_secret: Option<(winmdm_aws::secrets::Client, String)>,
+    console_key_secret: Option<winmdm_aws::secrets::Secret>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -270,18 +270,13 @@ enum TokenKeyInit {
 /// The token key in a Secrets Manager secret: its `SecretString` base64, or its
 /// `SecretBinary`.
 #[cfg(feature = "secrets")]
-struct SecretKey {
-    client: winmdm_aws::secrets::Client,
-    arn: String,
-}
+struct SecretKey(winmdm_aws::secrets::Secret);
 
 #[cfg(feature = "secrets")]
 #[async_trait::async_trait]
 impl KeyFetch for SecretKey {
     async fn fetch(&self) -> Result<Vec<u8>, String> {
-        let value = winmdm_aws::secrets::get_secret_value(&self.client, &self.arn)
-            .await
-            .map_err(|e| e.to_string())?;
+        let value = self.0.read().await.map_err(|e| e.to_string())?;
         Ok(match value {
             winmdm_aws::secrets::SecretValue::String(s) => {
                 decode_key(&s, "the secret WINMDM_TOKEN_KEY_SECRET_ARN names")
@@ -299,8 +294,9 @@ fn secret_key_fetch(
     endpoint: Option<&str>,
 ) -> Result<Arc<dyn KeyFetch>, InitError> {
     let sdk = sdk.expect("the AWS configuration is loaded for a secret");
-    let client = winmdm_aws::secrets::secretsmanager_client(sdk, endpoint);
-    Ok(Arc::new(SecretKey { client, arn }))
+    Ok(Arc::new(SecretKey(winmdm_aws::secrets::Secret::new(
+        sdk, endpoint, arn,
+    ))))
 }
 
 #[cfg(not(feature = "secrets"))]
@@ -492,7 +488,7 @@ impl AppState {
         };
         #[cfg(feature = "secrets")]
         let key = match self.console_key_secret.take() {
-            Some((client, arn)) => crate::console::ConsoleKey::from_secret(client, arn),
+            Some(secret) => crate::console::ConsoleKey::from_secret(secret),
             None => given()?,
         };
         #[cfg(not(feature = "secrets"))]
@@ -721,8 +717,11 @@ impl AppState {
             {
                 let sdk = sdk.as_ref().expect("loaded for the console key");
                 let endpoint = env("WINMDM_SECRETSMANAGER_ENDPOINT");
-                let client = winmdm_aws::secrets::secretsmanager_client(sdk, endpoint.as_deref());
-                state.console_key_secret = Some((client, arn));
+                state.console_key_secret = Some(winmdm_aws::secrets::Secret::new(
+                    sdk,
+                    endpoint.as_deref(),
+                    arn,
+                ));
             }
             #[cfg(not(feature = "secrets"))]
             {

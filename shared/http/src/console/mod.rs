@@ -68,7 +68,7 @@ pub struct ConsoleConfig {
 pub struct ConsoleKey {
     ready: tokio::sync::OnceCell<SessionKey>,
     #[cfg(feature = "secrets")]
-    secret: Option<(winmdm_aws::secrets::Client, String)>,
+    secret: Option<winmdm_aws::secrets::Secret>,
 }
 
 impl std::fmt::Debug for ConsoleKey {
@@ -87,10 +87,10 @@ impl ConsoleKey {
     }
 
     #[cfg(feature = "secrets")]
-    pub fn from_secret(client: winmdm_aws::secrets::Client, arn: String) -> Self {
+    pub fn from_secret(secret: winmdm_aws::secrets::Secret) -> Self {
         Self {
             ready: tokio::sync::OnceCell::new(),
-            secret: Some((client, arn)),
+            secret: Some(secret),
         }
     }
 
@@ -103,12 +103,10 @@ impl ConsoleKey {
     async fn get(&self) -> Result<&SessionKey, String> {
         self.ready
             .get_or_try_init(|| async {
-                let Some((client, arn)) = &self.secret else {
+                let Some(secret) = &self.secret else {
                     return Err("no console key".to_owned());
                 };
-                let v = winmdm_aws::secrets::get_secret_value(client, arn)
-                    .await
-                    .map_err(|e| e.to_string())?;
+                let v = secret.read().await.map_err(|e| e.to_string())?;
                 Ok(SessionKey::derive(&match v {
                     winmdm_aws::secrets::SecretValue::String(s) => s.into_bytes(),
                     winmdm_aws::secrets::SecretValue::Binary(b) => b,
