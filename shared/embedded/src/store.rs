@@ -241,7 +241,7 @@ impl RedbStore {
         self.db.flushes()
     }
 
-    /// Runs a write off the async executor, in a transaction shared with the writes
+    /// Runs a write on the store's writer thread, in a transaction shared with the writes
     /// queued with it (`crate::group_commit`); returns once it is durable. `write` may
     /// run twice (when another write of its batch fails): it must depend only on what it
     /// captured and what it reads.
@@ -250,7 +250,7 @@ impl RedbStore {
         T: Send + 'static,
         F: Fn(&redb::WriteTransaction) -> Result<T, StoreError> + Send + Sync + 'static,
     {
-        self.blocking(move |db| db.write(write)).await
+        self.db.write(write).await
     }
 
     /// Runs blocking redb work off the async executor.
