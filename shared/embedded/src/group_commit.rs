@@ -89,7 +89,7 @@ impl Db {
 
     /// Durable commits made so far.
     pub(crate) fn flushes(&self) -> u64 {
-        self.flushes.load(Ordering::Relaxed)
+        self.flushes.load(Ordering::Acquire)
     }
 
     /// Runs `write` in a transaction with the writes queued with it, and returns its
@@ -140,13 +140,13 @@ fn write_batches(db: &Database, mut jobs: mpsc::Receiver<Job>, flushes: &AtomicU
                 Err(_) => break,
             }
         }
-        flushes.fetch_add(run_batch(db, &mut batch), Ordering::Relaxed);
+        run_batch(db, &mut batch, flushes);
     }
 }
 
-/// Runs a batch and answers every write in it (emptying it); returns the durable commits
-/// made.
-fn run_batch(db: &Database, batch: &mut Vec<Job>) -> u64 {
+/// Runs a batch, counts its durable commits and answers every write in it (emptying it).
+/// The count comes first: a caller that reads it after its answer sees its own commit.
+fn run_batch(db: &Database, batch: &mut Vec<Job>, flushes: &AtomicU64) {
     let runs: Vec<&Run> = batch.iter().map(|j| &j.run).collect();
     let (outcomes, durable): (Vec<Result<(), StoreError>>, u64) = match try_together(db, &runs) {
         Ok(()) => (batch.iter().map(|_| Ok(())).collect(), 1),
@@ -168,11 +168,11 @@ fn run_batch(db: &Database, batch: &mut Vec<Job>) -> u64 {
             (outcomes, durable)
         }
     };
+    flushes.fetch_add(durable, Ordering::Release);
     for (job, outcome) in batch.drain(..).zip(outcomes) {
         // A caller that stopped waiting (its request was dropped) needs no answer.
         let _ = job.done.send(outcome);
     }
-    durable
 }
 
 /// Runs writes in one durable transaction. A single write's own error is its answer (as
