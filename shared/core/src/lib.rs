@@ -3,6 +3,7 @@
 //! through [`clock::Clock`], so the same code runs on the embedded adapters and on AWS.
 
 pub mod ca;
+mod catalog_cache;
 pub mod cert_profile;
 pub mod clock;
 pub mod commands;

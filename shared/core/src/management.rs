@@ -165,8 +165,8 @@ pub struct ManagementService {
     clock: Arc<dyn Clock>,
     /// Keys the challenge nonces of unknown devices, so they look like known ones'.
     unknown_device_key: [u8; 32],
-    /// The profile catalog as last read, and when.
-    catalog: std::sync::Mutex<Option<(std::time::Instant, Arc<Vec<Profile>>)>>,
+    /// The profile catalog, read at most once per `catalog_ttl` (see `catalog_cache`).
+    catalog: crate::catalog_cache::CatalogCache<Vec<Profile>>,
     /// Verifies the Entra user tokens devices send in sessions, when Entra is on.
     entra: Option<Arc<crate::entra::EntraVerifier>>,
 }
@@ -200,7 +200,7 @@ impl ManagementService {
             ca,
             clock,
             unknown_device_key,
-            catalog: std::sync::Mutex::new(None),
+            catalog: crate::catalog_cache::CatalogCache::new(),
             entra: None,
         }
     }
@@ -250,21 +250,15 @@ impl ManagementService {
 
     /// Forgets the cached profile catalog (after an admin change in the same process).
     pub fn invalidate_profiles(&self) {
-        *self.catalog.lock().expect("catalog lock") = None;
+        self.catalog.invalidate();
     }
 
     /// Every profile, from the per-process cache or the store. A profile message reads
     /// the store at most once per `catalog_ttl` for it, whatever the number of devices.
     async fn profile_catalog(&self) -> Result<Arc<Vec<Profile>>, StoreError> {
-        if let Some((at, c)) = self.catalog.lock().expect("catalog lock").as_ref()
-            && at.elapsed() < self.config.catalog_ttl
-        {
-            return Ok(c.clone());
-        }
-        let fresh = Arc::new(self.store.list_profiles().await?);
-        *self.catalog.lock().expect("catalog lock") =
-            Some((std::time::Instant::now(), fresh.clone()));
-        Ok(fresh)
+        self.catalog
+            .get(self.config.catalog_ttl, || self.store.list_profiles())
+            .await
     }
 
     pub fn config(&self) -> &ManagementConfig {

@@ -1,0 +1,140 @@
+//! A value read from the store and kept for a while by one process: the profile catalog
+//! every profile message needs, so that a fleet's sessions read it once per TTL rather than
+//! once each.
+//!
+//! An admin change made in the same process (winmdm-local, or the admin function's own
+//! sessions) invalidates it at once. A read that was already under way when that happened
+//! may have seen the store before the change: it still answers its own caller, but it is
+//! not kept — otherwise the stale catalog would be cached as fresh for a whole TTL, and
+//! the change would reach no device until it ran out.
+
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub(crate) struct CatalogCache<T> {
+    state: Mutex<State<T>>,
+}
+
+struct State<T> {
+    /// Bumped by every invalidation: a read keeps its result only if none came between.
+    generation: u64,
+    /// The value, and when the read that produced it began.
+    cached: Option<(Instant, Arc<T>)>,
+}
+
+impl<T> CatalogCache<T> {
+    pub(crate) fn new() -> Self {
+        Self {
+            state: Mutex::new(State {
+                generation: 0,
+                cached: None,
+            }),
+        }
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State<T>> {
+        // The lock guards two plain fields updated in one statement each: a panic
+        // elsewhere cannot leave them half-written, so a poisoned lock is still usable.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Forgets the value; reads under way when this is called are not kept.
+    pub(crate) fn invalidate(&self) {
+        let mut s = self.state();
+        s.generation = s.generation.wrapping_add(1);
+        s.cached = None;
+    }
+
+    /// The value if it was read less than `ttl` ago, else `read()`'s (kept unless the
+    /// cache was invalidated while it ran).
+    pub(crate) async fn get<E, F, Fut>(&self, ttl: Duration, read: F) -> Result<Arc<T>, E>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+    {
+        let generation = {
+            let s = self.state();
+            if let Some((at, value)) = &s.cached
+                && at.elapsed() < ttl
+            {
+                return Ok(value.clone());
+            }
+            s.generation
+        };
+        let started = Instant::now();
+        let fresh = Arc::new(read().await?);
+        let mut s = self.state();
+        if s.generation == generation {
+            s.cached = Some((started, fresh.clone()));
+        }
+        Ok(fresh)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TTL: Duration = Duration::from_secs(30);
+
+    #[tokio::test]
+    async fn a_value_is_read_once_per_ttl_and_again_after_invalidation() {
+        let cache = CatalogCache::new();
+        let reads = std::sync::atomic::AtomicUsize::new(0);
+        let read = || async {
+            let n = reads.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            Ok::<_, ()>(vec![n])
+        };
+        assert_eq!(*cache.get(TTL, read).await.unwrap(), vec![0]);
+        assert_eq!(*cache.get(TTL, read).await.unwrap(), vec![0], "cached");
+        cache.invalidate();
+        assert_eq!(*cache.get(TTL, read).await.unwrap(), vec![1], "read again");
+        assert_eq!(
+            *cache.get(Duration::ZERO, read).await.unwrap(),
+            vec![2],
+            "expired"
+        );
+    }
+
+    /// The race: a read starts, an admin change lands and invalidates the cache, then the
+    /// read (which saw the store before the change) finishes. Its caller gets it, but the
+    /// next caller must read the store again rather than get the stale value for a TTL.
+    #[tokio::test]
+    async fn a_read_overtaken_by_an_invalidation_is_not_kept() {
+        let cache = Arc::new(CatalogCache::new());
+        let (release, wait) = tokio::sync::oneshot::channel::<()>();
+        let (started_tx, started) = tokio::sync::oneshot::channel::<()>();
+        let slow = {
+            let cache = cache.clone();
+            tokio::spawn(async move {
+                cache
+                    .get(TTL, || async move {
+                        started_tx.send(()).unwrap();
+                        wait.await.unwrap();
+                        Ok::<_, ()>("before the change")
+                    })
+                    .await
+            })
+        };
+        started.await.unwrap();
+        cache.invalidate();
+        release.send(()).unwrap();
+        assert_eq!(*slow.await.unwrap().unwrap(), "before the change");
+        let next = cache
+            .get(TTL, || async { Ok::<_, ()>("after the change") })
+            .await
+            .unwrap();
+        assert_eq!(*next, "after the change");
+    }
+
+    #[tokio::test]
+    async fn a_failed_read_is_not_kept() {
+        let cache = CatalogCache::<u8>::new();
+        assert_eq!(cache.get(TTL, || async { Err("down") }).await, Err("down"));
+        assert_eq!(
+            *cache.get(TTL, || async { Ok::<_, &str>(7) }).await.unwrap(),
+            7
+        );
+    }
+}
