@@ -56,9 +56,10 @@ try {
 
   // Device list: the first page, timed by the browser's own clock from the navigation's
   // start to the page being ready (DOMContentLoaded: HTML parsed, stylesheet and deferred
-  // script loaded); the median of three loads (this is a debug build of the server).
+  // script loaded); the median of five loads (a debug build of the server, on cores it
+  // shares with the browser: one slow load must not decide it).
   const loads = [];
-  for (let i = 0; i < 3; i++) {
+  for (let i = 0; i < 5; i++) {
     await page.goto(`${BASE}/console/devices`);
     await page.locator("table.devices tbody tr").first().waitFor();
     loads.push(await page.evaluate(() => {
@@ -66,7 +67,7 @@ try {
       return { response: n.responseEnd - n.requestStart, ready: n.domContentLoadedEventEnd - n.startTime };
     }));
   }
-  const median = (k) => Math.round(loads.map((l) => l[k]).sort((a, b) => a - b)[1]);
+  const median = (k) => Math.round(loads.map((l) => l[k]).sort((a, b) => a - b)[2]);
   timings.device_list_response_ms = median("response");
   timings.device_list_ready_ms = median("ready");
   check(timings.device_list_ready_ms < 100, `the first page of devices is ready in ${timings.device_list_ready_ms} ms (< 100)`);

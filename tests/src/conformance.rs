@@ -986,10 +986,16 @@ pub async fn fleet_counters_follow_device_writes(store: Arc<dyn Store>, settle: 
         let c = store.read_counters(&overview_ranges(now)).await.unwrap();
         Overview::from_counters(now, &c)
     };
+    // Enrolled "now", the same now the overview is read for: a fresh reading of the clock
+    // could fall on the next day (the test would then run across midnight).
+    let enrolled_now = |id: &str, hw: &str| Device {
+        enrolled_at: now.replace_nanosecond(0).unwrap(),
+        ..device(id, Some(hw))
+    };
     for (id, hw) in [("CNT-A", "HW-CA"), ("CNT-B", "HW-CB"), ("CNT-C", "HW-CC")] {
         store
             .commit_enrollment(&EnrollmentCommit {
-                device: device(id, Some(hw)),
+                device: enrolled_now(id, hw),
                 token: None,
             })
             .await
@@ -1002,7 +1008,7 @@ pub async fn fleet_counters_follow_device_writes(store: Arc<dyn Store>, settle: 
     assert_eq!(o.expiring_certificates, 0);
 
     // Same hardware under a new id: the old record leaves every count but the events.
-    let mut again = device("CNT-A2", Some("HW-CA"));
+    let mut again = enrolled_now("CNT-A2", "HW-CA");
     again.cert.not_after = now + Duration::days(10);
     store
         .commit_enrollment(&EnrollmentCommit {

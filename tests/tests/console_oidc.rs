@@ -201,11 +201,16 @@ async fn reqwest_jwks(idp: &StandInProvider) -> String {
 #[tokio::test]
 async fn key_rotation_is_picked_up_without_restart_and_refetches_are_rate_limited() {
     let (h, idp) = setup(&[]).await;
+    // The keys first: making RSA keys takes long enough on a loaded machine to outlast
+    // the refetch interval the loop below must stay within.
+    let ghosts: Vec<SigningKey> = ["ghost-1", "ghost-2", "ghost-3"]
+        .into_iter()
+        .map(SigningKey::generate)
+        .collect();
     assert_eq!(sign_in(&h, &idp, "admin@example.com").await.status, 303);
     assert_eq!(idp.jwks_fetches(), 1);
     // Tokens naming unknown keys within the interval: one refetch at most.
-    for kid in ["ghost-1", "ghost-2", "ghost-3"] {
-        let k = SigningKey::generate(kid);
+    for k in ghosts {
         let r = refused_when(&h, &idp, move |c, _| k.sign(c)).await;
         assert_eq!(r.status, 401);
     }

@@ -289,7 +289,9 @@ async fn winmdm_local_over_tls_with_client_certificates() {
 
 #[tokio::test]
 async fn renewal_over_winmdm_local_tls_with_a_short_grace_period() {
-    let w = TlsWorld::start(Some(2)).await;
+    // 5 s: the renewal, a session with the new certificate and two handshakes must fit
+    // in it on a loaded machine (debug build, synced writes).
+    let w = TlsWorld::start(Some(5)).await;
     let root = &w.root;
     let addr = w.s.server.addr;
     let device = Device::new();
@@ -347,7 +349,7 @@ async fn renewal_over_winmdm_local_tls_with_a_short_grace_period() {
         "200",
         "the old one, during the grace period"
     );
-    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    tokio::time::sleep(std::time::Duration::from_millis(5500)).await;
     let r = as_old
         .send("POST", path, &syncml, session(&device.device_id))
         .await

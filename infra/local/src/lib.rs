@@ -905,7 +905,9 @@ mod tests {
                 }
             }
         });
-        let mut w = WriteTimeout::new(server, Duration::from_millis(100));
+        // A limit well above the reader's 20 ms pace: a pause of the test's one thread
+        // (a loaded machine) must not read as a stall.
+        let mut w = WriteTimeout::new(server, Duration::from_secs(1));
         w.write_all(&[0u8; 1024]).await.unwrap();
         w.shutdown().await.unwrap();
         drop(w);
