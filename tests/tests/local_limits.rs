@@ -35,9 +35,10 @@ async fn closed_within(stream: &mut TcpStream, within: Duration) -> Vec<u8> {
 #[tokio::test]
 async fn slow_headers_are_cut_off() {
     let s = TestServer::start_with(|o| o.header_timeout = Duration::from_millis(500)).await;
+    // From before the connection: the server's timer cannot have started earlier.
+    let started = Instant::now();
     let mut c = TcpStream::connect(s.server.addr).await.unwrap();
     let (mut rd, mut wr) = c.split();
-    let started = Instant::now();
     // 100 bytes at one per 50 ms: 5 s to send the headers, ten times the limit.
     let headers = format!(
         "GET /EnrollmentServer/Discovery.svc HTTP/1.1\r\nHost: localhost\r\nX-Pad: {}\r\n\r\n",
@@ -87,9 +88,9 @@ async fn idle_connections_are_closed() {
     let got = closed_within(&mut silent, Duration::from_secs(3)).await;
     assert!(got.is_empty());
 
+    let started = Instant::now();
     let mut keep_alive = TcpStream::connect(s.server.addr).await.unwrap();
     keep_alive.write_all(DISCOVERY_GET).await.unwrap();
-    let started = Instant::now();
     let got = closed_within(&mut keep_alive, Duration::from_secs(3)).await;
     assert!(
         got.starts_with(b"HTTP/1.1 200"),
@@ -103,6 +104,7 @@ async fn idle_connections_are_closed() {
 #[tokio::test]
 async fn slow_bodies_get_408() {
     let s = TestServer::start_with(|o| o.body_timeout = Duration::from_millis(500)).await;
+    let started = Instant::now();
     let mut c = TcpStream::connect(s.server.addr).await.unwrap();
     c.write_all(
         b"POST /EnrollmentServer/Discovery.svc HTTP/1.1\r\nHost: localhost\r\n\
@@ -110,7 +112,6 @@ async fn slow_bodies_get_408() {
     )
     .await
     .unwrap();
-    let started = Instant::now();
     let got = closed_within(&mut c, Duration::from_secs(3)).await;
     assert!(
         got.starts_with(b"HTTP/1.1 408"),
@@ -172,8 +173,8 @@ async fn stalled_tls_handshakes_are_dropped() {
     .await;
 
     // Sends nothing at all.
-    let mut silent = TcpStream::connect(s.server.addr).await.unwrap();
     let started = Instant::now();
+    let mut silent = TcpStream::connect(s.server.addr).await.unwrap();
     closed_within(&mut silent, Duration::from_secs(3)).await;
     assert!(started.elapsed() >= Duration::from_millis(400));
 
