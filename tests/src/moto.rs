@@ -46,15 +46,48 @@ fn moto_binary() -> PathBuf {
     p
 }
 
+/// Whether moto answers on `port`: its own API, not just anything listening there (the
+/// port was free when chosen, but another test's server may have taken it since).
+async fn moto_answers(port: u16) -> bool {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let Ok(mut c) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await else {
+        return false;
+    };
+    let probe = b"GET /moto-api/data.json HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n";
+    let mut answer = Vec::new();
+    let read = async {
+        c.write_all(probe).await?;
+        c.read_to_end(&mut answer).await
+    };
+    match tokio::time::timeout(Duration::from_secs(10), read).await {
+        Ok(Ok(_)) => {
+            let head = String::from_utf8_lossy(&answer);
+            head.starts_with("HTTP/1.0 200") && head.contains("Werkzeug")
+        }
+        _ => false,
+    }
+}
+
 impl Moto {
     pub async fn start() -> Self {
+        // A port is free when chosen and taken by moto a second later; if something else
+        // took it in between, moto exits and is started again on another.
+        for _ in 0..3 {
+            if let Some(moto) = Self::start_on_a_free_port().await {
+                return moto;
+            }
+        }
+        panic!("moto_server did not start (three ports tried)");
+    }
+
+    async fn start_on_a_free_port() -> Option<Self> {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
             .unwrap()
             .port();
         let python = moto_binary().with_file_name("python");
-        let child = Command::new(python)
+        let mut child = Command::new(python)
             .args(["-c", SERIAL_MOTO, "127.0.0.1", &port.to_string()])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -63,16 +96,18 @@ impl Moto {
         let endpoint = format!("http://127.0.0.1:{port}");
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
-            if tokio::net::TcpStream::connect(("127.0.0.1", port))
-                .await
-                .is_ok()
-            {
-                break;
+            if child.try_wait().expect("moto_server's status").is_some() {
+                return None;
             }
-            assert!(Instant::now() < deadline, "moto_server did not start");
+            if moto_answers(port).await {
+                return Some(Self { child, endpoint });
+            }
+            if Instant::now() >= deadline {
+                let _ = child.kill();
+                panic!("moto_server did not answer within 60 s");
+            }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        Self { child, endpoint }
     }
 
     pub async fn sdk_config(&self) -> aws_config::SdkConfig {
