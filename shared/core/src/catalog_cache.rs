@@ -1,12 +1,14 @@
 //! A value read from the store and kept for a while by one process: the profile catalog
-//! every profile message needs, so that a fleet's sessions read it once per TTL rather than
-//! once each.
+//! every profile message needs, so that a fleet's sessions read it about once per TTL
+//! rather than once each (sessions that miss together, at its expiry, each read: there is
+//! no single flight; on Lambda an instance serves one request at a time anyway).
 //!
-//! An admin change made in the same process (winmdm-local, or the admin function's own
-//! sessions) invalidates it at once. A read that was already under way when that happened
-//! may have seen the store before the change: it still answers its own caller, but it is
-//! not kept — otherwise the stale catalog would be cached as fresh for a whole TTL, and
-//! the change would reach no device until it ran out.
+//! An admin change made in the same process (winmdm-local) invalidates it at once. A read
+//! that was already under way when that happened may have seen the store before the
+//! change: it still answers its own caller, but it is not kept — otherwise the stale
+//! catalog would be cached as fresh for a whole TTL, and the change would reach no device
+//! until it ran out. Across processes (the Lambda functions) and where the store's listing
+//! trails its writes (DynamoDB's index), the TTL is what bounds how stale a catalog gets.
 
 use std::future::Future;
 use std::sync::{Arc, Mutex};
@@ -65,7 +67,10 @@ impl<T> CatalogCache<T> {
         let started = Instant::now();
         let fresh = Arc::new(read().await?);
         let mut s = self.state();
-        if s.generation == generation {
+        // Not over a newer read's value (two reads that overlapped), nor after an
+        // invalidation.
+        let newer = s.cached.as_ref().is_some_and(|(at, _)| *at > started);
+        if s.generation == generation && !newer {
             s.cached = Some((started, fresh.clone()));
         }
         Ok(fresh)
@@ -126,6 +131,40 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(*next, "after the change");
+    }
+
+    /// Two reads overlap: the one that started later finishes first. The earlier one,
+    /// finishing last, must not replace the newer value.
+    #[tokio::test]
+    async fn an_older_read_finishing_last_does_not_replace_a_newer_one() {
+        let cache = Arc::new(CatalogCache::new());
+        let (release, wait) = tokio::sync::oneshot::channel::<()>();
+        let (started_tx, started) = tokio::sync::oneshot::channel::<()>();
+        let older = {
+            let cache = cache.clone();
+            tokio::spawn(async move {
+                cache
+                    .get(Duration::ZERO, || async move {
+                        started_tx.send(()).unwrap();
+                        wait.await.unwrap();
+                        Ok::<_, ()>("older")
+                    })
+                    .await
+            })
+        };
+        started.await.unwrap();
+        let newer = cache
+            .get(Duration::ZERO, || async { Ok::<_, ()>("newer") })
+            .await
+            .unwrap();
+        assert_eq!(*newer, "newer");
+        release.send(()).unwrap();
+        assert_eq!(*older.await.unwrap().unwrap(), "older");
+        let kept = cache
+            .get(TTL, || async { Ok::<_, ()>("read again") })
+            .await
+            .unwrap();
+        assert_eq!(*kept, "newer", "the newer read's value is the one kept");
     }
 
     #[tokio::test]

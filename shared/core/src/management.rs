@@ -253,8 +253,8 @@ impl ManagementService {
         self.catalog.invalidate();
     }
 
-    /// Every profile, from the per-process cache or the store. A profile message reads
-    /// the store at most once per `catalog_ttl` for it, whatever the number of devices.
+    /// Every profile, from the per-process cache or the store: read about once per
+    /// `catalog_ttl` per process, whatever the number of devices (`catalog_cache`).
     async fn profile_catalog(&self) -> Result<Arc<Vec<Profile>>, StoreError> {
         self.catalog
             .get(self.config.catalog_ttl, || self.store.list_profiles())
