@@ -1,5 +1,5 @@
-//! A moto server (the AWS emulator from PyPI) for tests: started on a free loopback port,
-//! stopped when dropped. `infra/test.sh` installs it into `.venv`; `WINMDM_MOTO_SERVER`
+//! A moto server (the AWS emulator from PyPI) for tests: started on a loopback port the
+//! system picks, stopped when dropped. `infra/test.sh` installs it into `.venv`; `WINMDM_MOTO_SERVER`
 //! points elsewhere.
 //!
 //! The server is run single-threaded. `moto_server` serves requests on threads, and moto's
@@ -9,7 +9,7 @@
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use aws_sdk_acmpca::primitives::Blob;
 use aws_sdk_acmpca::types::{
@@ -17,14 +17,18 @@ use aws_sdk_acmpca::types::{
     SigningAlgorithm, Validity, ValidityPeriodType,
 };
 
-/// moto's own server entry point, with `threaded=False`.
+/// moto's own server entry point, with `threaded=False`, on a port the system picks: the
+/// socket is bound and listening before its port is printed, so no other process can take
+/// the port in between and a connection made after the print waits in the backlog.
 const SERIAL_MOTO: &str = r#"
 import sys
-from werkzeug.serving import run_simple
+from werkzeug.serving import make_server
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
 from moto.server import MotoRequestHandler
-run_simple(sys.argv[1], int(sys.argv[2]), DomainDispatcherApplication(create_backend_app),
-           threaded=False, request_handler=MotoRequestHandler)
+server = make_server(sys.argv[1], 0, DomainDispatcherApplication(create_backend_app),
+                     threaded=False, request_handler=MotoRequestHandler)
+print(server.server_port, flush=True)
+server.serve_forever()
 "#;
 
 pub struct Moto {
@@ -46,68 +50,37 @@ fn moto_binary() -> PathBuf {
     p
 }
 
-/// Whether moto answers on `port`: its own API, not just anything listening there (the
-/// port was free when chosen, but another test's server may have taken it since).
-async fn moto_answers(port: u16) -> bool {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let Ok(mut c) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await else {
-        return false;
-    };
-    let probe = b"GET /moto-api/data.json HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n";
-    let mut answer = Vec::new();
-    let read = async {
-        c.write_all(probe).await?;
-        c.read_to_end(&mut answer).await
-    };
-    match tokio::time::timeout(Duration::from_secs(10), read).await {
-        Ok(Ok(_)) => {
-            let head = String::from_utf8_lossy(&answer);
-            head.starts_with("HTTP/1.0 200") && head.contains("Werkzeug")
-        }
-        _ => false,
-    }
-}
-
 impl Moto {
     pub async fn start() -> Self {
-        // A port is free when chosen and taken by moto a second later; if something else
-        // took it in between, moto exits and is started again on another.
-        for _ in 0..3 {
-            if let Some(moto) = Self::start_on_a_free_port().await {
-                return moto;
-            }
-        }
-        panic!("moto_server did not start (three ports tried)");
-    }
-
-    async fn start_on_a_free_port() -> Option<Self> {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
         let python = moto_binary().with_file_name("python");
         let mut child = Command::new(python)
-            .args(["-c", SERIAL_MOTO, "127.0.0.1", &port.to_string()])
-            .stdout(Stdio::null())
+            .args(["-c", SERIAL_MOTO, "127.0.0.1"])
+            .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
             .expect("moto_server starts");
-        let endpoint = format!("http://127.0.0.1:{port}");
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if child.try_wait().expect("moto_server's status").is_some() {
-                return None;
-            }
-            if moto_answers(port).await {
-                return Some(Self { child, endpoint });
-            }
-            if Instant::now() >= deadline {
-                let _ = child.kill();
-                panic!("moto_server did not answer within 60 s");
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        let stdout = child.stdout.take().expect("moto_server's stdout");
+        // From here on, dropping it (a panic included) stops the process.
+        let mut moto = Self {
+            child,
+            endpoint: String::new(),
+        };
+        let first_line = tokio::task::spawn_blocking(move || {
+            let mut line = String::new();
+            std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line)
+                .map(|_| line)
+        });
+        let line = tokio::time::timeout(Duration::from_secs(60), first_line)
+            .await
+            .expect("moto_server printed its port within 60 s")
+            .expect("reading moto_server's port")
+            .expect("moto_server's stdout");
+        let port: u16 = line
+            .trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("moto_server did not start (printed {line:?})"));
+        moto.endpoint = format!("http://127.0.0.1:{port}");
+        moto
     }
 
     pub async fn sdk_config(&self) -> aws_config::SdkConfig {
