@@ -905,12 +905,13 @@ mod tests {
                 }
             }
         });
-        // A limit well above the reader's 20 ms pace: a pause of the test's one thread
-        // (a loaded machine) must not read as a stall.
-        let mut w = WriteTimeout::new(server, Duration::from_secs(1));
-        w.write_all(&[0u8; 1024]).await.unwrap();
+        // A limit 15 times the reader's 20 ms pace, so that a pause of the test's one
+        // thread (a loaded machine) does not read as a stall; 4 KiB take ≈ 1.3 s in all,
+        // well past the limit, so only a limit on each stall lets the write through.
+        let mut w = WriteTimeout::new(server, Duration::from_millis(300));
+        w.write_all(&[0u8; 4096]).await.unwrap();
         w.shutdown().await.unwrap();
         drop(w);
-        assert_eq!(reader.await.unwrap(), 1024);
+        assert_eq!(reader.await.unwrap(), 4096);
     }
 }
