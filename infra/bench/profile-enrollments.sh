@@ -16,7 +16,9 @@ loadgen="${CARGO_TARGET_DIR:-target}/release/loadgen"
 
 "$loadgen" "$devices" "$concurrency" federated >"$out/loadgen.out" 2>&1 &
 pid=$!
-until grep -q "federated sign-in" "$out/loadgen.out"; do sleep 0.2; done
+trap 'kill "$pid" 2>/dev/null || true' EXIT
+alive() { kill -0 "$pid" 2>/dev/null || { cat "$out/loadgen.out"; echo "loadgen stopped" >&2; exit 1; }; }
+until grep -q "federated sign-in" "$out/loadgen.out"; do alive; sleep 0.2; done
 sleep 1
 # The key-making threads carry the process's name; wait until only the main thread does.
 while [ "$(grep -lx loadgen /proc/$pid/task/*/comm 2>/dev/null | wc -l)" -gt 1 ]; do
@@ -24,8 +26,8 @@ while [ "$(grep -lx loadgen /proc/$pid/task/*/comm 2>/dev/null | wc -l)" -gt 1 ]
 done
 perf record -F 1999 -o "$out/perf.data" -p "$pid" 2>"$out/perf.err" &
 perf_pid=$!
-until grep -q "^| enrollment" "$out/loadgen.out"; do sleep 0.05; done
-kill -INT "$perf_pid"
+until grep -q "^| enrollment" "$out/loadgen.out"; do alive; sleep 0.05; done
+kill -INT "$perf_pid" 2>/dev/null || true
 wait "$perf_pid" || true
 wait "$pid"
 cat "$out/loadgen.out"
