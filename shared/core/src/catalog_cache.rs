@@ -102,35 +102,56 @@ mod tests {
         );
     }
 
+    type Held = tokio::task::JoinHandle<Result<Arc<&'static str>, ()>>;
+
+    /// Starts a read of `value` that holds until the returned sender fires; returns once
+    /// the read is under way.
+    async fn held_read(
+        cache: &Arc<CatalogCache<&'static str>>,
+        ttl: Duration,
+        value: &'static str,
+    ) -> (Held, tokio::sync::oneshot::Sender<()>) {
+        let (release, wait) = tokio::sync::oneshot::channel::<()>();
+        let (started_tx, started) = tokio::sync::oneshot::channel::<()>();
+        let cache = cache.clone();
+        let read = tokio::spawn(async move {
+            cache
+                .get(ttl, || async move {
+                    started_tx.send(()).unwrap();
+                    wait.await.unwrap();
+                    Ok(value)
+                })
+                .await
+        });
+        started.await.unwrap();
+        (read, release)
+    }
+
+    async fn read_now(
+        cache: &CatalogCache<&'static str>,
+        ttl: Duration,
+        value: &'static str,
+    ) -> &'static str {
+        *cache
+            .get(ttl, || async move { Ok::<_, ()>(value) })
+            .await
+            .unwrap()
+    }
+
     /// The race: a read starts, an admin change lands and invalidates the cache, then the
     /// read (which saw the store before the change) finishes. Its caller gets it, but the
     /// next caller must read the store again rather than get the stale value for a TTL.
     #[tokio::test]
     async fn a_read_overtaken_by_an_invalidation_is_not_kept() {
         let cache = Arc::new(CatalogCache::new());
-        let (release, wait) = tokio::sync::oneshot::channel::<()>();
-        let (started_tx, started) = tokio::sync::oneshot::channel::<()>();
-        let slow = {
-            let cache = cache.clone();
-            tokio::spawn(async move {
-                cache
-                    .get(TTL, || async move {
-                        started_tx.send(()).unwrap();
-                        wait.await.unwrap();
-                        Ok::<_, ()>("before the change")
-                    })
-                    .await
-            })
-        };
-        started.await.unwrap();
+        let (slow, release) = held_read(&cache, TTL, "before the change").await;
         cache.invalidate();
         release.send(()).unwrap();
         assert_eq!(*slow.await.unwrap().unwrap(), "before the change");
-        let next = cache
-            .get(TTL, || async { Ok::<_, ()>("after the change") })
-            .await
-            .unwrap();
-        assert_eq!(*next, "after the change");
+        assert_eq!(
+            read_now(&cache, TTL, "after the change").await,
+            "after the change"
+        );
     }
 
     /// Two reads overlap: the one that started later finishes first. The earlier one,
@@ -138,33 +159,15 @@ mod tests {
     #[tokio::test]
     async fn an_older_read_finishing_last_does_not_replace_a_newer_one() {
         let cache = Arc::new(CatalogCache::new());
-        let (release, wait) = tokio::sync::oneshot::channel::<()>();
-        let (started_tx, started) = tokio::sync::oneshot::channel::<()>();
-        let older = {
-            let cache = cache.clone();
-            tokio::spawn(async move {
-                cache
-                    .get(Duration::ZERO, || async move {
-                        started_tx.send(()).unwrap();
-                        wait.await.unwrap();
-                        Ok::<_, ()>("older")
-                    })
-                    .await
-            })
-        };
-        started.await.unwrap();
-        let newer = cache
-            .get(Duration::ZERO, || async { Ok::<_, ()>("newer") })
-            .await
-            .unwrap();
-        assert_eq!(*newer, "newer");
+        let (older, release) = held_read(&cache, Duration::ZERO, "older").await;
+        assert_eq!(read_now(&cache, Duration::ZERO, "newer").await, "newer");
         release.send(()).unwrap();
         assert_eq!(*older.await.unwrap().unwrap(), "older");
-        let kept = cache
-            .get(TTL, || async { Ok::<_, ()>("read again") })
-            .await
-            .unwrap();
-        assert_eq!(*kept, "newer", "the newer read's value is the one kept");
+        assert_eq!(
+            read_now(&cache, TTL, "read again").await,
+            "newer",
+            "the newer read's value is the one kept"
+        );
     }
 
     #[tokio::test]
