@@ -165,7 +165,7 @@ pub struct ManagementService {
     clock: Arc<dyn Clock>,
     /// Keys the challenge nonces of unknown devices, so they look like known ones'.
     unknown_device_key: [u8; 32],
-    /// The profile catalog, read at most once per `catalog_ttl` (see `catalog_cache`).
+    /// The profile catalog, read about once per `catalog_ttl` (see `catalog_cache`).
     catalog: crate::catalog_cache::CatalogCache<Vec<Profile>>,
     /// Verifies the Entra user tokens devices send in sessions, when Entra is on.
     entra: Option<Arc<crate::entra::EntraVerifier>>,
