@@ -41,6 +41,10 @@ if ! .venv/bin/python -m pip show moto 2>/dev/null | grep -qx "Version: $MOTO_VE
         "moto[server]==$MOTO_VERSION" "cfn-lint==$CFN_LINT_VERSION"
 fi
 export WINMDM_MOTO_SERVER="$PWD/.venv/bin/moto_server"
+# What moto accepts, where the SDK's default chain (winmdm-local's, as on AWS) reads it:
+# set here, before any test thread runs, so no test writes the environment while others
+# read it (`winmdm_e2e::moto::aws_test_environment`).
+export AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing AWS_REGION=us-east-1
 
 .venv/bin/cfn-lint template.yaml
 cargo fmt --all -- --check

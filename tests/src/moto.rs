@@ -31,6 +31,30 @@ print(server.server_port, flush=True)
 server.serve_forever()
 "#;
 
+/// The credentials and region moto accepts, in the environment, where the AWS SDK's
+/// default chain — which `winmdm-local` uses, as on AWS — reads them.
+///
+/// `infra/test.sh` exports these same values before any test starts, so under it this
+/// writes nothing. Run bare (`cargo test`), the first caller in a test binary sets them:
+/// a write to the environment while other tests' threads may be reading it, which glibc
+/// does not make safe — the reason the script exports them.
+pub fn aws_test_environment() {
+    const VARS: [(&str, &str); 3] = [
+        ("AWS_ACCESS_KEY_ID", "testing"),
+        ("AWS_SECRET_ACCESS_KEY", "testing"),
+        ("AWS_REGION", "us-east-1"),
+    ];
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        for (name, value) in VARS {
+            if std::env::var_os(name).is_none_or(|v| v != value) {
+                // SAFETY: see above; never reached under infra/test.sh.
+                unsafe { std::env::set_var(name, value) };
+            }
+        }
+    });
+}
+
 pub struct Moto {
     child: Child,
     pub endpoint: String,

@@ -9,20 +9,9 @@ use winmdm_e2e::moto::Moto;
 use winmdm_e2e::{EnrolledDevice, TEST_PASSWORD, TEST_UPN, TestServer};
 use x509_parser::prelude::{FromDer, X509Certificate};
 
-/// winmdm-local reads AWS credentials through the standard chain, as on AWS. Every test
-/// here calls this first, so the environment is set once, before any test reads it.
-fn aws_environment() {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| unsafe {
-        std::env::set_var("AWS_ACCESS_KEY_ID", "testing");
-        std::env::set_var("AWS_SECRET_ACCESS_KEY", "testing");
-        std::env::set_var("AWS_REGION", "us-east-1");
-    });
-}
-
 #[tokio::test]
 async fn enroll_and_manage_on_dynamodb_and_acm_pca() {
-    aws_environment();
+    winmdm_e2e::moto::aws_test_environment();
     let moto = Moto::start().await;
     let ca_arn = moto.root_ca().await;
     let endpoint = moto.endpoint.clone();
@@ -133,7 +122,7 @@ async fn enroll_and_manage_on_dynamodb_and_acm_pca() {
 /// runs on DynamoDB.
 #[tokio::test]
 async fn enroll_and_manage_on_dynamodb_and_a_kms_ca() {
-    aws_environment();
+    winmdm_e2e::moto::aws_test_environment();
     let moto = Moto::start().await;
     let endpoint = moto.endpoint.clone();
     let kms = winmdm_aws::aws_sdk_kms::Client::new(&moto.sdk_config().await);

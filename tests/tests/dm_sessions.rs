@@ -20,7 +20,7 @@ async fn server(backend: Backend) -> (TestServer, Option<Moto>) {
     match backend {
         Backend::Embedded => (TestServer::start().await, None),
         Backend::Dynamo => {
-            set_aws_env();
+            winmdm_e2e::moto::aws_test_environment();
             let moto = Moto::start().await;
             let endpoint = moto.endpoint.clone();
             let s = TestServer::start_with(|o| {
@@ -33,16 +33,6 @@ async fn server(backend: Backend) -> (TestServer, Option<Moto>) {
             (s, Some(moto))
         }
     }
-}
-
-/// Every test of this binary sets the same values, once, before any of them talks to AWS.
-fn set_aws_env() {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| unsafe {
-        std::env::set_var("AWS_ACCESS_KEY_ID", "testing");
-        std::env::set_var("AWS_SECRET_ACCESS_KEY", "testing");
-        std::env::set_var("AWS_REGION", "us-east-1");
-    });
 }
 
 /// Sends one message and lets the client take what the reply's header offers.

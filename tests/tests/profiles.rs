@@ -169,11 +169,7 @@ async fn a_profile_reaches_its_group_and_is_verified() {
 
 #[tokio::test]
 async fn a_profile_reaches_its_group_on_dynamodb() {
-    unsafe {
-        std::env::set_var("AWS_ACCESS_KEY_ID", "testing");
-        std::env::set_var("AWS_SECRET_ACCESS_KEY", "testing");
-        std::env::set_var("AWS_REGION", "us-east-1");
-    }
+    winmdm_e2e::moto::aws_test_environment();
     let moto = Moto::start().await;
     let endpoint = moto.endpoint.clone();
     let t = TestServer::start_with(|o| {

@@ -63,14 +63,9 @@ fn dir_str(p: &Path) -> &str {
     p.to_str().unwrap()
 }
 
-// The only test in this binary, so setting the environment cannot race another test.
 #[tokio::test]
 async fn token_key_from_secrets_manager() {
-    // SAFETY: no other thread reads the environment yet.
-    unsafe {
-        std::env::set_var("AWS_ACCESS_KEY_ID", "testing");
-        std::env::set_var("AWS_SECRET_ACCESS_KEY", "testing");
-    }
+    winmdm_e2e::moto::aws_test_environment();
     let moto = Moto::start().await;
     let sm = sm::Client::new(&moto.sdk_config().await);
     let create = |name: &'static str| sm.create_secret().name(name);
