@@ -448,3 +448,181 @@ async fn reassembly_is_bounded_embedded() {
 async fn reassembly_is_bounded_dynamodb() {
     reassembly_is_bounded(Backend::Dynamo).await;
 }
+
+/// What a device sends besides values counts against the limits too: addresses of
+/// Results items (stored with the command), sent again and again within a session, and
+/// the addresses of large objects it opens (buffered in the session record). On DynamoDB
+/// an uncounted address used to overfill the 400 KB item and fail the write (500).
+async fn device_supplied_addresses_are_bounded(backend: Backend) {
+    let (s, _moto) = server(backend).await;
+    let dev = s.enroll_device().await;
+    let mut c = client(&dev, ClientMode::Windows);
+    let long = |i: usize| format!("./Vendor/MSFT/{i}/{}", "a".repeat(300 * 1024));
+
+    let id = queue(
+        &s,
+        dev.id(),
+        json!({"verb": "Get", "target": "./DevDetail/SwV"}),
+    )
+    .await;
+    c.start_session();
+    let xml = c.message(|c| c.package1("user", "HW"), true);
+    let reply = exchange(&s, &mut c, &xml).await;
+    let get_ref = reply.item_commands()[0].cmd_id.clone();
+    let msg_ref = reply.msg.hdr.msg_id.clone();
+    // Three items of 300 KB addresses and no values, answered twice in one session.
+    for round in 0..2 {
+        let xml = c.message(
+            |c| {
+                let mut out = Vec::new();
+                if round == 0 {
+                    out.push(c.status_for(&reply, &get_ref, "Get", 200));
+                }
+                out.push(Command::Results(Results {
+                    cmd_id: c.cmd_id(),
+                    msg_ref: Some(msg_ref.clone()),
+                    cmd_ref: get_ref.clone(),
+                    meta: None,
+                    items: (0..3)
+                        .map(|i| Item {
+                            source: Some(long(i)),
+                            ..Item::default()
+                        })
+                        .collect(),
+                }));
+                out
+            },
+            false,
+        );
+        let r = exchange(&s, &mut c, &xml).await;
+        assert_eq!(r.header_status().data, "200", "round {round}");
+        let code = r
+            .statuses()
+            .iter()
+            .find(|st| st.cmd == "Results")
+            .map(|st| st.data.clone());
+        assert_eq!(code.as_deref(), Some("413"), "round {round}");
+    }
+    let xml = c.message(|_| Vec::new(), true);
+    assert!(exchange(&s, &mut c, &xml).await.ends_session());
+    let cmd = command(&s, dev.id(), &id).await;
+    assert_eq!(cmd["state"], "succeeded");
+    let stored = serde_json::to_string(&cmd["results"]).unwrap().len();
+    assert!(
+        stored <= winmdm_core::commands::MAX_RESULTS_BYTES + 1024,
+        "{stored} bytes of results kept"
+    );
+    assert!(
+        cmd["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .skip(1)
+            .all(|r| r["target"].as_str().unwrap().len() <= 256),
+        "refused items keep a short address"
+    );
+
+    // Large objects opened under 300 KB addresses: refused once they would overfill the
+    // session record, and the session goes on.
+    c.start_session();
+    let xml = c.message(|c| c.package1("user", "HW"), true);
+    exchange(&s, &mut c, &xml).await;
+    for round in 0..2 {
+        let xml = c.message(
+            |c| {
+                (0..3)
+                    .map(|i| {
+                        Command::Item(ItemCommand {
+                            verb: ItemVerb::Replace,
+                            cmd_id: c.cmd_id(),
+                            meta: None,
+                            items: vec![Item {
+                                source: Some(long(i + 3 * round)),
+                                data: Some("x".repeat(10)),
+                                more_data: true,
+                                ..Item::default()
+                            }],
+                        })
+                    })
+                    .collect()
+            },
+            false,
+        );
+        let r = exchange(&s, &mut c, &xml).await;
+        assert_eq!(r.header_status().data, "200", "round {round}");
+        assert!(
+            r.statuses()
+                .iter()
+                .filter(|st| st.cmd == "Replace")
+                .all(|st| st.data == "213" || st.data == "413"),
+        );
+    }
+    let xml = c.message(|_| Vec::new(), true);
+    assert!(exchange(&s, &mut c, &xml).await.ends_session());
+    settles_a_command(&s, &dev, &mut c).await;
+    s.shutdown().await;
+}
+
+#[tokio::test]
+async fn device_supplied_addresses_are_bounded_embedded() {
+    device_supplied_addresses_are_bounded(Backend::Embedded).await;
+}
+
+#[tokio::test]
+async fn device_supplied_addresses_are_bounded_dynamodb() {
+    device_supplied_addresses_are_bounded(Backend::Dynamo).await;
+}
+
+/// A status repeated for a command that is already settled changes nothing: not its
+/// outcome (a Get answered 200, then 500), and an Add answered 200 and then 418 is not
+/// queued again as a Replace.
+#[tokio::test]
+async fn a_status_for_a_settled_command_changes_nothing() {
+    let s = TestServer::start().await;
+    let dev = s.enroll_device().await;
+    let mut c = client(&dev, ClientMode::Windows);
+    let get = queue(
+        &s,
+        dev.id(),
+        json!({"verb": "Get", "target": "./DevDetail/SwV"}),
+    )
+    .await;
+    let add = queue(
+        &s,
+        dev.id(),
+        json!({"verb": "Add", "target": "./Vendor/MSFT/Policy/Config/X", "format": "int", "data": "1"}),
+    )
+    .await;
+    c.start_session();
+    let xml = c.message(|c| c.package1("user", "HW"), true);
+    let reply = exchange(&s, &mut c, &xml).await;
+    assert_eq!(reply.item_commands().len(), 2);
+    let xml = c.message(|c| c.answer(&reply, |_| 200, |_| "v".into()), false);
+    exchange(&s, &mut c, &xml).await;
+    // The same statuses again, now 500 for the Get and 418 for the Add.
+    let refs: Vec<(String, String)> = reply
+        .item_commands()
+        .iter()
+        .map(|ic| (ic.cmd_id.clone(), format!("{:?}", ic.verb)))
+        .collect();
+    let xml = c.message(
+        |c| {
+            refs.iter()
+                .map(|(r, verb)| {
+                    let code = if verb == "Get" { 500 } else { 418 };
+                    c.status_for(&reply, r, verb, code)
+                })
+                .collect()
+        },
+        true,
+    );
+    let last = exchange(&s, &mut c, &xml).await;
+    assert!(last.item_commands().is_empty(), "nothing is sent again");
+    assert!(last.ends_session());
+    for (id, verb) in [(&get, "Get"), (&add, "Add")] {
+        let cmd = command(&s, dev.id(), id).await;
+        assert_eq!(cmd["state"], "succeeded", "{verb}: {cmd}");
+        assert_eq!(cmd["status"], 200, "{verb}: {cmd}");
+    }
+    s.shutdown().await;
+}

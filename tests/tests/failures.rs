@@ -23,10 +23,12 @@ use winmdm_embedded::{LocalCa, RedbStore};
 use winmdm_http::AppState;
 use winmdm_http::state::AdminAuth;
 
-/// A store whose enrollment commit fails while `down` is set.
+/// A store whose enrollment commit and management writes fail while `down` is set, and
+/// whose management reads fail while `reads_down` is.
 struct FlakyStore {
     inner: RedbStore,
     down: AtomicBool,
+    reads_down: AtomicBool,
 }
 
 #[async_trait]
@@ -87,6 +89,9 @@ impl Store for FlakyStore {
         d: &str,
         s: &str,
     ) -> Result<Option<ManagementSnapshot>, StoreError> {
+        if self.reads_down.load(Ordering::SeqCst) {
+            return Err(StoreError::Unavailable("throttled".into()));
+        }
         self.inner.load_management(d, s).await
     }
     async fn save_management(&self, u: &ManagementUpdate) -> Result<(), StoreError> {
@@ -190,6 +195,7 @@ async fn harness_with(auth_policy: PreferredAuth) -> Harness {
     let store = Arc::new(FlakyStore {
         inner: RedbStore::open(&dir.path().join("s.redb")).unwrap(),
         down: AtomicBool::new(false),
+        reads_down: AtomicBool::new(false),
     });
     let ca = Arc::new(FlakyCa {
         inner: LocalCa::open_or_create(&dir.path().join("ca")).unwrap(),
@@ -313,6 +319,45 @@ async fn an_expired_sign_in_token_is_refused() {
     .await;
     assert_eq!(verify::fault_subcode(&r), "s:Authentication");
     assert_eq!(h.store.get_device(&d.device_id).await.unwrap(), None);
+}
+
+/// A SyncHdr Source no enrollment could have issued is refused like an unknown device
+/// without touching the store: with the store's reads failing, it still gets 401, where a
+/// real DeviceID gets 500. (DynamoDB refuses keys over 2,048 bytes: such a Source used to be
+/// a storage failure, answered 500 and logged as one, for anyone who sent it.)
+#[tokio::test]
+async fn a_source_that_is_not_a_device_id_never_reaches_the_store() {
+    let h = harness().await;
+    let d = EmulatedDevice::new();
+    let enrolled = winmdm_e2e::EnrolledDevice::from_response(
+        EmulatedDevice::new().with_ids(&d.device_id, &d.hw_dev_id),
+        &enroll(&h, &d, &creds()).await,
+    );
+    let mut c = enrolled.dm_client();
+    c.start_session();
+    let body = c.message(|c| c.package1("user", "HW"), true);
+    let source = format!("<LocURI>{}</LocURI>", d.device_id);
+    assert!(body.contains(&source));
+    h.store.reads_down.store(true, Ordering::SeqCst);
+    for (claim, expected) in [
+        ("x".repeat(3000), "401"),
+        (format!("{}/../x", d.device_id), "401"),
+        ("a b".into(), "401"),
+        (d.device_id.clone(), "500"),
+    ] {
+        let forged = body.replace(&source, &format!("<LocURI>{claim}</LocURI>"));
+        let r = call(
+            &h.state,
+            "POST",
+            "/ManagementServer/MDM.svc",
+            "application/vnd.syncml.dm+xml",
+            forged,
+        )
+        .await;
+        assert_eq!(r.status, 200);
+        let reply = winmdm_e2e::dm::Reply::parse(&r.body);
+        assert_eq!(reply.header_status().data, expected, "{claim:.40}");
+    }
 }
 
 #[tokio::test]

@@ -594,6 +594,21 @@ async fn a_blocked_devices_user_cannot_enroll_around_the_block() {
     verify::soap_ok(&enroll(&w, &other_hw).await);
 }
 
+/// The operator removes `device_id` (forced), and Bob enrolls that DeviceID on his own
+/// hardware.
+async fn remove_and_enroll_as_bob(w: &World, device_id: &str) -> EnrolledDevice {
+    let r = admin(
+        &w.state,
+        "DELETE",
+        &format!("/admin/v1/devices/{device_id}?force=true"),
+        serde_json::Value::Null,
+    )
+    .await;
+    assert_eq!(r.json()["status"], "removed");
+    let bobs = Device::new().with_ids(device_id, "BOBS-HW");
+    EnrolledDevice::from_response(bobs.rekeyed(), &enroll_as(w, &bobs, BOB).await)
+}
+
 #[tokio::test]
 async fn a_freed_device_id_inherits_nothing() {
     let w = world().await;
@@ -601,18 +616,8 @@ async fn a_freed_device_id_inherits_nothing() {
     let dev = Device::new();
     verify::soap_ok(&enroll(&w, &dev).await);
     let queued = queue_get(&w, &dev.device_id).await;
-    let r = admin(
-        &w.state,
-        "DELETE",
-        &format!("/admin/v1/devices/{}?force=true", dev.device_id),
-        serde_json::Value::Null,
-    )
-    .await;
-    assert_eq!(r.json()["status"], "removed");
-
     // The operator removed it: anyone may enroll that DeviceID now, as a fresh device.
-    let bobs = Device::new().with_ids(&dev.device_id, "BOBS-HW");
-    let e = EnrolledDevice::from_response(bobs.rekeyed(), &enroll_as(&w, &bobs, BOB).await);
+    let e = remove_and_enroll_as_bob(&w, &dev.device_id).await;
     let d = device_json(&w, &dev.device_id).await;
     assert_eq!(d["upn"], BOB);
     assert_eq!(d["status"], "enrolled");
@@ -632,6 +637,59 @@ async fn a_freed_device_id_inherits_nothing() {
         reply.item_commands().is_empty(),
         "Alice's queued command is not delivered to Bob"
     );
+}
+
+/// One message over mTLS presenting `cert`.
+async fn manage_message(w: &World, body: &str, cert: &[u8]) -> Reply {
+    let req = mtls_event(
+        "/ManagementServer/MDM.svc",
+        "application/vnd.syncml.dm+xml",
+        body,
+        cert,
+    );
+    Reply::parse(&inprocess::response(winmdm_http::manage::handle(&w.state, req).await).body)
+}
+
+/// Whoever enrolls a freed DeviceID does not continue its last owner's live session: a
+/// message in Alice's SessionID, answering the Get her device was sent, settles nothing.
+#[tokio::test]
+async fn a_freed_device_id_does_not_continue_the_last_owners_session() {
+    let w = world().await;
+    add_user(&w, BOB).await;
+    let dev = Device::new();
+    let alice = EnrolledDevice::from_response(dev.rekeyed(), &enroll(&w, &dev).await);
+    let queued = queue_get(&w, &dev.device_id).await;
+    let mut c = DmClient::new(
+        &dev.device_id,
+        "https://manage.example.com/ManagementServer/MDM.svc",
+    );
+    c.start_session();
+    let body = c.message(|c| c.package1("user", "HW"), true);
+    let sent = manage_message(&w, &body, &alice.provisioned.client_der).await;
+    assert_eq!(sent.item_commands().len(), 1, "Alice's device has the Get");
+
+    let bob = remove_and_enroll_as_bob(&w, &dev.device_id).await;
+
+    // Bob's device goes on in Alice's session: same SessionID, the next MsgID, no Alert
+    // 1201, answering her Get.
+    let body = c.message(|c| c.answer(&sent, |_| 200, |_| "from bob".into()), true);
+    let reply = manage_message(&w, &body, &bob.provisioned.client_der).await;
+    assert_eq!(
+        reply.header_status().data,
+        "200",
+        "Bob's certificate is good"
+    );
+    let cmd = admin(
+        &w.state,
+        "GET",
+        &format!("/admin/v1/devices/{}/commands/{queued}", dev.device_id),
+        serde_json::Value::Null,
+    )
+    .await
+    .json();
+    assert_eq!(cmd["state"], "failed", "{cmd}");
+    assert!(cmd["reason"].as_str().unwrap().contains("enrolled again"));
+    assert_eq!(cmd["results"], json!([]), "{cmd}");
 }
 
 #[tokio::test]

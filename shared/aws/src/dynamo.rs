@@ -1730,7 +1730,9 @@ impl Store for DynamoStore {
             for c in &update.commands {
                 items.push(put(self.command_item(c)?, None, &[], t)?);
                 if c.state == CommandState::Failed {
-                    // Only open commands reach a session, so this one failed just now.
+                    // It failed in this message, or a late Results was added to it (which
+                    // leaves `updated_at`, and so the note's key, as they were): writing the
+                    // note again replaces it.
                     items.push(put(failure_note_item(c)?, None, &[], t)?);
                 }
                 if !c.state.is_open() {

@@ -100,6 +100,16 @@ pub struct CommandResult {
     pub data: Option<String>,
 }
 
+impl CommandResult {
+    /// What the result takes in its command's record: every device-supplied field, and
+    /// a fixed allowance for the record's own shape, so that many empty items count too.
+    pub fn stored_len(&self) -> usize {
+        const PER_RESULT: usize = 64;
+        let opt = |s: &Option<String>| s.as_ref().map_or(0, String::len);
+        PER_RESULT + self.target.len() + opt(&self.format) + opt(&self.type_) + opt(&self.data)
+    }
+}
+
 /// Where a command was last sent: it is answered in that session or sent again later.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SentIn {
@@ -212,19 +222,31 @@ impl QueuedCommand {
         }
     }
 
-    /// Appends results, keeping the total bounded.
+    /// What the results kept so far take ([`CommandResult::stored_len`]).
+    pub fn results_len(&self) -> usize {
+        self.results.iter().map(CommandResult::stored_len).sum()
+    }
+
+    /// Appends results, keeping their total within [`MAX_RESULTS_BYTES`] however often a
+    /// device answers: one that does not fit is kept as a short note (its address cut to
+    /// 256 characters) while there is room for the note, and dropped after that.
     pub fn add_results(&mut self, results: impl IntoIterator<Item = CommandResult>) {
-        let mut used: usize = self
-            .results
-            .iter()
-            .map(|r| r.data.as_ref().map_or(0, String::len) + r.target.len())
-            .sum();
-        for mut r in results {
-            let len = r.data.as_ref().map_or(0, String::len) + r.target.len();
-            if used + len > MAX_RESULTS_BYTES {
-                r.data = Some("(truncated: results exceed the stored limit)".into());
+        let mut used = self.results_len();
+        for r in results {
+            let r = if used + r.stored_len() <= MAX_RESULTS_BYTES {
+                r
+            } else {
+                CommandResult {
+                    target: r.target.chars().take(256).collect(),
+                    format: None,
+                    type_: None,
+                    data: Some("(truncated: results exceed the stored limit)".into()),
+                }
+            };
+            if used + r.stored_len() > MAX_RESULTS_BYTES {
+                continue;
             }
-            used += len.min(MAX_RESULTS_BYTES);
+            used += r.stored_len();
             self.results.push(r);
         }
     }

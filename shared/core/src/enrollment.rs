@@ -1013,14 +1013,9 @@ impl DeviceContext {
             .get("DeviceID")
             .ok_or_else(|| EnrollError::InvalidEnrollmentData("DeviceID is missing".into()))?
             .to_owned();
-        // The id becomes a certificate CN, a SyncML address and a storage key.
-        let id_ok = device_id.len() <= 128
-            && device_id.bytes().all(|b| {
-                b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'{' | b'}')
-            });
-        if !id_ok {
+        if !crate::identity::device_id_is_well_formed(&device_id) {
             return Err(EnrollError::InvalidEnrollmentData(
-                "DeviceID must be at most 128 characters of A-Z a-z 0-9 - _ . { }".into(),
+                "DeviceID must be 1 to 128 characters of A-Z a-z 0-9 - _ . { }".into(),
             ));
         }
         let enrollment_type = match c

@@ -18,6 +18,20 @@ use time::OffsetDateTime;
 
 use crate::model::{Device, DeviceStatus};
 
+/// Longest DeviceID accepted.
+pub const MAX_DEVICE_ID_LEN: usize = 128;
+
+/// Whether a DeviceID is one enrollment could have accepted: 1 to 128 characters of
+/// `A-Z a-z 0-9 - _ . { }`. The id becomes a certificate CN, a SyncML address, a storage
+/// key and a log field, so a claim outside this rule is refused before it reaches any of
+/// them — at enrollment and in every management message's SyncHdr.
+pub fn device_id_is_well_formed(id: &str) -> bool {
+    (1..=MAX_DEVICE_ID_LEN).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'{' | b'}'))
+}
+
 /// What an enrolling client claims.
 #[derive(Debug, Clone, Copy)]
 pub struct EnrollmentClaim<'a> {
@@ -190,6 +204,29 @@ mod tests {
     use time::macros::datetime;
 
     const NOW: OffsetDateTime = datetime!(2026-12-01 10:00 UTC);
+
+    #[test]
+    fn device_ids_outside_the_enrollment_rule_are_not_well_formed() {
+        for ok in [
+            "{2A3D9F1C-0000-4B5E-9C1A-7D2E}",
+            "PC-01_a.b",
+            &"a".repeat(128),
+        ] {
+            assert!(device_id_is_well_formed(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            &"a".repeat(129),
+            "a/b",
+            "a b",
+            "é",
+            "a\0",
+            "<x>",
+            "a%2Fb",
+        ] {
+            assert!(!device_id_is_well_formed(bad), "{bad:?}");
+        }
+    }
 
     fn dev(id: &str, upn: &str, hw: Option<&str>, status: DeviceStatus) -> Device {
         Device {

@@ -23,8 +23,8 @@ use crate::model::{Device, DeviceStatus, DmDeviceInfo};
 use crate::profile_engine::{MESSAGE_OVERHEAD, Outbox, ProfileConfig, ProfileRun};
 use crate::profiles::Profile;
 use crate::session::{
-    DevicePatch, IncomingChunk, ManagementSnapshot, ManagementUpdate, OutgoingChunk, SentCommand,
-    SentKind, SessionState, SessionWrite,
+    DevicePatch, EnrollmentMark, IncomingChunk, ManagementSnapshot, ManagementUpdate,
+    OutgoingChunk, SentCommand, SentKind, SessionState, SessionWrite,
 };
 use crate::store::{Store, StoreError};
 
@@ -291,9 +291,17 @@ impl ManagementService {
         let device_id = msg.hdr.source.loc_uri.clone();
         let new_session = starts_new_session(&msg);
 
-        let mut snapshot = match self.store.load_management(&device_id, SESSION_SLOT).await {
-            Ok(s) => s,
-            Err(e) => return Ok(self.storage_failure(&msg.hdr, &e)),
+        // A Source no enrollment could have issued is refused as an unknown device is,
+        // before it becomes a storage key (DynamoDB would fail a long one as a store error)
+        // or a log field.
+        let well_formed = identity::device_id_is_well_formed(&device_id);
+        let mut snapshot = if well_formed {
+            match self.store.load_management(&device_id, SESSION_SLOT).await {
+                Ok(s) => s,
+                Err(e) => return Ok(self.storage_failure(&msg.hdr, &e)),
+            }
+        } else {
+            None
         };
         // Whether a session record is stored at all (this session's or a stale one): a
         // reply that ends the session must delete it, which is a write.
@@ -301,11 +309,15 @@ impl ManagementService {
         if let Some(s) = snapshot.as_mut() {
             // The stored session is this one only if the SessionID matches and this message
             // does not start a new session (Windows' SessionID counter wraps, and some
-            // clients always use 1): a new session never inherits an old one's nonces.
-            let same = s
-                .session
-                .as_ref()
-                .is_some_and(|st| st.session_id == msg.hdr.session_id && !new_session);
+            // clients always use 1): a new session never inherits an old one's nonces. And
+            // only if it began under the device's current enrollment: whoever enrolls a
+            // freed DeviceID does not take over its last owner's session.
+            let enrollment = EnrollmentMark::of(&s.device);
+            let same = s.session.as_ref().is_some_and(|st| {
+                st.session_id == msg.hdr.session_id
+                    && !new_session
+                    && st.enrollment.as_ref() == Some(&enrollment)
+            });
             if !same {
                 s.session = None;
             }
@@ -338,8 +350,13 @@ impl ManagementService {
                     .await)
             }
             AuthOutcome::Refused { code, nonce } => {
-                if code == 401 {
+                if code == 401 && well_formed {
                     warn!(claimed_device = %device_id, "management request denied");
+                } else if code == 401 {
+                    warn!(
+                        claimed_device_len = device_id.len(),
+                        "management request denied: Source is not a DeviceID"
+                    );
                 }
                 Ok(self.refuse(&msg, code, nonce))
             }
@@ -567,7 +584,10 @@ impl ManagementService {
         let starts_session = opens_session(&msg);
         // `handle` dropped the stored state unless it is this session's.
         let mut session = session.unwrap_or_else(|| {
-            SessionState::new(&device.id, &hdr.session_id, now + self.config.session_ttl)
+            let mut s =
+                SessionState::new(&device.id, &hdr.session_id, now + self.config.session_ttl);
+            s.enrollment = Some(EnrollmentMark::of(&device));
+            s
         });
         session.expires_at = now + self.config.session_ttl;
         if let Some(m) = hdr.meta.as_ref().and_then(|m| m.max_msg_size) {
@@ -917,12 +937,7 @@ impl ManagementService {
         let mut results_bytes = command_id
             .as_deref()
             .and_then(|id| run.commands.iter().find(|c| c.id == id))
-            .map_or(0, |c| {
-                c.results
-                    .iter()
-                    .map(|r| r.data.as_ref().map_or(0, String::len))
-                    .sum()
-            });
+            .map_or(0, QueuedCommand::results_len);
         for item in &r.items {
             let uri = item.uri().to_owned();
             let meta = item.meta.clone().or_else(|| r.meta.clone());
@@ -954,23 +969,27 @@ impl ManagementService {
             } else {
                 item.data.clone()
             };
-            // A command's results are stored with it: keep them within a record.
-            let size = data.as_ref().map_or(0, String::len);
-            if results_bytes + size > self.config.max_incoming_object {
-                code = Some(413);
-                results.push(refused_result(uri, self.config.max_incoming_object));
-                continue;
-            }
-            results_bytes += size;
-            if command_id.is_some() {
-                run.record_reported_detail(&uri, data.as_deref());
-            }
-            results.push(CommandResult {
+            let result = CommandResult {
                 target: uri,
                 format: meta.as_ref().and_then(|m| m.format.clone()),
                 type_: meta.as_ref().and_then(|m| m.type_.clone()),
                 data,
-            });
+            };
+            // A command's results are stored with it: keep them within a record, the
+            // addresses and types the device sends counted with the values.
+            if results_bytes + result.stored_len() > self.config.max_incoming_object {
+                code = Some(413);
+                results.push(refused_result(
+                    result.target,
+                    self.config.max_incoming_object,
+                ));
+                continue;
+            }
+            results_bytes += result.stored_len();
+            if command_id.is_some() {
+                run.record_reported_detail(&result.target, result.data.as_deref());
+            }
+            results.push(result);
         }
         if let Some(code) = code {
             let id = run.cmd_id();
@@ -1004,11 +1023,7 @@ impl ManagementService {
             Some(i) => i,
             None => {
                 let open = session.incoming.iter().filter(|c| !c.refused).count();
-                if session.incoming.len() >= max_open * 4 {
-                    // Even refusals are no longer tracked: refuse without remembering.
-                    return Chunked::TooLarge;
-                }
-                session.incoming.push(IncomingChunk {
+                let chunk = IncomingChunk {
                     cmd: cmd.into(),
                     cmd_ref: cmd_ref.map(Into::into),
                     msg_ref: msg_ref.map(Into::into),
@@ -1017,13 +1032,22 @@ impl ManagementService {
                     type_: item.meta.as_ref().and_then(|m| m.type_.clone()),
                     data: String::new(),
                     refused: open >= max_open,
-                });
+                };
+                let buffered: usize = session.incoming.iter().map(IncomingChunk::stored_len).sum();
+                if session.incoming.len() >= max_open * 4
+                    || buffered + chunk.stored_len() > self.config.max_session_buffer
+                {
+                    // Even refusals are no longer tracked (too many, or their addresses
+                    // alone would overfill the session record): refuse without remembering.
+                    return Chunked::TooLarge;
+                }
+                session.incoming.push(chunk);
                 session.incoming.len() - 1
             }
         };
         let piece = item.data.as_deref().unwrap_or("");
         if !session.incoming[idx].refused {
-            let buffered: usize = session.incoming.iter().map(|c| c.data.len()).sum();
+            let buffered: usize = session.incoming.iter().map(IncomingChunk::stored_len).sum();
             let chunk = &mut session.incoming[idx];
             if chunk.data.len() + piece.len() > self.config.max_incoming_object
                 || buffered + piece.len() > self.config.max_session_buffer
@@ -1318,6 +1342,21 @@ impl Run {
             return;
         };
         let code: u16 = s.data.trim().parse().unwrap_or(500);
+        // Only the answer to where the command was last sent, while it waits for one: a
+        // status repeated for a settled command (or for an earlier chunk or attempt) would
+        // flip its outcome, resend an Add answered 418 or advance a large object twice.
+        let awaited = SentIn {
+            session_id: session.key(),
+            msg_id: entry.msg_id,
+        };
+        let waiting = self.commands.iter().any(|c| {
+            c.id == entry.command_id
+                && c.state == CommandState::Sent
+                && c.sent_in.as_ref() == Some(&awaited)
+        });
+        if !waiting {
+            return;
+        }
         let Some(cmd) = self.command_mut(&entry.command_id) else {
             return;
         };
@@ -1404,7 +1443,7 @@ fn sent_entry(session: &SessionState, cmd_ref: &str, msg_ref: Option<&str>) -> O
 /// What a command records of a result too large to keep, so the operator sees why.
 fn refused_result(target: String, limit: usize) -> CommandResult {
     CommandResult {
-        target,
+        target: target.chars().take(256).collect(),
         format: None,
         type_: None,
         data: Some(format!(

@@ -47,6 +47,23 @@ pub struct SentCommand {
     pub kind: SentKind,
 }
 
+/// Which enrollment of a DeviceID something belongs to: who enrolled it, and when.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EnrollmentMark {
+    pub upn: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub enrolled_at: OffsetDateTime,
+}
+
+impl EnrollmentMark {
+    pub fn of(device: &crate::model::Device) -> Self {
+        Self {
+            upn: device.upn.clone(),
+            enrolled_at: device.enrolled_at,
+        }
+    }
+}
+
 /// A large object the device is sending in chunks, reassembled across messages.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct IncomingChunk {
@@ -62,6 +79,23 @@ pub struct IncomingChunk {
     /// Over a buffering limit: its chunks are answered 413 and not kept.
     #[serde(default)]
     pub refused: bool,
+}
+
+impl IncomingChunk {
+    /// What the chunk takes in the session record: its data and every device-supplied
+    /// field that names it, and a fixed allowance for the record's own shape.
+    pub fn stored_len(&self) -> usize {
+        const PER_CHUNK: usize = 64;
+        let opt = |s: &Option<String>| s.as_ref().map_or(0, String::len);
+        PER_CHUNK
+            + self.cmd.len()
+            + opt(&self.cmd_ref)
+            + opt(&self.msg_ref)
+            + self.uri.len()
+            + opt(&self.format)
+            + opt(&self.type_)
+            + self.data.len()
+    }
 }
 
 /// A large command being sent to the device in chunks.
@@ -86,6 +120,12 @@ pub struct SessionState {
     /// Random per session instance: tells this session from a later one that reuses the
     /// SessionID, so commands sent in an earlier one are sent again.
     pub instance: String,
+    /// The enrollment the session belongs to. A DeviceID enrolled again since — by
+    /// another user, once the record was freed — never continues the old enrollment's
+    /// session (its sent commands, its signed-in user). `None` (a record written before
+    /// this field) matches nothing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enrollment: Option<EnrollmentMark>,
     /// The MsgID of our last reply.
     pub server_msg_id: u32,
     /// The MsgID of the device's last message: a later message must carry a higher one,
@@ -135,6 +175,7 @@ impl SessionState {
             slot: slot.to_owned(),
             session_id: session_id.to_owned(),
             instance: uuid::Uuid::new_v4().simple().to_string(),
+            enrollment: None,
             server_msg_id: 0,
             client_msg_id: 0,
             login_status: None,
