@@ -786,3 +786,34 @@ async fn deleting_a_user_ends_renewal_but_not_management() {
     // Still managed, so an operator can wipe or unenroll it.
     assert_eq!(manage_with(&w, &device.device_id, &cert).await, "200");
 }
+
+async fn upns(w: &World) -> Vec<String> {
+    admin(&w.state, "GET", "/admin/v1/users", serde_json::Value::Null)
+        .await
+        .json()["users"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u["upn"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// A path segment is decoded as a path: `+` is a plus sign. An offboarding script that
+/// deletes `a+b@example.com` without escaping the `+` used to delete `a b@…` (or nothing),
+/// and the plus-addressed user kept the right to enroll.
+#[tokio::test]
+async fn deleting_a_plus_addressed_user_deletes_that_user() {
+    let w = world().await;
+    let plus = "a+b@example.com";
+    add_user(&w, plus).await;
+    assert!(upns(&w).await.contains(&plus.to_owned()));
+    let r = admin(
+        &w.state,
+        "DELETE",
+        &format!("/admin/v1/users/{plus}"),
+        serde_json::Value::Null,
+    )
+    .await;
+    assert!(r.status < 300, "{} {}", r.status, r.text());
+    assert!(!upns(&w).await.contains(&plus.to_owned()));
+}

@@ -90,16 +90,7 @@ pub(crate) async fn serve(state: &AppState, req: &Request) -> Response {
     let Some(rest) = path.strip_prefix(paths::ADMIN_PREFIX) else {
         return json_error(StatusCode::NOT_FOUND, "no such admin resource");
     };
-    let segments: Vec<String> = rest
-        .split('/')
-        .filter(|s| !s.is_empty())
-        .map(|s| {
-            url::form_urlencoded::parse(format!("x={s}").as_bytes())
-                .next()
-                .map(|(_, v)| v.into_owned())
-                .unwrap_or_default()
-        })
-        .collect();
+    let segments = crate::router::path_segments(rest);
     let segs: Vec<&str> = segments.iter().map(String::as_str).collect();
     let method = req.method().clone();
     if let Some(out) = crate::admin_profiles::route(state, req, &segs, &method).await {

@@ -67,6 +67,21 @@ pub async fn dispatch(state: &AppState, req: Request) -> Response {
     }
 }
 
+/// The segments of a request path below some prefix, each percent-decoded as RFC 3986
+/// decodes paths: `+`, `&` and `=` are themselves (a form's decoding would make `+` a space
+/// and stop at `&`, so `/users/a+b@example.com` would name `a b@example.com`). Bytes that
+/// are not UTF-8 become U+FFFD and so name nothing.
+pub(crate) fn path_segments(rest: &str) -> Vec<String> {
+    rest.split('/')
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            percent_encoding::percent_decode_str(s)
+                .decode_utf8_lossy()
+                .into_owned()
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

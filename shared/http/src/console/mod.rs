@@ -129,19 +129,7 @@ pub async fn handle(state: &AppState, req: Request) -> Response {
 
 /// The request's path below `/console/`, split and percent-decoded.
 fn segments(path: &str) -> Vec<String> {
-    path.strip_prefix("/console")
-        .unwrap_or("")
-        .split('/')
-        .filter(|s| !s.is_empty())
-        .map(percent_decode)
-        .collect()
-}
-
-fn percent_decode(s: &str) -> String {
-    url::form_urlencoded::parse(format!("x={}", s.replace('+', "%2B")).as_bytes())
-        .next()
-        .map(|(_, v)| v.into_owned())
-        .unwrap_or_default()
+    crate::router::path_segments(path.strip_prefix("/console").unwrap_or(""))
 }
 
 /// A request's form fields (`application/x-www-form-urlencoded`) or query parameters.

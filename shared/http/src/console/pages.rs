@@ -720,9 +720,7 @@ fn summarize_request(r: Option<&Value>) -> String {
         .unwrap_or("");
     if verb.is_empty() && target.is_empty() {
         // Atomic or another shape: its JSON, short.
-        let mut j = r.to_string();
-        j.truncate(120);
-        return j;
+        return r.to_string().chars().take(120).collect();
     }
     format!("{verb} {target}")
 }
@@ -755,16 +753,25 @@ fn results(v: Option<&Value>, reason: Option<&str>) -> String {
     out
 }
 
-/// XML with one element per line, indented, for reading; other text unchanged. Bounded
-/// (the text is at most a command's result size) and never interpreted as markup.
+/// XML with one element per line, indented, for reading; other text unchanged. Never
+/// interpreted as markup, and bounded: the value is device-supplied, and deep nesting of
+/// short elements (`<a><a><a>…`) would otherwise grow quadratically with its indentation.
+/// Indentation stops at [`MAX_INDENT`] levels, and a value whose layout would take more
+/// than four times its own size is shown as it came.
 fn pretty_xml(data: &str) -> String {
+    const MAX_INDENT: usize = 12;
     let t = data.trim();
     if !(t.starts_with('<') && t.ends_with('>')) || t.len() > 64 * 1024 {
         return data.to_owned();
     }
+    let budget = t.len() * 4;
     let mut out = String::with_capacity(t.len() * 2);
     let mut depth: usize = 0;
     for piece in t.split_inclusive('>') {
+        if out.len() > budget {
+            return data.to_owned();
+        }
+        let indent = "  ".repeat(depth.min(MAX_INDENT));
         let (text, tag) = match piece.find('<') {
             Some(i) => (&piece[..i], &piece[i..]),
             None => (piece, ""),
@@ -775,7 +782,7 @@ fn pretty_xml(data: &str) -> String {
         if tag.starts_with("</") {
             depth = depth.saturating_sub(1);
             if out.ends_with('\n') {
-                out.push_str(&"  ".repeat(depth));
+                out.push_str(&"  ".repeat(depth.min(MAX_INDENT)));
             }
             out.push_str(tag);
             out.push('\n');
@@ -783,7 +790,7 @@ fn pretty_xml(data: &str) -> String {
             if !out.is_empty() && !out.ends_with('\n') {
                 out.push('\n');
             }
-            out.push_str(&"  ".repeat(depth));
+            out.push_str(&indent);
             out.push_str(tag);
             if !tag.ends_with("/>") && !tag.starts_with("<?") && !tag.starts_with("<!") {
                 depth += 1;
@@ -1096,5 +1103,28 @@ mod tests {
             "<a>\n  <b>1</b>\n  <c/>\n</a>"
         );
         assert_eq!(pretty_xml("10.0.22631"), "10.0.22631");
+    }
+
+    /// A device's answer of deeply nested short elements: under the old layout, 4,000
+    /// levels took ≈ 16 MB (and 64 KB of them ≈ 477 MB), in the admin function's memory.
+    #[test]
+    fn pretty_xml_of_deep_nesting_stays_near_the_size_of_its_input() {
+        for deep in ["<a>".repeat(4_000), "<a>".repeat(21_845)] {
+            let out = pretty_xml(&deep);
+            assert!(out.len() <= 4 * deep.len() + 64, "{}", out.len());
+        }
+        let nested = format!("{}x{}", "<a>".repeat(20), "</a>".repeat(20));
+        let out = pretty_xml(&nested);
+        assert!(out.lines().all(|l| l.len() - l.trim_start().len() <= 24));
+        assert_eq!(out.matches("<a>").count(), 20, "nothing lost");
+    }
+
+    /// An Atomic's summary is cut by characters, not bytes: a cut inside a multi-byte
+    /// character used to panic, for every view of the device's page.
+    #[test]
+    fn an_atomic_summary_cuts_between_characters() {
+        let r = serde_json::json!({"kind": "atomic", "commands": [{"items": [{"data": format!("x{}", "é".repeat(100))}]}]});
+        let summary = summarize_request(Some(&r));
+        assert_eq!(summary.chars().count(), 120);
     }
 }
