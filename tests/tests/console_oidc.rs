@@ -269,3 +269,57 @@ async fn a_forged_or_missing_flow_is_refused_and_a_down_provider_says_so() {
     assert_eq!(r.status, 502, "{}", r.text());
     assert!(r.text().contains("unreachable or answered badly"));
 }
+
+/// The admin list matches an email only when the provider says it verified it
+/// (`email_verified`, or Entra ID's `xms_edov`); otherwise only `sub`. A token naming an
+/// admin's address without saying so used to open an admin session ("nOAuth": in Entra
+/// ID any tenant can set any address on its users).
+#[tokio::test]
+async fn an_email_counts_only_when_the_provider_verified_it() {
+    let (h, idp) = setup(&["admin@example.com"]).await;
+    let minted = |change: fn(&mut Value)| {
+        move |c: &Value, p: &StandInProvider| {
+            let mut c = c.clone();
+            change(&mut c);
+            p.sign(&c)
+        }
+    };
+    for (what, change) in [
+        (
+            "no email_verified",
+            (|c: &mut Value| {
+                c.as_object_mut().unwrap().remove("email_verified");
+            }) as fn(&mut Value),
+        ),
+        ("email_verified false", |c: &mut Value| {
+            c["email_verified"] = json!(false)
+        }),
+        ("xms_edov false", |c: &mut Value| {
+            c.as_object_mut().unwrap().remove("email_verified");
+            c["xms_edov"] = json!(false);
+        }),
+    ] {
+        let r = refused_when(&h, &idp, minted(change)).await;
+        assert_eq!(r.status, 403, "{what}: {}", r.text());
+    }
+    for (what, change) in [
+        (
+            "xms_edov true",
+            (|c: &mut Value| {
+                c.as_object_mut().unwrap().remove("email_verified");
+                c["xms_edov"] = json!(true);
+            }) as fn(&mut Value),
+        ),
+        ("email_verified \"true\"", |c: &mut Value| {
+            c["email_verified"] = json!("true")
+        }),
+    ] {
+        idp.mint_next_with(Box::new({
+            let p = idp.clone();
+            let f = minted(change);
+            move |claims| f(claims, &p)
+        }));
+        let r = sign_in(&h, &idp, "admin@example.com").await;
+        assert_eq!(r.status, 303, "{what}: {}", r.text());
+    }
+}

@@ -351,11 +351,7 @@ pub async fn callback(
         }
     };
     let sub = claims.get("sub").and_then(|v| v.as_str()).unwrap_or("");
-    let email = claims
-        .get("email")
-        .and_then(|v| v.as_str())
-        .filter(|_| claims.get("email_verified").and_then(|v| v.as_bool()) != Some(false));
-    let user = email.unwrap_or(sub).to_owned();
+    let user = verified_email(&claims).unwrap_or(sub).to_owned();
     let admins = &client.settings.admins;
     if user.is_empty()
         || (!admins.is_empty()
@@ -383,6 +379,26 @@ pub async fn callback(
         r.headers_mut().append(header::SET_COOKIE, v);
     }
     r
+}
+
+/// The token's `email`, if the provider says it verified it: `email_verified` true, or
+/// Entra ID's `xms_edov` (the email's domain is verified by the tenant that owns it; Entra
+/// ID tokens carry no `email_verified`). Otherwise `None`, and the admin list is matched
+/// against `sub` alone.
+///
+/// ⚠ An email the provider did not verify is whatever its user typed (or, in Entra ID, a
+/// tenant admin anywhere set): accepting it would let anyone whose directory lets them
+/// claim an admin's address into the console ("nOAuth").
+fn verified_email(claims: &serde_json::Value) -> Option<&str> {
+    // `true`, or the string some providers send.
+    let is_true = |k: &str| {
+        claims.get(k).and_then(|v| v.as_bool()) == Some(true)
+            || claims.get(k).and_then(|v| v.as_str()) == Some("true")
+    };
+    claims
+        .get("email")
+        .and_then(|v| v.as_str())
+        .filter(|_| is_true("email_verified") || is_true("xms_edov"))
 }
 
 fn failure(status: StatusCode, e: &SignInError) -> Response {
