@@ -149,3 +149,38 @@ async fn every_fixture_through_its_function_handler() {
     let r = call(winmdm_http::manage::handle(state, event("manage-mtls.json")).await);
     assert_eq!(Reply::parse(&r.body).header_status().data, "407");
 }
+
+/// With IAM admin auth, the admin function serves its API only to a caller API Gateway
+/// authorised through IAM: the same event without the gateway's `authorizer.iam` —
+/// arriving as the console's routes do, without IAM — is refused, through both the API's
+/// handler and the function's (which also serves the console). It used to be served.
+#[tokio::test]
+async fn the_admin_api_needs_the_gateways_iam_caller() {
+    let h = inprocess::Harness::new(AdminAuth::Gateway);
+    let path = format!(
+        "{}/fixtures/apigw-v2/admin-list-devices.json",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let mut json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let with_iam = lambda_http::request::from_str(&json.to_string()).unwrap();
+    assert_eq!(
+        inprocess::response(winmdm_http::admin::handle_with_console(&h.state, with_iam).await)
+            .status,
+        200
+    );
+    json["requestContext"]
+        .as_object_mut()
+        .unwrap()
+        .remove("authorizer");
+    for handler in [false, true] {
+        let req = lambda_http::request::from_str(&json.to_string()).unwrap();
+        let r = inprocess::response(if handler {
+            winmdm_http::admin::handle_with_console(&h.state, req).await
+        } else {
+            winmdm_http::admin::handle(&h.state, req).await
+        });
+        assert_eq!(r.status, 403, "{}", r.text());
+        assert!(r.text().contains("no IAM caller"), "{}", r.text());
+    }
+}

@@ -60,7 +60,12 @@ pub async fn handle_with_console(state: &AppState, req: Request) -> Response {
 
 fn authorized(auth: &AdminAuth, req: &Request) -> bool {
     match auth {
-        AdminAuth::Gateway => true,
+        // API Gateway checked the caller's SigV4 signature against IAM and says whom it
+        // found. Its word is required, not assumed: the same function also serves the
+        // console's routes, which the gateway forwards without IAM, and an event that
+        // reaches the API without an IAM caller (a route or stage misconfigured, a path
+        // that slipped past the prefix check) must not run as an operator.
+        AdminAuth::Gateway => gateway_iam_caller(req).is_some(),
         AdminAuth::Bearer(expected) => req
             .headers()
             .get(header::AUTHORIZATION)
@@ -70,8 +75,27 @@ fn authorized(auth: &AdminAuth, req: &Request) -> bool {
     }
 }
 
+/// The IAM caller API Gateway authorised (HTTP API, `AWS_IAM` route authorization).
+fn gateway_iam_caller(req: &Request) -> Option<String> {
+    use lambda_http::RequestExt as _;
+    use lambda_http::request::RequestContext;
+    match req.request_context_ref()? {
+        RequestContext::ApiGatewayV2(ctx) => {
+            let iam = ctx.authorizer.as_ref()?.iam.as_ref()?;
+            iam.user_arn.clone().or_else(|| iam.caller_id.clone())
+        }
+        _ => None,
+    }
+}
+
 async fn route(state: &AppState, req: &Request) -> Response {
     if !authorized(&state.admin_auth, req) {
+        if matches!(state.admin_auth, AdminAuth::Gateway) {
+            return json_error(
+                StatusCode::FORBIDDEN,
+                "no IAM caller: the admin API is served only on its IAM-authorised routes",
+            );
+        }
         let mut r = json_error(StatusCode::UNAUTHORIZED, "missing or invalid admin token");
         r.headers_mut().insert(
             header::WWW_AUTHENTICATE,
