@@ -308,6 +308,18 @@ pub fn validate_target(target: &str) -> Result<(), CommandError> {
     Ok(())
 }
 
+/// A value we will write into a SyncML message: characters XML can carry only. A control
+/// character would make the message unreadable to the device, and with it every command
+/// queued beside this one (a wipe, an unenroll).
+pub fn check_xml_text(field: &str, value: Option<&str>) -> Result<(), CommandError> {
+    match value {
+        Some(v) if !winmdm_wire::xml::is_xml_text(v) => Err(invalid(format!(
+            "{field} has a control character XML cannot carry (only tab, newline and carriage return are allowed)"
+        ))),
+        _ => Ok(()),
+    }
+}
+
 fn parse_verb(v: &str) -> Result<Verb, CommandError> {
     Ok(match v {
         "Get" => Verb::Get,
@@ -340,6 +352,8 @@ fn verb_spec(r: &CommandRequest, verb: Verb) -> Result<VerbSpec, CommandError> {
             FORMATS.join(", ")
         )));
     }
+    check_xml_text("type", r.type_.as_deref())?;
+    check_xml_text("data", r.data.as_deref())?;
     if let Some(d) = &r.data
         && d.len() > MAX_COMMAND_DATA
     {
@@ -490,6 +504,26 @@ mod tests {
 
     fn req(v: serde_json::Value) -> CommandRequest {
         serde_json::from_value(v).unwrap()
+    }
+
+    /// A control character in a command's data or type would make the message carrying
+    /// it (and every command beside it) unreadable to the device: refused when queued.
+    #[test]
+    fn refuses_characters_xml_cannot_carry() {
+        for (field, value) in [
+            ("data", "a\u{1}b"),
+            ("data", "\u{0}"),
+            ("type", "text/\u{1b}x"),
+        ] {
+            let mut r = serde_json::json!({"verb":"Replace","target":"./Vendor/MSFT/X","format":"chr","data":"ok"});
+            r[field] = value.into();
+            let e = parse_request(&req(r), "winmdm").unwrap_err().to_string();
+            assert!(e.contains("control character"), "{field}: {e}");
+        }
+        let r = req(
+            serde_json::json!({"verb":"Replace","target":"./Vendor/MSFT/X","format":"chr","data":"tab\tnewline\r\n é 😀"}),
+        );
+        assert!(parse_request(&r, "winmdm").is_ok());
     }
 
     #[test]

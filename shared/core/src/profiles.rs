@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use winmdm_wire::xml;
 
-use crate::commands::{ItemSpec, MAX_COMMAND_DATA, Verb, validate_target};
+use crate::commands::{ItemSpec, MAX_COMMAND_DATA, Verb, check_xml_text, validate_target};
 
 /// Settings in one profile.
 pub const MAX_SETTINGS: usize = 100;
@@ -408,6 +408,9 @@ pub fn validate_settings(scope: ProfileScope, settings: &[Setting]) -> Result<()
             }
         }
         let data = s.item.data.as_deref();
+        for (field, v) in [("type", s.item.type_.as_deref()), ("data", data)] {
+            check_xml_text(field, v).map_err(|e| invalid(format!("{t}: {e}")))?;
+        }
         if data.is_none() && s.item.format.as_deref() != Some("node") {
             return Err(invalid(format!("{t}: a setting needs <Data>")));
         }
@@ -636,6 +639,19 @@ mod tests {
                 data: Some(data.into()),
             },
         }
+    }
+
+    #[test]
+    fn refuses_characters_xml_cannot_carry() {
+        let t = "./Device/Vendor/MSFT/Policy/Config/Camera/AllowCamera";
+        let bad = setting(t, "chr", "a\u{1}b");
+        let e = validate_settings(ProfileScope::Device, &[bad])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("control character"), "{e}");
+        let mut typed = setting(t, "chr", "ok");
+        typed.item.type_ = Some("text/\u{7}".into());
+        assert!(validate_settings(ProfileScope::Device, &[typed]).is_err());
     }
 
     #[test]

@@ -328,7 +328,11 @@ async fn create_profile(state: &AppState, req: &Request) -> Outcome {
     let profile = Profile {
         id: new_profile_id(name),
         name: name.to_owned(),
-        description: r.description.clone().unwrap_or_default(),
+        description: r
+            .description
+            .as_deref()
+            .map(bounded_description)
+            .unwrap_or_default(),
         scope,
         revision: 1,
         version: 1,
@@ -450,7 +454,7 @@ async fn update_profile(state: &AppState, req: &Request, id: &str) -> Outcome {
         new.name = n.to_owned();
     }
     if let Some(d) = &r.description {
-        new.description = d.clone();
+        new.description = bounded_description(d);
     }
     match settings_of(&r) {
         Ok(Some((scope, settings, template))) => {
@@ -692,7 +696,7 @@ async fn create_group(state: &AppState, req: &Request) -> Outcome {
     }
     let g = Group {
         name: r.name,
-        description: r.description.chars().take(1024).collect(),
+        description: bounded_description(&r.description),
         created_at: state.enrollment.now(),
     };
     match state.store.create_group(&g).await {
@@ -897,4 +901,10 @@ async fn resend_profile(state: &AppState, device_id: &str, profile_id: &str) -> 
         StatusCode::ACCEPTED,
         &json!({ "device_id": device_id, "profile_id": profile_id, "state": "pending" }),
     ))
+}
+
+/// A profile's or group's description, as stored: its first 1,024 characters (it is
+/// shown, never parsed, and every listing carries it).
+fn bounded_description(d: &str) -> String {
+    d.chars().take(1024).collect()
 }

@@ -669,6 +669,17 @@ impl Interner {
     }
 }
 
+/// Whether every character of `s` may appear in an XML 1.0 document (tab, newline and
+/// carriage return are the only control characters allowed; escaping cannot represent the
+/// others, not even as character references). Text we put in a message must pass, or the
+/// device cannot parse the message — nor anything else queued in it.
+pub fn is_xml_text(s: &str) -> bool {
+    s.chars().all(|c| {
+        matches!(c, '\t' | '\n' | '\r' | '\u{20}'..='\u{D7FF}' | '\u{E000}'..='\u{FFFD}')
+            || c >= '\u{10000}'
+    })
+}
+
 /// Escapes text for element content and double-quoted attribute values.
 pub fn escape(s: &str) -> std::borrow::Cow<'_, str> {
     if !s.contains(['&', '<', '>', '"', '\'']) {
@@ -765,6 +776,18 @@ impl XmlWriter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn xml_text_is_what_xml_1_0_can_carry() {
+        for ok in ["", "a\tb\r\n", "é 😀 \u{E000} \u{FFFD}"] {
+            assert!(is_xml_text(ok), "{ok:?}");
+        }
+        for bad in [
+            "\u{0}", "a\u{1}", "\u{1b}", "x\u{8}", "\u{FFFE}", "\u{FFFF}",
+        ] {
+            assert!(!is_xml_text(bad), "{bad:?}");
+        }
+    }
 
     #[test]
     fn matches_by_namespace_not_prefix() {
