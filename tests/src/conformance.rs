@@ -110,17 +110,19 @@ pub async fn enrollment_commit_and_hw_replacement(store: Arc<dyn Store>) {
     );
     assert_eq!(store.get_device("DEV-B").await.unwrap(), Some(b.clone()));
 
-    // Same id from other hardware: conflict, nothing changes.
+    // Same id from other hardware: refused, nothing changes.
     let imposter = device("DEV-B", Some("HW-9"));
-    assert!(matches!(
+    assert_eq!(
         store
             .commit_enrollment(&EnrollmentCommit {
                 device: imposter,
                 token: None
             })
             .await,
-        Err(StoreError::Conflict(_))
-    ));
+        Err(StoreError::EnrollmentRefused(
+            winmdm_core::identity::EnrollmentRefusal::OtherHardware
+        ))
+    );
     assert_eq!(store.get_device("DEV-B").await.unwrap(), Some(b));
     assert_eq!(store.get_device_by_hw_dev_id("HW-9").await.unwrap(), None);
 
@@ -633,6 +635,88 @@ pub async fn write_after_concurrent_change_keeps_both(store: Arc<dyn Store>) {
         "the operator's change survives"
     );
     assert_eq!(d.last_seen_at, Some(seen), "and so does the message's");
+}
+
+/// An enrollment decided before an operator's block (its certificate being issued
+/// meanwhile) and committed after it is refused by the commit, which decides again from
+/// the records as they are: the blocked record, and a blocked record on the same hardware,
+/// stay as they are; and a freed DeviceID another user took meanwhile stays theirs. The
+/// commit used to overwrite the block with an enrolled record and a fresh certificate.
+pub async fn an_enrollment_in_flight_does_not_undo_a_block(store: Arc<dyn Store>) {
+    use winmdm_core::identity::EnrollmentRefusal;
+    use winmdm_core::session::{DevicePatch, ManagementUpdate, SessionWrite};
+    let commit = |d: Device| {
+        let store = store.clone();
+        async move {
+            store
+                .commit_enrollment(&EnrollmentCommit {
+                    device: d,
+                    token: None,
+                })
+                .await
+        }
+    };
+    let set_status = |id: &'static str, status: DeviceStatus| {
+        let store = store.clone();
+        async move {
+            store
+                .save_management(&ManagementUpdate {
+                    device_id: id.into(),
+                    device: DevicePatch {
+                        status: Some(status),
+                        ..DevicePatch::default()
+                    },
+                    session: SessionWrite::Keep,
+                    commands: vec![],
+                    profiles: Vec::new(),
+                })
+                .await
+                .unwrap()
+        }
+    };
+    let refused = |r: Result<(), StoreError>, why: EnrollmentRefusal| {
+        assert_eq!(r, Err(StoreError::EnrollmentRefused(why)));
+    };
+
+    // The same device enrolling again, blocked meanwhile.
+    commit(device("BLK-1", Some("BLK-HW1"))).await.unwrap();
+    set_status("BLK-1", DeviceStatus::Blocked).await;
+    refused(
+        commit(device("BLK-1", Some("BLK-HW1"))).await,
+        EnrollmentRefusal::DeviceBlocked,
+    );
+    let d = store.get_device("BLK-1").await.unwrap().unwrap();
+    assert_eq!(d.status, DeviceStatus::Blocked);
+    assert!(store.user_has_blocked_device(&d.upn).await.unwrap());
+
+    // The same hardware under a new DeviceID, its old record blocked meanwhile: the
+    // blocked record is not superseded.
+    commit(device("BLK-2", Some("BLK-HW2"))).await.unwrap();
+    set_status("BLK-2", DeviceStatus::Blocked).await;
+    refused(
+        commit(device("BLK-2B", Some("BLK-HW2"))).await,
+        EnrollmentRefusal::DeviceBlocked,
+    );
+    assert_eq!(
+        store.get_device("BLK-2").await.unwrap().map(|d| d.status),
+        Some(DeviceStatus::Blocked)
+    );
+    assert_eq!(store.get_device("BLK-2B").await.unwrap(), None);
+
+    // A freed DeviceID: Bob's enrollment commits first; Carol's, decided while it was
+    // free, does not take it from him.
+    commit(device("BLK-3", Some("BLK-HW3"))).await.unwrap();
+    set_status("BLK-3", DeviceStatus::Removed).await;
+    let mut bobs = device("BLK-3", Some("BLK-HW3B"));
+    bobs.upn = "bob@example.com".into();
+    commit(bobs.clone()).await.unwrap();
+    let mut carols = device("BLK-3", Some("BLK-HW3C"));
+    carols.upn = "carol@example.com".into();
+    refused(
+        commit(carols).await,
+        EnrollmentRefusal::EnrolledByAnotherUser,
+    );
+    assert_eq!(store.get_device("BLK-3").await.unwrap(), Some(bobs));
 }
 
 fn profile(id: &str, name: &str, include: &[&str]) -> winmdm_core::profiles::Profile {

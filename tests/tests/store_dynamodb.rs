@@ -19,6 +19,7 @@ async fn conformance_suite_on_dynamodb() {
     conformance::command_queue_and_management_state(store(&moto, "t-queue").await).await;
     conformance::concurrent_races_have_one_winner(store(&moto, "t-race").await).await;
     conformance::write_after_concurrent_change_keeps_both(store(&moto, "t-cc").await).await;
+    conformance::an_enrollment_in_flight_does_not_undo_a_block(store(&moto, "t-blk").await).await;
     conformance::profiles_groups_and_states(store(&moto, "t-profiles").await).await;
     conformance::fleet_counters_follow_device_writes(
         store(&moto, "t-counters").await,

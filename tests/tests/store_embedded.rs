@@ -43,6 +43,12 @@ async fn command_queue_and_management_state() {
 }
 
 #[tokio::test]
+async fn an_enrollment_in_flight_does_not_undo_a_block() {
+    let (_d, s) = store();
+    conformance::an_enrollment_in_flight_does_not_undo_a_block(s).await;
+}
+
+#[tokio::test]
 async fn write_after_concurrent_change_keeps_both() {
     let (_d, s) = store();
     conformance::write_after_concurrent_change_keeps_both(s).await;

@@ -77,6 +77,7 @@ use serde::de::DeserializeOwned;
 use time::OffsetDateTime;
 use winmdm_core::commands::{CommandState, FailedCommandNote, QueuedCommand};
 use winmdm_core::device_listing::{DeviceSummary, ShardRead, SummaryBatch};
+use winmdm_core::identity;
 use winmdm_core::model::{Device, DeviceStatus, Page, PageRequest, User};
 use winmdm_core::profiles::{DeviceProfile, Group, Profile};
 use winmdm_core::session::{ManagementSnapshot, ManagementUpdate, SessionState, SessionWrite};
@@ -1148,16 +1149,6 @@ impl DynamoStore {
             .as_ref()
             .and_then(|i| num_attr(i, "version"))
             .unwrap_or(0);
-        if let Some(old) = &existing_dev
-            && old.holds_its_hardware()
-            && let (Some(a), Some(b)) = (&old.hw_dev_id, &device.hw_dev_id)
-            && !a.eq_ignore_ascii_case(b)
-        {
-            return Err(StoreError::Conflict(format!(
-                "device {} on other hardware",
-                device.id
-            )));
-        }
         let hw_owner = match &device.hw_dev_id {
             Some(hw) => self
                 .get(key(hw_pk(hw), "HW"))
@@ -1176,6 +1167,24 @@ impl DynamoStore {
             }
             _ => None,
         };
+        // The decision again, from these reads (which the writes below are conditional
+        // on): a block, or another user's enrollment, since the first one stands.
+        identity::recheck_at_commit(
+            device,
+            existing_dev.as_ref(),
+            superseded.as_ref().and_then(|(_, d)| d.as_ref()),
+        )
+        .map_err(StoreError::EnrollmentRefused)?;
+        if let Some(old) = &existing_dev
+            && old.holds_its_hardware()
+            && let (Some(a), Some(b)) = (&old.hw_dev_id, &device.hw_dev_id)
+            && !a.eq_ignore_ascii_case(b)
+        {
+            return Err(StoreError::Conflict(format!(
+                "device {} on other hardware",
+                device.id
+            )));
+        }
 
         let mut items = Vec::new();
         let mut token_index = None;

@@ -729,7 +729,11 @@ impl EnrollmentService {
                 device,
                 token: principal.token,
             })
-            .await?;
+            .await
+            .map_err(|e| match e {
+                StoreError::EnrollmentRefused(r) => EnrollError::Refused(r),
+                e => EnrollError::Store(e),
+            })?;
         info!(serial = %issued.serial_hex, "device enrolled");
 
         Ok((

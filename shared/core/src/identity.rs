@@ -121,6 +121,28 @@ pub fn decide_enrollment(
     }
 }
 
+/// [`decide_enrollment`] again, by the store as it commits, from the records as they are
+/// then: the first decision was made from reads taken before the certificate was issued
+/// (seconds, on a managed CA), and meanwhile an operator may have blocked the record (or
+/// the one on the same hardware) or another user taken a freed DeviceID.
+///
+/// ⚠ A store that commits without this lets an enrollment in flight undo a block: the
+/// blocked record is overwritten as enrolled, with a fresh certificate, and its user's
+/// blocked-device entry is left behind. The user's other devices are not read again here
+/// (a device of the user blocked during this enrollment blocks their next one).
+pub fn recheck_at_commit(
+    device: &Device,
+    by_id: Option<&Device>,
+    by_hw: Option<&Device>,
+) -> Result<(), EnrollmentRefusal> {
+    let claim = EnrollmentClaim {
+        upn: &device.upn,
+        device_id: &device.id,
+        hw_dev_id: device.hw_dev_id.as_deref(),
+    };
+    decide_enrollment(claim, by_id, by_hw.filter(|d| d.id != device.id), false).map(|_| ())
+}
+
 /// Why a renewal is refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum RenewalRefusal {

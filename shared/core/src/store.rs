@@ -22,6 +22,10 @@ pub enum StoreError {
     Unavailable(String),
     #[error("stored data is unreadable: {0}")]
     Corrupt(String),
+    /// An enrollment the records as they are at commit no longer allow (see
+    /// [`crate::identity::recheck_at_commit`]). Nothing is written.
+    #[error("{0}")]
+    EnrollmentRefused(crate::identity::EnrollmentRefusal),
 }
 
 /// A single-use token being spent, kept until it would have expired anyway.

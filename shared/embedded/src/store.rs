@@ -498,6 +498,32 @@ impl Store for RedbStore {
                 // The records this enrollment replaces, for the fleet counters.
                 let mut replaced: Vec<Device> = Vec::new();
 
+                // The decision again, from the records as they are in this transaction: a
+                // block, or another user's enrollment, since the first one stands.
+                {
+                    let read = |id: &str| -> Result<Option<Device>, StoreError> {
+                        devices
+                            .get(id)
+                            .map_err(unavailable)?
+                            .map(|v| decode::<Device>(v.value()))
+                            .transpose()
+                    };
+                    let by_id = read(&device.id)?;
+                    let hw_holder = match &device.hw_dev_id {
+                        Some(hw) => match by_hw.get(hw_key(hw).as_str()).map_err(unavailable)? {
+                            Some(id) if id.value() != device.id => read(id.value())?,
+                            _ => None,
+                        },
+                        None => None,
+                    };
+                    winmdm_core::identity::recheck_at_commit(
+                        device,
+                        by_id.as_ref(),
+                        hw_holder.as_ref(),
+                    )
+                    .map_err(StoreError::EnrollmentRefused)?;
+                }
+
                 if let Some(existing) = devices.get(device.id.as_str()).map_err(unavailable)? {
                     let existing: Device = decode(existing.value())?;
                     if let (Some(old), Some(new)) = (&existing.hw_dev_id, &device.hw_dev_id)
