@@ -86,6 +86,18 @@ pub struct Harness {
 
 impl Harness {
     pub fn new(admin: winmdm_http::state::AdminAuth) -> Self {
+        Self::with_store(admin, |dir| {
+            std::sync::Arc::new(
+                winmdm_embedded::RedbStore::open(&dir.join("s.redb")).expect("store"),
+            )
+        })
+    }
+
+    /// The same, on the store `store` makes (given the harness's temporary directory).
+    pub fn with_store(
+        admin: winmdm_http::state::AdminAuth,
+        store: impl FnOnce(&std::path::Path) -> std::sync::Arc<dyn winmdm_core::store::Store>,
+    ) -> Self {
         use std::sync::Arc;
         let dir = tempfile::tempdir().expect("tempdir");
         let clock = Arc::new(winmdm_core::clock::ManualClock::new(
@@ -99,7 +111,7 @@ impl Harness {
         config.management_base_url = "https://manage.example.com".parse().expect("URL");
         let state = AppState::new(
             config,
-            Arc::new(winmdm_embedded::RedbStore::open(&dir.path().join("s.redb")).expect("store")),
+            store(dir.path()),
             Arc::new(winmdm_embedded::LocalCa::open_or_create(&dir.path().join("ca")).expect("CA")),
             clock.clone(),
             vec![7; 32],

@@ -74,9 +74,14 @@ fn moto_binary() -> PathBuf {
     p
 }
 
+/// The Python of the venv moto is installed in (its PyYAML also reads template.yaml).
+pub fn venv_python() -> PathBuf {
+    moto_binary().with_file_name("python")
+}
+
 impl Moto {
     pub async fn start() -> Self {
-        let python = moto_binary().with_file_name("python");
+        let python = venv_python();
         let mut child = Command::new(python)
             .args(["-c", SERIAL_MOTO, "127.0.0.1"])
             .stdout(Stdio::piped())
