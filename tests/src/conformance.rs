@@ -719,6 +719,88 @@ pub async fn an_enrollment_in_flight_does_not_undo_a_block(store: Arc<dyn Store>
     assert_eq!(store.get_device("BLK-3").await.unwrap(), Some(bobs));
 }
 
+/// A message computed from a read taken before another message settled a command (a
+/// device's retry overlapping its first attempt) cannot bring the command back as open —
+/// to be delivered again, a second wipe — and writes nothing; settling a settled command
+/// again (a late Results added to it) still writes.
+pub async fn a_stale_message_does_not_reopen_a_settled_command(store: Arc<dyn Store>) {
+    use winmdm_core::commands::{CommandState, SentIn};
+    use winmdm_core::session::{DevicePatch, ManagementUpdate, SessionWrite};
+    store
+        .commit_enrollment(&EnrollmentCommit {
+            device: device("STALE-DEV", None),
+            token: None,
+        })
+        .await
+        .unwrap();
+    let c = queued("STALE-DEV", "./Vendor/MSFT/RemoteWipe/doWipe");
+    store.enqueue_command(&c).await.unwrap();
+    let write = |c: winmdm_core::commands::QueuedCommand| {
+        let store = store.clone();
+        async move {
+            store
+                .save_management(&ManagementUpdate {
+                    device_id: "STALE-DEV".into(),
+                    device: DevicePatch::default(),
+                    session: SessionWrite::Keep,
+                    commands: vec![c],
+                    profiles: Vec::new(),
+                })
+                .await
+        }
+    };
+    // The first attempt sends it, and the device's answer settles it…
+    let mut sent = c.clone();
+    sent.state = CommandState::Sent;
+    sent.sent_in = Some(SentIn {
+        session_id: "1/a".into(),
+        msg_id: 1,
+    });
+    write(sent.clone()).await.unwrap();
+    let mut done = sent.clone();
+    done.state = CommandState::Succeeded;
+    done.status = Some(200);
+    write(done.clone()).await.unwrap();
+    // …then the overlapping retry, computed from the first read, sends it again.
+    let mut again = sent.clone();
+    again.sent_in = Some(SentIn {
+        session_id: "1/b".into(),
+        msg_id: 1,
+    });
+    assert!(matches!(
+        write(again).await,
+        Err(StoreError::Unavailable(_))
+    ));
+    let snapshot = store
+        .load_management("STALE-DEV", "x")
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        snapshot.open_commands.iter().all(|o| o.id != c.id),
+        "not open again"
+    );
+    let stored = store
+        .get_command("STALE-DEV", &c.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(stored, done);
+    // A late Results on the settled command is written.
+    let mut late = done.clone();
+    late.results.push(winmdm_core::commands::CommandResult {
+        target: "./Vendor/MSFT/RemoteWipe/doWipe".into(),
+        format: None,
+        type_: None,
+        data: Some("ok".into()),
+    });
+    write(late.clone()).await.unwrap();
+    assert_eq!(
+        store.get_command("STALE-DEV", &c.id).await.unwrap(),
+        Some(late)
+    );
+}
+
 fn profile(id: &str, name: &str, include: &[&str]) -> winmdm_core::profiles::Profile {
     use winmdm_core::commands::{ItemSpec, Verb};
     use winmdm_core::profiles::{Assignment, Profile, ProfileScope, Setting};

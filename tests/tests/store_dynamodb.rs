@@ -20,6 +20,8 @@ async fn conformance_suite_on_dynamodb() {
     conformance::concurrent_races_have_one_winner(store(&moto, "t-race").await).await;
     conformance::write_after_concurrent_change_keeps_both(store(&moto, "t-cc").await).await;
     conformance::an_enrollment_in_flight_does_not_undo_a_block(store(&moto, "t-blk").await).await;
+    conformance::a_stale_message_does_not_reopen_a_settled_command(store(&moto, "t-stale").await)
+        .await;
     conformance::profiles_groups_and_states(store(&moto, "t-profiles").await).await;
     conformance::fleet_counters_follow_device_writes(
         store(&moto, "t-counters").await,

@@ -49,6 +49,12 @@ async fn an_enrollment_in_flight_does_not_undo_a_block() {
 }
 
 #[tokio::test]
+async fn a_stale_message_does_not_reopen_a_settled_command() {
+    let (_d, s) = store();
+    conformance::a_stale_message_does_not_reopen_a_settled_command(s).await;
+}
+
+#[tokio::test]
 async fn write_after_concurrent_change_keeps_both() {
     let (_d, s) = store();
     conformance::write_after_concurrent_change_keeps_both(s).await;

@@ -1736,8 +1736,22 @@ impl Store for DynamoStore {
                     items.push(delete(key(pk.clone(), format!("S#{slot}")), None, &[], t)?);
                 }
             }
+            let mut open_command_items = Vec::new();
             for c in &update.commands {
-                items.push(put(self.command_item(c)?, None, &[], t)?);
+                if c.state.is_open() {
+                    // Only over the open record: a message that read the command before
+                    // another settled it (a device's retry overlapping its first attempt)
+                    // must not bring it back as open, to be delivered again.
+                    open_command_items.push(items.len());
+                    items.push(put(
+                        self.command_item(c)?,
+                        Some("attribute_exists(PK)"),
+                        &[],
+                        t,
+                    )?);
+                } else {
+                    items.push(put(self.command_item(c)?, None, &[], t)?);
+                }
                 if c.state == CommandState::Failed {
                     // It failed in this message, or a late Results was added to it (which
                     // leaves `updated_at`, and so the note's key, as they were): writing the
@@ -1771,6 +1785,12 @@ impl Store for DynamoStore {
                     return Ok(());
                 }
                 Err(TxError::Condition(failed)) => {
+                    if open_command_items.iter().any(|i| failed.contains(i)) {
+                        // Computed from a read that is out of date: the device resends.
+                        return Err(StoreError::Unavailable(
+                            "a command of this message was settled by another; try again".into(),
+                        ));
+                    }
                     if hw_index.is_some_and(|i| failed.contains(&i)) {
                         // Another record owns that hardware id: keep the device without it.
                         let mut retry = update.clone();

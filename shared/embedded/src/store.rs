@@ -747,6 +747,14 @@ impl Store for RedbStore {
                 let mut failed = tx.open_table(FAILED_COMMANDS).map_err(unavailable)?;
                 for c in &update.commands {
                     let key = row_key(&c.device_id, &c.id);
+                    // Only over the open record: a message that read the command before
+                    // another settled it must not bring it back as open, to be delivered
+                    // again. Dropping the transaction writes nothing; the device resends.
+                    if c.state.is_open() && open.get(key.as_str()).map_err(unavailable)?.is_none() {
+                        return Err(StoreError::Unavailable(
+                            "a command of this message was settled by another; try again".into(),
+                        ));
+                    }
                     let was_failed = commands
                         .insert(key.as_str(), encode(c)?.as_slice())
                         .map_err(unavailable)?
