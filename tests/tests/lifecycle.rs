@@ -639,6 +639,51 @@ async fn a_freed_device_id_inherits_nothing() {
     );
 }
 
+/// When a device's hardware enrolls again under a new DeviceID, the record under the old
+/// id is superseded and its queue is cancelled with it: whoever later claims the old
+/// DeviceID (a fresh record, as far as enrollment can tell) is not handed it. It used to
+/// be: the old record's open commands stayed under the id.
+#[tokio::test]
+async fn a_superseded_device_ids_queue_is_not_handed_on() {
+    let w = world().await;
+    add_user(&w, BOB).await;
+    let first = Device::new();
+    verify::soap_ok(&enroll(&w, &first).await);
+    let queued = queue_get(&w, &first.device_id).await;
+    let renamed = Device::new().with_ids(&Device::new().device_id, &first.hw_dev_id);
+    verify::soap_ok(&enroll(&w, &renamed).await);
+    assert_eq!(
+        admin(
+            &w.state,
+            "GET",
+            &format!("/admin/v1/devices/{}", first.device_id),
+            serde_json::Value::Null,
+        )
+        .await
+        .status,
+        404,
+        "superseded"
+    );
+
+    let bobs = Device::new().with_ids(&first.device_id, "BOBS-HW");
+    let bob = EnrolledDevice::from_response(bobs.rekeyed(), &enroll_as(&w, &bobs, BOB).await);
+    let reply = session_with(&w, &first.device_id, &bob.provisioned.client_der).await;
+    assert_eq!(reply.header_status().data, "200");
+    assert!(
+        reply.item_commands().is_empty(),
+        "the old queue is not Bob's"
+    );
+    let cmd = admin(
+        &w.state,
+        "GET",
+        &format!("/admin/v1/devices/{}/commands/{queued}", first.device_id),
+        serde_json::Value::Null,
+    )
+    .await
+    .json();
+    assert_eq!(cmd["state"], "failed", "{cmd}");
+}
+
 /// One message over mTLS presenting `cert`.
 async fn manage_message(w: &World, body: &str, cert: &[u8]) -> Reply {
     let req = mtls_event(

@@ -674,6 +674,12 @@ impl EnrollmentService {
             // failure in between never hands the old queue to the new enrollment.
             self.cancel_open_commands(&ctx.device_id, now).await?;
         }
+        if let Some(old) = by_hw.as_ref().filter(|d| d.id != ctx.device_id) {
+            // This hardware's record under its earlier DeviceID goes with this commit; so
+            // does its queue, or a later enrollment claiming that DeviceID (any client may
+            // claim any free one) would be handed it.
+            self.cancel_open_commands(&old.id, now).await?;
+        }
         let device = Device {
             id: ctx.device_id.clone(),
             hw_dev_id: ctx.hw_dev_id.clone(),
