@@ -60,6 +60,17 @@ fn v2_claims(user: &str) -> Value {
 
 async fn enroll(h: &Harness, token: &str, enrollment_type: &str) -> (Device, HttpResponse) {
     let device = Device::new();
+    let r = enroll_device(h, &device, token, enrollment_type).await;
+    (device, r)
+}
+
+/// XCEP then WSTEP for `device`, with an Entra token.
+async fn enroll_device(
+    h: &Harness,
+    device: &Device,
+    token: &str,
+    enrollment_type: &str,
+) -> HttpResponse {
     let csr = device.csr(CsrSignature::Sha256, CsrSubject::Windows);
     let ctx = messages::context_items(&device.device_id, &device.hw_dev_id, enrollment_type);
     let creds = Credentials::EntraJwt {
@@ -75,18 +86,17 @@ async fn enroll(h: &Harness, token: &str, enrollment_type: &str) -> (Device, Htt
     )
     .await;
     if p.status != 200 {
-        return (device, p);
+        return p;
     }
     let msg = messages::request_security_token("urn:uuid:e1", "https://e/x", &creds, &csr, &ctx);
-    let r = call(
+    call(
         &h.state,
         "POST",
         "/EnrollmentServer/Enrollment.svc",
         &[("content-type", "application/soap+xml; charset=utf-8")],
         msg,
     )
-    .await;
-    (device, r)
+    .await
 }
 
 async fn admin(h: &Harness, path: &str) -> Value {
@@ -472,4 +482,29 @@ async fn a_verified_bearer_header_counts_as_a_signed_in_user() {
     d.bearer = Some(idp.sign(&v1_claims("alice@contoso.com")));
     d.session(&s).await;
     assert_eq!(d.tree.value(USER_COOKIES), Some("0"));
+}
+
+/// A device an Entra user enrolled is that user object's, not its UPN's: a token for
+/// another object with the same UPN (a renamed and reused UPN, or a second allowed
+/// tenant's user) cannot enroll over it; the same object can. It used to: the record,
+/// its groups and its queue passed to the new principal.
+#[tokio::test]
+async fn an_entra_device_is_its_user_objects_not_its_upns() {
+    let (h, idp) = setup().await;
+    let (device, r) = enroll(&h, &idp.sign(&v1_claims("alice@contoso.com")), "Full").await;
+    verify::soap_ok(&r);
+    let mut reused = v1_claims("alice@contoso.com");
+    reused["oid"] = json!("a1b2c3d4-0000-4000-8000-000000000002");
+    let r = enroll_device(&h, &device, &idp.sign(&reused), "Full").await;
+    assert_eq!(verify::fault_subcode(&r), "s:Authorization", "{}", r.text());
+    let r = enroll_device(
+        &h,
+        &device,
+        &idp.sign(&v1_claims("alice@contoso.com")),
+        "Full",
+    )
+    .await;
+    verify::soap_ok(&r);
+    let d = admin(&h, &format!("/devices/{}", device.device_id)).await;
+    assert_eq!(d["status"], "enrolled");
 }

@@ -613,6 +613,10 @@ impl EnrollmentService {
                 upn: &principal.upn,
                 device_id: &ctx.device_id,
                 hw_dev_id: ctx.hw_dev_id.as_deref(),
+                entra: principal
+                    .entra
+                    .as_ref()
+                    .map(|e| (e.tenant_id.as_str(), e.object_id.as_str())),
             },
             by_id.as_ref(),
             by_hw.as_ref(),

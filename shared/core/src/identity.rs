@@ -39,6 +39,9 @@ pub struct EnrollmentClaim<'a> {
     pub upn: &'a str,
     pub device_id: &'a str,
     pub hw_dev_id: Option<&'a str>,
+    /// For an Entra ID enrollment, the user's tenant and object id: a record an Entra user
+    /// enrolled is that object's, whatever UPN (mutable, reusable) a token carries.
+    pub entra: Option<(&'a str, &'a str)>,
 }
 
 /// What an allowed enrollment does to the records that are there.
@@ -73,6 +76,21 @@ fn held(d: &Device) -> bool {
     d.status == DeviceStatus::Enrolled
 }
 
+/// Whether the claim is the principal that holds `d`: the same user, and for a record an
+/// Entra ID user enrolled, the same tenant and user object (two tenants, or a renamed and
+/// reused UPN, can present one UPN). A record a password user enrolled may pass to an
+/// Entra user of that UPN (one directory's name for one person), not the reverse.
+fn same_principal(d: &Device, claim: &EnrollmentClaim<'_>) -> bool {
+    d.upn == claim.upn
+        && match (&d.entra, claim.entra) {
+            (None, _) => true,
+            (Some(_), None) => false,
+            (Some(b), Some((tenant, object))) => {
+                b.tenant_id.eq_ignore_ascii_case(tenant) && b.object_id.eq_ignore_ascii_case(object)
+            }
+        }
+}
+
 fn same_hw(a: Option<&str>, b: Option<&str>) -> Option<bool> {
     a.zip(b).map(|(a, b)| a.eq_ignore_ascii_case(b))
 }
@@ -102,14 +120,14 @@ pub fn decide_enrollment(
     // Another DeviceID on the same hardware: only its own user may replace it.
     if let Some(other) = by_hw.filter(|d| d.id != claim.device_id)
         && held(other)
-        && other.upn != claim.upn
+        && !same_principal(other, &claim)
     {
         return Err(EnrolledByAnotherUser);
     }
     match by_id {
         None => Ok(EnrollmentDecision::New),
         Some(d) if held(d) => {
-            if d.upn != claim.upn {
+            if !same_principal(d, &claim) {
                 return Err(EnrolledByAnotherUser);
             }
             if same_hw(d.hw_dev_id.as_deref(), claim.hw_dev_id) == Some(false) {
@@ -139,6 +157,10 @@ pub fn recheck_at_commit(
         upn: &device.upn,
         device_id: &device.id,
         hw_dev_id: device.hw_dev_id.as_deref(),
+        entra: device
+            .entra
+            .as_ref()
+            .map(|e| (e.tenant_id.as_str(), e.object_id.as_str())),
     };
     decide_enrollment(claim, by_id, by_hw.filter(|d| d.id != device.id), false).map(|_| ())
 }
@@ -444,10 +466,54 @@ mod tests {
                 upn,
                 device_id: by_id.as_ref().map_or("NEW", |d| d.id.as_str()),
                 hw_dev_id: hw,
+                entra: None,
             };
             let got = decide_enrollment(claim, by_id.as_ref(), by_hw.as_ref(), blocked);
             assert_eq!(got, want, "{name}");
         }
+    }
+
+    /// A record an Entra user enrolled is that user object's: another object (another
+    /// tenant, or a reused UPN) with the same UPN, or a password user, is refused.
+    #[test]
+    fn an_entra_record_is_its_user_objects() {
+        let mut d = dev("D1", "a@x", Some("HW1"), DeviceStatus::Enrolled);
+        d.entra = Some(crate::model::EntraBinding {
+            tenant_id: "T1".into(),
+            object_id: "O1".into(),
+            device_id: None,
+        });
+        let claim = |entra| EnrollmentClaim {
+            upn: "a@x",
+            device_id: "D1",
+            hw_dev_id: Some("HW1"),
+            entra,
+        };
+        for (entra, want) in [
+            (Some(("t1", "o1")), Ok(EnrollmentDecision::ReEnroll)),
+            (
+                Some(("T1", "O2")),
+                Err(EnrollmentRefusal::EnrolledByAnotherUser),
+            ),
+            (
+                Some(("T2", "O1")),
+                Err(EnrollmentRefusal::EnrolledByAnotherUser),
+            ),
+            (None, Err(EnrollmentRefusal::EnrolledByAnotherUser)),
+        ] {
+            assert_eq!(
+                decide_enrollment(claim(entra), Some(&d), None, false),
+                want,
+                "{entra:?}"
+            );
+            let mut other = d.clone();
+            other.id = "D0".into();
+            let by_hw = decide_enrollment(claim(entra), None, Some(&other), false);
+            assert_eq!(by_hw.is_ok(), want.is_ok(), "by hardware, {entra:?}");
+        }
+        // A password user's record may pass to the Entra user of its UPN.
+        d.entra = None;
+        assert!(decide_enrollment(claim(Some(("T1", "O1"))), Some(&d), None, false).is_ok());
     }
 
     #[test]
