@@ -33,14 +33,23 @@ const DUMMY_PHC: &str = "$argon2id$v=19$m=19456,t=2,p=1$Le6F3IXEVgk9Isxq4Wftiw$2
 /// time does not reveal which UPNs exist. Blocks for the whole argon2 run: on an async
 /// executor use [`PasswordPool::verify`].
 pub fn verify_password(password: &[u8], phc: Option<&str>) -> bool {
-    let (phc, known) = match phc {
-        Some(p) => (p, true),
-        None => (DUMMY_PHC, false),
-    };
-    let ok = PasswordHash::new(phc)
-        .map(|h| Argon2::default().verify_password(password, &h).is_ok())
-        .unwrap_or(false);
-    ok && known
+    let (hash, usable) = hash_to_check(phc);
+    let ok = Argon2::default().verify_password(password, &hash).is_ok();
+    ok && usable
+}
+
+/// The hash a check runs against, and whether a match counts. A user without a usable
+/// hash — unknown, or recorded without a password (an Entra ID user, `!entra:<tenant>`) —
+/// is checked against [`DUMMY_PHC`], so the time taken does not tell which UPNs exist or
+/// which are Entra users.
+fn hash_to_check(phc: Option<&str>) -> (PasswordHash<'_>, bool) {
+    match phc.and_then(|p| PasswordHash::new(p).ok()) {
+        Some(h) => (h, true),
+        None => (
+            PasswordHash::new(DUMMY_PHC).expect("the dummy hash parses"),
+            false,
+        ),
+    }
 }
 
 /// Too many password checks are running and waiting: try again later.
@@ -191,6 +200,27 @@ impl PasswordPool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An Entra user's record (no password) and an unreadable hash cost the same argon2
+    /// run as a real check: they used to return at once, telling Entra-recorded UPNs
+    /// apart from unknown ones by response time.
+    #[test]
+    fn users_without_a_usable_hash_are_checked_against_the_dummy() {
+        for phc in [
+            None,
+            Some("!entra:7f3c1d2e"),
+            Some(""),
+            Some("not a PHC string"),
+        ] {
+            let (hash, usable) = hash_to_check(phc);
+            assert!(!usable, "{phc:?}");
+            assert_eq!(hash.to_string(), DUMMY_PHC, "{phc:?}");
+            assert!(!verify_password(b"anything", phc));
+        }
+        let real = hash_password("pw").unwrap();
+        assert!(hash_to_check(Some(&real)).1);
+        assert!(verify_password(b"pw", Some(&real)));
+    }
 
     #[test]
     fn round_trip() {
