@@ -527,6 +527,43 @@ async fn bad_requests_get_the_right_faults_and_store_nothing() {
     s.shutdown().await;
 }
 
+/// A value the server cannot use is named in its fault (and log line) in at most 64
+/// bytes, control characters escaped: a 900 KiB TokenType or RequestType starting with
+/// `&#1;` used to come back whole, as a fault that was not well-formed XML. (An attribute
+/// that long, the ValueType, is refused by the parser's limit.)
+#[tokio::test]
+async fn faults_quote_what_they_refuse_briefly_and_well_formed() {
+    let s = TestServer::start_with(|o| o.auth_policy = PreferredAuth::OnPremise).await;
+    s.create_user(UPN, PASSWORD).await;
+    let device = Device::new();
+    let csr = device.csr(CsrSignature::Sha256, CsrSubject::Windows);
+    let ctx = messages::context_items(&device.device_id, &device.hw_dev_id, "Full");
+    let msg = messages::request_security_token(
+        "urn:uuid:f1",
+        &s.enroll_url(),
+        &password_creds(),
+        &csr,
+        &ctx,
+    );
+    let hostile = format!("&#1;{}", "x".repeat(900 * 1024));
+    for (what, genuine) in [
+        ("TokenType", winmdm_wire::ns::token::DEVICE_ENROLLMENT_TOKEN),
+        ("RequestType", winmdm_wire::ns::token::REQUEST_ISSUE),
+        ("ValueType", winmdm_wire::ns::token::PKCS10),
+    ] {
+        assert!(msg.contains(genuine), "{what}");
+        let r = s
+            .http
+            .soap(&s.enroll_url(), &msg.replace(genuine, &hostile))
+            .await;
+        assert_eq!(r.status, 500, "{what}: a SOAP fault");
+        assert!(r.body.len() < 4096, "{what}: {} bytes", r.body.len());
+        winmdm_wire::xml::parse(&r.body).unwrap_or_else(|e| panic!("{what}: {e}"));
+        let named = r.text().contains("\\u{1}xxxx") || r.text().contains("limit of 65536 bytes");
+        assert!(named, "{what}: {}", r.text());
+    }
+}
+
 #[tokio::test]
 async fn re_enrollment_of_the_same_hardware_replaces_only_that_device() {
     let s = TestServer::start_with(|o| o.auth_policy = PreferredAuth::OnPremise).await;

@@ -574,7 +574,7 @@ impl EnrollmentService {
         if rst.token_type != ns::token::DEVICE_ENROLLMENT_TOKEN {
             return Err(EnrollError::Message(format!(
                 "unsupported TokenType {}",
-                rst.token_type
+                winmdm_wire::xml::quote_claim(&rst.token_type)
             )));
         }
         match rst.request_type {
@@ -1041,7 +1041,8 @@ impl DeviceContext {
             Some("device") => EnrollmentType::Device,
             Some(other) => {
                 return Err(EnrollError::InvalidEnrollmentData(format!(
-                    "EnrollmentType {other:?} is neither Full nor Device"
+                    "EnrollmentType {} is neither Full nor Device",
+                    winmdm_wire::xml::quote_claim(other)
                 )));
             }
             None => {

@@ -88,7 +88,11 @@ impl RequestSecurityToken {
             ns::token::REQUEST_ISSUE => RequestType::Issue,
             ns::token::REQUEST_RENEW => RequestType::Renew,
             ns::token::REQUEST_RECOVERY => RequestType::Recovery,
-            _ => return Err(RstError::UnsupportedRequestType(rt)),
+            _ => {
+                return Err(RstError::UnsupportedRequestType(crate::xml::quote_claim(
+                    &rt,
+                )));
+            }
         };
         let bst = body
             .child(ns::WSSE, "BinarySecurityToken")
@@ -98,7 +102,11 @@ impl RequestSecurityToken {
         let request = match value_type {
             ns::token::PKCS10 => CertificateRequest::Pkcs10(der),
             ns::token::PKCS7_SECEXT | ns::token::PKCS7_ENROLL => CertificateRequest::Pkcs7(der),
-            other => return Err(RstError::UnsupportedValueType(other.to_owned())),
+            other => {
+                return Err(RstError::UnsupportedValueType(crate::xml::quote_claim(
+                    other,
+                )));
+            }
         };
         let mut items = Vec::new();
         if let Some(ac) = body.child(ns::AC, "AdditionalContext") {

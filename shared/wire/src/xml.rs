@@ -122,6 +122,13 @@ fn clip(s: &str) -> String {
     format!("{}…", &s[..end])
 }
 
+/// A value a client sent, for an error message or a log line: at most [`MAX_QUOTED`]
+/// bytes of it, quoted, with control characters escaped — so a fault that echoes it stays
+/// well-formed XML and small, and a log line stays one line.
+pub fn quote_claim(s: &str) -> String {
+    format!("{:?}", clip(s))
+}
+
 fn syntax(e: impl std::fmt::Display) -> XmlError {
     // quick-xml's messages quote names from the input (e.g. a mismatched end tag).
     let msg = e.to_string();
