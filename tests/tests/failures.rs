@@ -160,6 +160,9 @@ impl Store for FlakyStore {
 struct FlakyCa {
     inner: LocalCa,
     down: AtomicBool,
+    /// Answers with a certificate for another DeviceID (as a CA that deduplicates by
+    /// token would, given a token it saw for another request).
+    confused: AtomicBool,
 }
 
 #[async_trait]
@@ -170,6 +173,13 @@ impl CertificateAuthority for FlakyCa {
     async fn issue(&self, r: &IssueRequest<'_>) -> Result<IssuedCertificate, CaError> {
         if self.down.load(Ordering::SeqCst) {
             return Err(CaError::Unavailable("rate exceeded".into()));
+        }
+        if self.confused.load(Ordering::SeqCst) {
+            let other = IssueRequest {
+                common_name: "SOMEONE-ELSES-DEVICE",
+                ..*r
+            };
+            return self.inner.issue(&other).await;
         }
         self.inner.issue(r).await
     }
@@ -200,6 +210,7 @@ async fn harness_with(auth_policy: PreferredAuth) -> Harness {
     let ca = Arc::new(FlakyCa {
         inner: LocalCa::open_or_create(&dir.path().join("ca")).unwrap(),
         down: AtomicBool::new(false),
+        confused: AtomicBool::new(false),
     });
     let clock = Arc::new(ManualClock::new(OffsetDateTime::now_utc()));
     let mut config =
@@ -285,6 +296,25 @@ async fn ca_outage_is_an_enrollment_server_fault_and_writes_nothing() {
     assert_eq!(verify::fault_subcode(&r), "s:EnrollmentServer");
     assert!(r.text().contains("InMaintenance"));
     assert_eq!(h.store.get_device(&d.device_id).await.unwrap(), None);
+}
+
+/// A certificate the CA answers with is checked before anything is written: one for
+/// another DeviceID is a server fault, and no record is made with it.
+#[tokio::test]
+async fn a_certificate_for_another_device_is_never_recorded() {
+    let h = harness().await;
+    let d = EmulatedDevice::new();
+    h.ca.confused.store(true, Ordering::SeqCst);
+    let r = enroll(&h, &d, &creds()).await;
+    assert_eq!(
+        verify::fault_subcode(&r),
+        "s:EnrollmentServer",
+        "{}",
+        r.text()
+    );
+    assert_eq!(h.store.get_device(&d.device_id).await.unwrap(), None);
+    h.ca.confused.store(false, Ordering::SeqCst);
+    verify::soap_ok(&enroll(&h, &d, &creds()).await);
 }
 
 #[tokio::test]

@@ -26,13 +26,13 @@ use winmdm_wire::wstep::{
 use winmdm_wire::xcep::{GetPoliciesRequest, GetPoliciesResponse};
 
 use crate::ca::{
-    CaError, CertificateAuthority, ClientCertificate, IssueRequest, check_client_certificate,
-    thumbprint,
+    CaError, CertificateAuthority, ClientCertificate, IssueRequest, IssuedCertificate,
+    check_client_certificate, thumbprint,
 };
 use crate::clock::Clock;
 use crate::commands::CommandState;
 use crate::config::{EnrollmentConfig, MAX_ENROLLMENT_VERSION, PreferredAuth};
-use crate::csr::{CsrError, verify_csr};
+use crate::csr::{CsrError, VerifiedCsr, verify_csr};
 use crate::digest::digest_key;
 use crate::identity::{
     EnrollmentClaim, EnrollmentDecision, EnrollmentRefusal, RenewalDecision, RenewalRefusal,
@@ -625,18 +625,7 @@ impl EnrollmentService {
         .map_err(EnrollError::Refused)?;
 
         let now = self.clock.now();
-        let idempotency = hex_prefix(&Sha256::digest(csr.der()), 16);
-        let issued = self
-            .ca
-            .issue(&IssueRequest {
-                csr: &csr,
-                common_name: &ctx.device_id,
-                // Allow for clocks a little behind ours.
-                not_before: now - time::Duration::minutes(5),
-                not_after: now + self.config.cert_validity,
-                idempotency_token: &idempotency,
-            })
-            .await?;
+        let issued = self.issue_certificate(&csr, &ctx.device_id, now).await?;
 
         let client_secret = random_secret();
         let client_nonce = random_nonce_b64();
@@ -791,6 +780,42 @@ impl EnrollmentService {
         Ok(())
     }
 
+    /// A device certificate for `device_id`'s key, as enrollment and renewal issue it,
+    /// checked before anything is written: the CA's answer must certify that DeviceID and
+    /// that key. (A CA that deduplicates by token answers a repeated token with the first
+    /// certificate, whatever was asked the second time: the token covers the CSR and the
+    /// DeviceID both, so that answer is the right one; the check catches any other.)
+    async fn issue_certificate(
+        &self,
+        csr: &VerifiedCsr,
+        device_id: &str,
+        now: OffsetDateTime,
+    ) -> Result<IssuedCertificate, EnrollError> {
+        let mut token = Sha256::new();
+        token.update(csr.der());
+        token.update([0]);
+        token.update(device_id.as_bytes());
+        let idempotency = hex_prefix(&token.finalize(), 16);
+        let issued = self
+            .ca
+            .issue(&IssueRequest {
+                csr,
+                common_name: device_id,
+                // Allow for clocks a little behind ours.
+                not_before: now - time::Duration::minutes(5),
+                not_after: now + self.config.cert_validity,
+                idempotency_token: &idempotency,
+            })
+            .await?;
+        if !crate::ca::certifies(&issued.der, device_id, csr.spki_der()) {
+            return Err(EnrollError::Ca(CaError::Internal(format!(
+                "the certificate issued (serial {}) is not for DeviceID {device_id} and this key",
+                issued.serial_hex
+            ))));
+        }
+        Ok(issued)
+    }
+
     fn renewal_schedule(&self) -> RenewalSchedule {
         RenewalSchedule {
             renew_period_days: self.config.renewal_period.whole_days().max(1) as u32,
@@ -896,17 +921,7 @@ impl EnrollmentService {
                 EnrollError::Authentication("only the device's current certificate may renew")
             }
         })?;
-        let idempotency = hex_prefix(&Sha256::digest(csr.der()), 16);
-        let issued = self
-            .ca
-            .issue(&IssueRequest {
-                csr: &csr,
-                common_name: &device.id,
-                not_before: now - time::Duration::minutes(5),
-                not_after: now + self.config.cert_validity,
-                idempotency_token: &idempotency,
-            })
-            .await?;
+        let issued = self.issue_certificate(&csr, &device.id, now).await?;
         let new = DeviceCertificate {
             serial: issued.serial_hex.clone(),
             thumbprint: thumbprint(&issued.der),
