@@ -299,7 +299,9 @@ pub fn validate_target(target: &str) -> Result<(), CommandError> {
                 "target {target:?} has an empty, . or .. segment"
             )));
         }
-        if seg.chars().any(|c| c.is_control() || c == '?' || c == '#') {
+        if seg.chars().any(|c| c.is_control() || c == '?' || c == '#')
+            || !winmdm_wire::xml::is_xml_text(seg)
+        {
             return Err(invalid(format!(
                 "target {target:?} has characters that need percent-encoding"
             )));
@@ -529,7 +531,16 @@ mod tests {
     #[test]
     fn validates_targets() {
         assert!(validate_target("./Device/Vendor/MSFT/Reboot/RebootNow").is_ok());
-        for bad in ["/Vendor", "Vendor/x", "./a//b", "./a/../b", "./", "./a/./b"] {
+        for bad in [
+            "/Vendor",
+            "Vendor/x",
+            "./a//b",
+            "./a/../b",
+            "./",
+            "./a/./b",
+            "./a/\u{FFFF}",
+            "./a/b\u{FFFE}c",
+        ] {
             assert!(validate_target(bad).is_err(), "{bad}");
         }
     }

@@ -413,7 +413,8 @@ fn id_cursor(id: &str) -> String {
 
 fn parse_id_cursor(c: &str) -> Result<String, ListingError> {
     let hex = c.strip_prefix("i.").ok_or(ListingError::BadCursor)?;
-    if hex.len() % 2 != 0 || hex.len() > 2048 {
+    // ASCII only: the pairs below are sliced by byte, and a cursor is client input.
+    if !hex.is_ascii() || hex.len() % 2 != 0 || hex.len() > 2048 {
         return Err(ListingError::BadCursor);
     }
     let bytes = (0..hex.len())
@@ -657,7 +658,7 @@ mod tests {
         for id in ["A", "<script>&\"'", "ünï/çødé", ""] {
             assert_eq!(parse_id_cursor(&id_cursor(id)).unwrap(), id);
         }
-        for bad in ["", "i.zz", "i.abc", "o.x", "x.00", "i.ff"] {
+        for bad in ["", "i.zz", "i.abc", "o.x", "x.00", "i.ff", "i.aé0", "i.é"] {
             assert!(parse_id_cursor(bad).is_err(), "{bad}");
         }
     }

@@ -260,6 +260,13 @@ impl<'a> ProfileRun<'a> {
                 (Some(p), Some(_)) => next_work(s, p, self.config, self.now, ob.session_key),
                 // User profile while no user is logged in: wait.
                 (Some(_), None) => Work::None,
+                // Removing a user profile's nodes needs the user too (without one, a
+                // Delete of `./User/…` answers 404 and would count as gone).
+                (None, _)
+                    if !ob.user_logged_in && s.applied.iter().any(|t| t.starts_with("./User/")) =>
+                {
+                    Work::None
+                }
                 (None, _) => removal_work(s, ob.session_key),
             };
             let commands = match &work {
@@ -396,6 +403,15 @@ fn begin_attempt(
             s.checking = false;
             if let Some(p) = profile {
                 s.outcome = outcomes(p);
+                // Recorded as the attempt goes out, not when its success comes back: the
+                // device may apply it and the answer never arrive, or the profile be
+                // unassigned or edited first, and a removal deletes what `applied` lists
+                // (a node never set answers the Delete 404, which counts as gone).
+                for st in &p.settings {
+                    if !s.applied.iter().any(|t| t == &st.item.target) {
+                        s.applied.push(st.item.target.clone());
+                    }
+                }
             }
         }
         Work::Check => {
@@ -604,6 +620,11 @@ fn settle_one(
     if !matches!(s.state, DeliveryState::Sent | DeliveryState::Verifying) {
         return;
     }
+    if s.revision != p.revision {
+        // The answer is to an earlier revision (edited since it went out): its outcomes do
+        // not line up with these settings. `next_work` starts the new revision over.
+        return;
+    }
     if s.checking {
         settle_check(s, p, now);
         return;
@@ -626,8 +647,9 @@ fn settle_one(
                 o.status
                     .is_some_and(|c| !(200..300).contains(&c) && c != 216)
             });
-            if let Some((i, o)) = failed {
-                let st = &p.settings[i];
+            if let Some((i, o)) = failed
+                && let Some(st) = p.settings.get(i)
+            {
                 let c = o.status.unwrap_or(code);
                 let switchable = matches!(
                     (verb_for(s, st), c),
@@ -822,6 +844,15 @@ mod tests {
 
     /// Sends what is due and returns the recorded sent entries and the commands.
     fn send(run: &mut ProfileRun<'_>, key: &str) -> (Vec<SentCommand>, Vec<Command>) {
+        send_as(run, key, false)
+    }
+
+    /// [`send`], with a user signed in or not.
+    fn send_as(
+        run: &mut ProfileRun<'_>,
+        key: &str,
+        user_logged_in: bool,
+    ) -> (Vec<SentCommand>, Vec<Command>) {
         let (mut out, mut sent, mut next) = (Vec::new(), Vec::new(), 1);
         run.send(&mut Outbox {
             out: &mut out,
@@ -831,7 +862,7 @@ mod tests {
             session_key: key,
             budget: 100_000,
             capacity: 100_000,
-            user_logged_in: false,
+            user_logged_in,
             max_sent: 500,
             max_state_writes: usize::MAX,
         });
@@ -875,6 +906,95 @@ mod tests {
         // The next message has nothing to send.
         let mut run = ProfileRun::new(&config, &catalog, "D1", &[], states, NOW);
         assert!(send(&mut run, "s2").1.is_empty());
+    }
+
+    /// A profile unassigned while its Atomic was out (the device applied it; the answer
+    /// came after, or never): the removal still deletes its nodes. It used to mark the
+    /// profile removed with nothing deleted, the setting left on the device.
+    #[test]
+    fn unassigned_in_flight_still_deletes_what_it_set() {
+        let config = ProfileConfig::default();
+        let catalog = vec![profile(&[("./Device/Vendor/MSFT/A", "1")])];
+        let mut run = ProfileRun::new(&config, &catalog, "D1", &[], vec![], NOW);
+        let (sent, _) = send(&mut run, "s1");
+        let states = run.into_changed();
+        // Unassigned (gone from the catalog); the device's 200 arrives.
+        let empty: Vec<Profile> = Vec::new();
+        let mut run = ProfileRun::new(&config, &empty, "D1", &[], states, NOW);
+        answer(&mut run, &sent, |_| 200, "1");
+        let (_, out) = send(&mut run, "s1");
+        let deleted: Vec<_> = out
+            .iter()
+            .filter_map(|c| match c {
+                Command::Item(i) if i.verb == syncml::ItemVerb::Delete => i.items[0].target.clone(),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(deleted, ["./Device/Vendor/MSFT/A"], "{out:?}");
+    }
+
+    /// An unassigned user profile's nodes are deleted when a user is signed in, as they
+    /// were set: without one, a Delete of `./User/…` answers 404, which used to count as
+    /// gone and leave the user's setting in place.
+    #[test]
+    fn a_user_profile_is_removed_with_a_user_signed_in() {
+        let config = ProfileConfig::default();
+        let mut p = profile(&[("./User/Vendor/MSFT/A", "1")]);
+        p.scope = ProfileScope::User;
+        let catalog = vec![p];
+        let mut run = ProfileRun::new(&config, &catalog, "D1", &[], vec![], NOW);
+        let (sent, _) = send_as(&mut run, "s1", true);
+        answer(&mut run, &sent, |_| 200, "1");
+        let states = run.into_changed();
+        assert_eq!(states[0].state, DeliveryState::Verified);
+        let empty: Vec<Profile> = Vec::new();
+        let mut run = ProfileRun::new(&config, &empty, "D1", &[], states.clone(), NOW);
+        assert!(send_as(&mut run, "s2", false).1.is_empty(), "waits");
+        assert!(run.into_changed().is_empty(), "nothing changes meanwhile");
+        let mut run = ProfileRun::new(&config, &empty, "D1", &[], states, NOW);
+        let (_, out) = send_as(&mut run, "s3", true);
+        assert!(syncml::command_xml(&out[0]).contains("<Delete>"), "{out:?}");
+    }
+
+    /// A profile edited between sending revision 1 and the device's answer: the answer is
+    /// not read against revision 2's settings (a failed node's index past them used to
+    /// panic the message, on every retry), and revision 2 goes out, deleting what only
+    /// revision 1 set.
+    #[test]
+    fn an_answer_to_an_earlier_revision_starts_the_new_one() {
+        let config = ProfileConfig::default();
+        let rev1 = vec![profile(&[
+            ("./Device/Vendor/MSFT/A", "1"),
+            ("./Device/Vendor/MSFT/B", "1"),
+            ("./Device/Vendor/MSFT/C", "1"),
+        ])];
+        let mut run = ProfileRun::new(&config, &rev1, "D1", &[], vec![], NOW);
+        let (sent, _) = send(&mut run, "s1");
+        let states = run.into_changed();
+        let mut rev2 = vec![profile(&[("./Device/Vendor/MSFT/A", "1")])];
+        rev2[0].revision = 2;
+        let mut run = ProfileRun::new(&config, &rev2, "D1", &[], states, NOW);
+        answer(
+            &mut run,
+            &sent,
+            |k| match k {
+                SentKind::ProfileApply => 507,
+                SentKind::ProfileSet { index: 2 } => 500,
+                SentKind::ProfileSet { .. } => 216,
+                _ => 200,
+            },
+            "1",
+        );
+        let (_, out) = send(&mut run, "s1");
+        let text: String = out.iter().map(syncml::command_xml).collect();
+        assert!(text.contains("<Atomic>"), "revision 2 goes out: {text}");
+        for dropped in ["./Device/Vendor/MSFT/B", "./Device/Vendor/MSFT/C"] {
+            // Only a Delete names a node revision 2 does not set.
+            assert!(text.contains(dropped), "{dropped}: {text}");
+        }
+        let states = run.into_changed();
+        assert_eq!(states[0].revision, 2);
+        assert!(states[0].reason.is_none(), "{:?}", states[0].reason);
     }
 
     #[test]

@@ -688,8 +688,10 @@ pub fn is_xml_text(s: &str) -> bool {
 }
 
 /// Escapes text for element content and double-quoted attribute values.
+/// A carriage return is written as `&#xD;`: a parser turns a literal CR LF into LF (XML's
+/// end-of-line handling), so a value with CR LF would read back changed on the device.
 pub fn escape(s: &str) -> std::borrow::Cow<'_, str> {
-    if !s.contains(['&', '<', '>', '"', '\'']) {
+    if !s.contains(['&', '<', '>', '"', '\'', '\r']) {
         return std::borrow::Cow::Borrowed(s);
     }
     let mut out = String::with_capacity(s.len() + 16);
@@ -700,6 +702,7 @@ pub fn escape(s: &str) -> std::borrow::Cow<'_, str> {
             '>' => out.push_str("&gt;"),
             '"' => out.push_str("&quot;"),
             '\'' => out.push_str("&apos;"),
+            '\r' => out.push_str("&#xD;"),
             c => out.push(c),
         }
     }
@@ -783,6 +786,17 @@ impl XmlWriter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A CR LF in a value reads back as CR LF: written as a character reference, which
+    /// end-of-line handling leaves alone.
+    #[test]
+    fn carriage_returns_survive_the_round_trip() {
+        let value = "line 1\r\nline 2";
+        assert_eq!(escape(value), "line 1&#xD;\nline 2");
+        let doc = format!("<a>{}</a>", escape(value));
+        assert!(!doc.contains('\r'));
+        assert_eq!(parse(doc.as_bytes()).unwrap().text(), value);
+    }
 
     #[test]
     fn xml_text_is_what_xml_1_0_can_carry() {
