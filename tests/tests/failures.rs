@@ -4,6 +4,8 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use tokio::sync::Notify;
+
 use async_trait::async_trait;
 use time::OffsetDateTime;
 use winmdm_core::ca::{CaChain, CaError, CertificateAuthority, IssueRequest, IssuedCertificate};
@@ -163,6 +165,9 @@ struct FlakyCa {
     /// Answers with a certificate for another DeviceID (as a CA that deduplicates by
     /// token would, given a token it saw for another request).
     confused: AtomicBool,
+    /// Holds the next issue: says when it is reached, and waits to be let go (a CA that
+    /// takes seconds, while other requests run).
+    hold_next: std::sync::Mutex<Option<(Arc<Notify>, Arc<Notify>)>>,
 }
 
 #[async_trait]
@@ -173,6 +178,11 @@ impl CertificateAuthority for FlakyCa {
     async fn issue(&self, r: &IssueRequest<'_>) -> Result<IssuedCertificate, CaError> {
         if self.down.load(Ordering::SeqCst) {
             return Err(CaError::Unavailable("rate exceeded".into()));
+        }
+        let held = self.hold_next.lock().unwrap().take();
+        if let Some((reached, release)) = held {
+            reached.notify_one();
+            release.notified().await;
         }
         if self.confused.load(Ordering::SeqCst) {
             let other = IssueRequest {
@@ -211,6 +221,7 @@ async fn harness_with(auth_policy: PreferredAuth) -> Harness {
         inner: LocalCa::open_or_create(&dir.path().join("ca")).unwrap(),
         down: AtomicBool::new(false),
         confused: AtomicBool::new(false),
+        hold_next: std::sync::Mutex::new(None),
     });
     let clock = Arc::new(ManualClock::new(OffsetDateTime::now_utc()));
     let mut config =
@@ -296,6 +307,89 @@ async fn ca_outage_is_an_enrollment_server_fault_and_writes_nothing() {
     assert_eq!(verify::fault_subcode(&r), "s:EnrollmentServer");
     assert!(r.text().contains("InMaintenance"));
     assert_eq!(h.store.get_device(&d.device_id).await.unwrap(), None);
+}
+
+async fn admin(h: &Harness, method: &str, path: &str, body: String) -> HttpResponse {
+    winmdm_e2e::inprocess::call(
+        &h.state,
+        method,
+        path,
+        &[
+            ("authorization", "Bearer t"),
+            ("content-type", "application/json"),
+        ],
+        body,
+    )
+    .await
+}
+
+/// An enrollment decided on a freed record, whose certificate takes a while, while
+/// another user enrolls that DeviceID and is sent a command: it is refused at commit, and
+/// leaves the other user's queue alone. It used to cancel that queue (as the freed
+/// record's) before its own commit was refused.
+#[tokio::test]
+async fn an_enrollment_refused_at_commit_cancels_no_one_elses_commands() {
+    let h = harness().await;
+    let bob = "bob@example.com";
+    h.store
+        .create_user(&User {
+            upn: bob.into(),
+            password_hash: hash_password(PASSWORD).unwrap(),
+            created_at: OffsetDateTime::now_utc(),
+        })
+        .await
+        .unwrap();
+    let d = EmulatedDevice::new();
+    verify::soap_ok(&enroll(&h, &d, &creds()).await);
+    let r = admin(
+        &h,
+        "DELETE",
+        &format!("/admin/v1/devices/{}?force=true", d.device_id),
+        String::new(),
+    )
+    .await;
+    assert_eq!(r.json()["status"], "removed");
+
+    let (reached, release) = (Arc::new(Notify::new()), Arc::new(Notify::new()));
+    *h.ca.hold_next.lock().unwrap() = Some((reached.clone(), release.clone()));
+    let alice = creds();
+    let alice_again = enroll(&h, &d, &alice);
+    let meanwhile = async {
+        reached.notified().await;
+        let bobs = EmulatedDevice::new().with_ids(&d.device_id, "BOBS-HW");
+        let bob_creds = Credentials::Password {
+            username: bob.into(),
+            password: PASSWORD.into(),
+        };
+        verify::soap_ok(&enroll(&h, &bobs, &bob_creds).await);
+        let r = admin(
+            &h,
+            "POST",
+            &format!("/admin/v1/devices/{}/commands", d.device_id),
+            serde_json::json!({"action": "reboot"}).to_string(),
+        )
+        .await;
+        assert_eq!(r.status, 202, "{}", r.text());
+        release.notify_one();
+        r.json()["id"].as_str().unwrap().to_owned()
+    };
+    let (refused, bobs_command) = tokio::join!(alice_again, meanwhile);
+    assert_eq!(verify::fault_subcode(&refused), "s:Authorization");
+    let cmd = h
+        .store
+        .get_command(&d.device_id, &bobs_command)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        cmd.state,
+        winmdm_core::commands::CommandState::Pending,
+        "{cmd:?}"
+    );
+    assert_eq!(
+        h.store.get_device(&d.device_id).await.unwrap().unwrap().upn,
+        bob
+    );
 }
 
 /// A certificate the CA answers with is checked before anything is written: one for

@@ -70,20 +70,27 @@ pub enum ClientCertificate {
     Untrusted,
 }
 
-/// Checks a client certificate against the CA that issues device certificates.
 /// Whether `der` is a certificate whose subject CN is `common_name` and whose key is the
-/// one in `spki_der` (a SubjectPublicKeyInfo).
+/// one in `spki_der` (a SubjectPublicKeyInfo): the same algorithm and key bits, however
+/// the CA encoded the algorithm's parameters.
 pub fn certifies(der: &[u8], common_name: &str, spki_der: &[u8]) -> bool {
-    use x509_parser::prelude::{FromDer, X509Certificate};
-    let Ok((_, cert)) = X509Certificate::from_der(der) else {
+    use x509_parser::prelude::{FromDer, SubjectPublicKeyInfo, X509Certificate};
+    let (Ok((_, cert)), Ok((_, wanted))) = (
+        X509Certificate::from_der(der),
+        SubjectPublicKeyInfo::from_der(spki_der),
+    ) else {
         return false;
     };
     let mut names = cert.subject().iter_common_name();
     let cn_ok =
         names.next().and_then(|c| c.as_str().ok()) == Some(common_name) && names.next().is_none();
-    cn_ok && cert.public_key().raw == spki_der
+    let key = cert.public_key();
+    cn_ok
+        && key.algorithm.algorithm == wanted.algorithm.algorithm
+        && key.subject_public_key.data == wanted.subject_public_key.data
 }
 
+/// Checks a client certificate against the CA that issues device certificates.
 pub fn check_client_certificate(
     der: &[u8],
     issuer_der: &[u8],

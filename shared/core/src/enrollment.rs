@@ -44,7 +44,9 @@ use crate::model::{
 };
 use crate::password::{Busy, PasswordPool};
 use crate::pkcs7::{Pkcs7Error, verify_signed_data};
-use crate::session::{CertificateSwitch, DevicePatch, ManagementUpdate, SessionWrite};
+use crate::session::{
+    CertificateSwitch, DevicePatch, EnrollmentMark, ManagementUpdate, SessionWrite,
+};
 use crate::store::{ConsumedToken, EnrollmentCommit, Store, StoreError};
 use crate::throttle::{GuessLimiter, Throttled};
 use crate::token::{TokenError, TokenKey};
@@ -665,13 +667,15 @@ impl EnrollmentService {
             // The record was free (unenrolled or removed): whatever was queued for it is not
             // for whoever enrolls now. Cancelled before the new record is written, so a
             // failure in between never hands the old queue to the new enrollment.
-            self.cancel_open_commands(&ctx.device_id, now).await?;
+            if let Some(old) = &by_id {
+                self.cancel_open_commands(old, now).await?;
+            }
         }
         if let Some(old) = by_hw.as_ref().filter(|d| d.id != ctx.device_id) {
             // This hardware's record under its earlier DeviceID goes with this commit; so
             // does its queue, or a later enrollment claiming that DeviceID (any client may
             // claim any free one) would be handed it.
-            self.cancel_open_commands(&old.id, now).await?;
+            self.cancel_open_commands(old, now).await?;
         }
         let device = Device {
             id: ctx.device_id.clone(),
@@ -741,15 +745,22 @@ impl EnrollmentService {
         ))
     }
 
-    /// Fails the open commands of a device record that a fresh enrollment takes over.
+    /// Fails the open commands of the device record `decided_on` (as this enrollment's
+    /// decision read it), which the enrollment takes over or supersedes. If the record is
+    /// another enrollment's by now (enrolled again meanwhile), its queue is left alone: the
+    /// commit decides again and refuses this enrollment.
     async fn cancel_open_commands(
         &self,
-        device_id: &str,
+        decided_on: &Device,
         now: OffsetDateTime,
     ) -> Result<(), EnrollError> {
+        let device_id = decided_on.id.as_str();
         let Some(old) = self.store.load_management(device_id, "").await? else {
             return Ok(());
         };
+        if EnrollmentMark::of(&old.device) != EnrollmentMark::of(decided_on) {
+            return Ok(());
+        }
         let commands: Vec<_> = old
             .open_commands
             .into_iter()

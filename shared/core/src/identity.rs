@@ -40,7 +40,9 @@ pub struct EnrollmentClaim<'a> {
     pub device_id: &'a str,
     pub hw_dev_id: Option<&'a str>,
     /// For an Entra ID enrollment, the user's tenant and object id: a record an Entra user
-    /// enrolled is that object's, whatever UPN (mutable, reusable) a token carries.
+    /// enrolled is that object's, and a token for another object is refused even when it
+    /// carries the same UPN (mutable, reusable). (The UPN must match too: a user whose UPN
+    /// was renamed enrolls again once an operator removes the old record.)
     pub entra: Option<(&'a str, &'a str)>,
 }
 

@@ -37,10 +37,11 @@ pub struct ManagementConfig {
     pub session_ttl: Duration,
     /// How long a NextNonce stays usable.
     pub nonce_ttl: Duration,
-    /// Largest object reassembled from chunks, and largest Results data kept per command.
+    /// Largest object reassembled from chunks, and largest Results kept per command (their
+    /// addresses and types counted with their data: `CommandResult::stored_len`).
     pub max_incoming_object: usize,
-    /// Largest total of chunk data buffered by one session (one device: a device has one
-    /// live session).
+    /// Largest total of chunks buffered by one session, their addresses counted with their
+    /// data (`IncomingChunk::stored_len`; one device: a device has one live session).
     pub max_session_buffer: usize,
     /// Objects being reassembled at once in a session.
     pub max_open_objects: usize,

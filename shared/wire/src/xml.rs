@@ -122,9 +122,10 @@ fn clip(s: &str) -> String {
     format!("{}…", &s[..end])
 }
 
-/// A value a client sent, for an error message or a log line: at most [`MAX_QUOTED`]
-/// bytes of it, quoted, with control characters escaped — so a fault that echoes it stays
-/// well-formed XML and small, and a log line stays one line.
+/// A value a client sent, for an error message or a log line: its first [`MAX_QUOTED`]
+/// bytes, quoted, with control characters escaped (which can lengthen it a few times, no
+/// more) — so a fault that echoes it stays well-formed XML and small, and a log line stays
+/// one line.
 pub fn quote_claim(s: &str) -> String {
     format!("{:?}", clip(s))
 }
