@@ -471,6 +471,18 @@ async fn queue_get(w: &World, id: &str) -> String {
     r.json()["id"].as_str().unwrap().to_owned()
 }
 
+/// A queued command as the admin API shows it.
+async fn command_json(w: &World, device_id: &str, id: &str) -> serde_json::Value {
+    admin(
+        &w.state,
+        "GET",
+        &format!("/admin/v1/devices/{device_id}/commands/{id}"),
+        serde_json::Value::Null,
+    )
+    .await
+    .json()
+}
+
 /// Package #1 over mTLS; returns the reply.
 async fn session_with(w: &World, device_id: &str, cert: &[u8]) -> Reply {
     let mut c = DmClient::new(
@@ -621,14 +633,7 @@ async fn a_freed_device_id_inherits_nothing() {
     let d = device_json(&w, &dev.device_id).await;
     assert_eq!(d["upn"], BOB);
     assert_eq!(d["status"], "enrolled");
-    let cmd = admin(
-        &w.state,
-        "GET",
-        &format!("/admin/v1/devices/{}/commands/{queued}", dev.device_id),
-        serde_json::Value::Null,
-    )
-    .await
-    .json();
+    let cmd = command_json(&w, &dev.device_id, &queued).await;
     assert_eq!(cmd["state"], "failed", "{cmd}");
     assert!(cmd["reason"].as_str().unwrap().contains("enrolled again"));
     let reply = session_with(&w, &dev.device_id, &e.provisioned.client_der).await;
@@ -673,14 +678,7 @@ async fn a_superseded_device_ids_queue_is_not_handed_on() {
         reply.item_commands().is_empty(),
         "the old queue is not Bob's"
     );
-    let cmd = admin(
-        &w.state,
-        "GET",
-        &format!("/admin/v1/devices/{}/commands/{queued}", first.device_id),
-        serde_json::Value::Null,
-    )
-    .await
-    .json();
+    let cmd = command_json(&w, &first.device_id, &queued).await;
     assert_eq!(cmd["state"], "failed", "{cmd}");
 }
 
@@ -724,14 +722,7 @@ async fn a_freed_device_id_does_not_continue_the_last_owners_session() {
         "200",
         "Bob's certificate is good"
     );
-    let cmd = admin(
-        &w.state,
-        "GET",
-        &format!("/admin/v1/devices/{}/commands/{queued}", dev.device_id),
-        serde_json::Value::Null,
-    )
-    .await
-    .json();
+    let cmd = command_json(&w, &dev.device_id, &queued).await;
     assert_eq!(cmd["state"], "failed", "{cmd}");
     assert!(cmd["reason"].as_str().unwrap().contains("enrolled again"));
     assert_eq!(cmd["results"], json!([]), "{cmd}");
