@@ -407,11 +407,7 @@ fn begin_attempt(
                 // device may apply it and the answer never arrive, or the profile be
                 // unassigned or edited first, and a removal deletes what `applied` lists
                 // (a node never set answers the Delete 404, which counts as gone).
-                for st in &p.settings {
-                    if !s.applied.iter().any(|t| t == &st.item.target) {
-                        s.applied.push(st.item.target.clone());
-                    }
-                }
+                note_applied(s, p);
             }
         }
         Work::Check => {
@@ -423,6 +419,15 @@ fn begin_attempt(
         }
         Work::Remove => s.state = DeliveryState::Removing,
         Work::None => {}
+    }
+}
+
+/// Adds the profile's targets to the nodes a removal deletes.
+fn note_applied(s: &mut DeviceProfile, p: &Profile) {
+    for st in &p.settings {
+        if !s.applied.iter().any(|t| t == &st.item.target) {
+            s.applied.push(st.item.target.clone());
+        }
     }
 }
 
@@ -633,11 +638,9 @@ fn settle_one(
         None => {}
         Some(code) if (200..300).contains(&code) => {
             s.state = DeliveryState::Verifying;
-            for st in &p.settings {
-                if !s.applied.iter().any(|t| t == &st.item.target) {
-                    s.applied.push(st.item.target.clone());
-                }
-            }
+            // Already noted when the attempt went out, unless the state was written
+            // before attempts noted it.
+            note_applied(s, p);
             settle_verification(s, p, config, now);
         }
         Some(code) => {
