@@ -3,11 +3,71 @@
 use winmdm_e2e::ca_conformance::{certify, issues_certificates_that_chain};
 use winmdm_e2e::moto::Moto;
 
+/// The OID of the signature algorithm a certificate was signed with.
+fn signed_with(der: &[u8]) -> String {
+    use x509_parser::prelude::FromDer as _;
+    let (_, cert) = x509_parser::certificate::X509Certificate::from_der(der).unwrap();
+    cert.signature_algorithm.algorithm.to_id_string()
+}
+
+const SHA256_WITH_RSA: &str = "1.2.840.113549.1.1.11";
+const ECDSA_WITH_SHA256: &str = "1.2.840.10045.4.3.2";
+
 #[tokio::test]
 async fn local_ca() {
+    use winmdm_core::ca::CertificateAuthority as _;
     let dir = tempfile::tempdir().unwrap();
     let ca = winmdm_embedded::LocalCa::open_or_create(dir.path()).unwrap();
+    assert_eq!(
+        ca.key(),
+        winmdm_embedded::LocalCaKey::Rsa2048,
+        "the default"
+    );
+    assert_eq!(
+        signed_with(&ca.chain().await.unwrap().root_der),
+        SHA256_WITH_RSA
+    );
     issues_certificates_that_chain(&ca, true).await;
+}
+
+/// A local CA made with an ECDSA P-256 key passes the same suite. The directory keeps the
+/// key type: opening it again without a choice gives the same CA, and asking for the
+/// other key type is refused rather than making a new CA over it.
+#[tokio::test]
+async fn local_ca_with_an_ecdsa_key() {
+    use winmdm_core::ca::CertificateAuthority as _;
+    use winmdm_embedded::{LocalCa, LocalCaKey, ca::LocalCaError};
+    let dir = tempfile::tempdir().unwrap();
+    let ca = LocalCa::open_or_create_with(dir.path(), LocalCaKey::EcdsaP256).unwrap();
+    assert_eq!(ca.key(), LocalCaKey::EcdsaP256);
+    let root = ca.chain().await.unwrap().root_der.clone();
+    assert_eq!(signed_with(&root), ECDSA_WITH_SHA256);
+    issues_certificates_that_chain(&ca, true).await;
+
+    let again = LocalCa::open_or_create(dir.path()).unwrap();
+    assert_eq!(again.key(), LocalCaKey::EcdsaP256);
+    assert_eq!(again.chain().await.unwrap().root_der, root, "the same CA");
+    let same = LocalCa::open_or_create_with(dir.path(), LocalCaKey::EcdsaP256).unwrap();
+    assert_eq!(same.chain().await.unwrap().root_der, root);
+
+    let err = LocalCa::open_or_create_with(dir.path(), LocalCaKey::Rsa2048).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            LocalCaError::OtherKey {
+                found: LocalCaKey::EcdsaP256,
+                wanted: LocalCaKey::Rsa2048,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    let kept = LocalCa::open_or_create(dir.path()).unwrap();
+    assert_eq!(
+        kept.chain().await.unwrap().root_der,
+        root,
+        "nothing replaced"
+    );
 }
 
 #[tokio::test]

@@ -134,6 +134,13 @@ struct TlsWorld {
 
 impl TlsWorld {
     async fn start(renewal_grace_seconds: Option<i64>) -> Self {
+        Self::start_with(renewal_grace_seconds, None).await
+    }
+
+    async fn start_with(
+        renewal_grace_seconds: Option<i64>,
+        ca_key: Option<winmdm_embedded::LocalCaKey>,
+    ) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let server_cert =
             rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()])
@@ -149,6 +156,7 @@ impl TlsWorld {
             if let Some(g) = renewal_grace_seconds {
                 o.renewal_grace_seconds = g;
             }
+            o.ca_key = ca_key;
         })
         .await;
         assert_eq!(s.server.base_url.scheme(), "https");
@@ -215,6 +223,21 @@ impl TlsWorld {
 #[tokio::test]
 async fn winmdm_local_over_tls_with_client_certificates() {
     let w = TlsWorld::start(None).await;
+    client_certificates_over_tls(w, "1.2.840.113549.1.1.11").await; // sha256WithRSAEncryption
+}
+
+/// The same with `--ca-key ecdsa-p256`: the device's RSA key certified by an ECDSA P-256
+/// root, which the device verifies (`EnrolledDevice::from_response`), TLS accepts in the
+/// handshake and the session trusts; a forged certificate still fails.
+#[tokio::test]
+async fn winmdm_local_with_an_ecdsa_ca_over_tls() {
+    let w = TlsWorld::start_with(None, Some(winmdm_embedded::LocalCaKey::EcdsaP256)).await;
+    client_certificates_over_tls(w, "1.2.840.10045.4.3.2").await; // ecdsa-with-SHA256
+}
+
+/// Two devices enroll over TLS; each manages itself with its certificate, not the other,
+/// and a self-signed forgery fails the handshake. `signed_with`: the OID the CA signs with.
+async fn client_certificates_over_tls(w: TlsWorld, signed_with: &str) {
     let root = &w.root;
     let addr = w.s.server.addr;
     let mut enrolled = Vec::new();
@@ -225,6 +248,15 @@ async fn winmdm_local_over_tls_with_client_certificates() {
     }
     let (a, b) = (&enrolled[0], &enrolled[1]);
     assert!(a.management_url.starts_with("https://"));
+    {
+        use x509_parser::prelude::FromDer as _;
+        let (_, cert) =
+            x509_parser::certificate::X509Certificate::from_der(&a.provisioned.client_der).unwrap();
+        assert_eq!(
+            cert.signature_algorithm.algorithm.to_id_string(),
+            signed_with
+        );
+    }
     let r = w
         .admin(
             "POST",

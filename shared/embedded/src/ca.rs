@@ -1,10 +1,15 @@
-//! The local certificate authority: an RSA-2048 root generated on first start and kept in
-//! the data directory, signing device certificates with SHA-256.
+//! The local certificate authority: a root generated on first start and kept in the data
+//! directory, signing device certificates with SHA-256. Its key is RSA-2048 unless the
+//! operator chose ECDSA P-256 when the CA was made ([`LocalCaKey`]); the key type is
+//! fixed from then on, because every enrolled device's certificate chains to that root.
 
 use std::path::Path;
 
 use async_trait::async_trait;
-use rcgen::{Issuer, KeyPair, PKCS_RSA_SHA256, SubjectPublicKeyInfo};
+use rcgen::{
+    Issuer, KeyPair, PKCS_ECDSA_P256_SHA256, PKCS_RSA_SHA256, SignatureAlgorithm,
+    SubjectPublicKeyInfo,
+};
 use time::{Duration, OffsetDateTime};
 use winmdm_core::ca::{CaChain, CaError, CertificateAuthority, IssueRequest, IssuedCertificate};
 use winmdm_core::cert_profile;
@@ -16,6 +21,57 @@ const ROOT_VALIDITY: Duration = Duration::days(20 * 365);
 pub struct LocalCa {
     chain: std::sync::Arc<CaChain>,
     issuer: Issuer<'static, KeyPair>,
+    key: LocalCaKey,
+}
+
+/// The local CA's key type. Both are key types Windows, API Gateway's mTLS truststore and
+/// the KMS-keyed CA accept; the device's own key stays whatever its CSR holds (RSA-2048
+/// from Windows).
+///
+/// RSA-2048 is the default. An ECDSA P-256 signature costs about a tenth of an RSA-2048
+/// one (27 µs against 258 µs here, BENCHMARKS.md), which is most of a federated
+/// enrollment's CPU on a busy small host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LocalCaKey {
+    #[default]
+    Rsa2048,
+    EcdsaP256,
+}
+
+impl LocalCaKey {
+    fn signature_algorithm(self) -> &'static SignatureAlgorithm {
+        match self {
+            Self::Rsa2048 => &PKCS_RSA_SHA256,
+            Self::EcdsaP256 => &PKCS_ECDSA_P256_SHA256,
+        }
+    }
+
+    /// The key type of a stored CA key, or `None` for any other.
+    fn of(key: &KeyPair) -> Option<Self> {
+        [Self::Rsa2048, Self::EcdsaP256]
+            .into_iter()
+            .find(|k| key.algorithm() == k.signature_algorithm())
+    }
+}
+
+impl std::fmt::Display for LocalCaKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Rsa2048 => "rsa-2048",
+            Self::EcdsaP256 => "ecdsa-p256",
+        })
+    }
+}
+
+impl std::str::FromStr for LocalCaKey {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "rsa-2048" => Ok(Self::Rsa2048),
+            "ecdsa-p256" => Ok(Self::EcdsaP256),
+            other => Err(format!("CA key {other:?}: rsa-2048 or ecdsa-p256")),
+        }
+    }
 }
 
 impl std::fmt::Debug for LocalCa {
@@ -33,11 +89,35 @@ pub enum LocalCaError {
     },
     #[error("CA material in {0} is unusable: {1}")]
     Invalid(String, String),
+    #[error(
+        "the CA in {dir} has a {found} key, not {wanted}: its key type is fixed when it is \
+         made (every enrolled device chains to it); move the directory away to make a new CA"
+    )]
+    OtherKey {
+        dir: String,
+        found: LocalCaKey,
+        wanted: LocalCaKey,
+    },
 }
 
 impl LocalCa {
-    /// Loads the CA from `dir`, generating and persisting a new root on first use.
+    /// Loads the CA from `dir`, generating and persisting a new RSA-2048 root on first use.
     pub fn open_or_create(dir: &Path) -> Result<Self, LocalCaError> {
+        Self::open(dir, None)
+    }
+
+    /// Loads the CA from `dir`, which must have a `key` key, or makes one with such a key.
+    pub fn open_or_create_with(dir: &Path, key: LocalCaKey) -> Result<Self, LocalCaError> {
+        Self::open(dir, Some(key))
+    }
+
+    /// The CA's key type.
+    pub fn key(&self) -> LocalCaKey {
+        self.key
+    }
+
+    /// `wanted`: the key a new CA gets (RSA-2048 if `None`), and an existing one must have.
+    fn open(dir: &Path, wanted: Option<LocalCaKey>) -> Result<Self, LocalCaError> {
         let io = |path: &Path| {
             let path = path.display().to_string();
             move |source| LocalCaError::Io { path, source }
@@ -48,7 +128,8 @@ impl LocalCa {
         let invalid =
             |e: rcgen::Error| LocalCaError::Invalid(dir.display().to_string(), e.to_string());
         if !key_path.exists() {
-            let key = KeyPair::generate_for(&PKCS_RSA_SHA256).map_err(invalid)?;
+            let key = KeyPair::generate_for(wanted.unwrap_or_default().signature_algorithm())
+                .map_err(invalid)?;
             let params = cert_profile::device_root(
                 "winmdm device root CA",
                 OffsetDateTime::now_utc(),
@@ -61,7 +142,20 @@ impl LocalCa {
         }
         let key_pem = std::fs::read_to_string(&key_path).map_err(io(&key_path))?;
         let cert_der = std::fs::read(&cert_path).map_err(io(&cert_path))?;
-        let key = KeyPair::from_pem_and_sign_algo(&key_pem, &PKCS_RSA_SHA256).map_err(invalid)?;
+        let key = KeyPair::from_pem(&key_pem).map_err(invalid)?;
+        let found = LocalCaKey::of(&key).ok_or_else(|| {
+            LocalCaError::Invalid(
+                dir.display().to_string(),
+                "the key is neither RSA-2048 nor ECDSA P-256".into(),
+            )
+        })?;
+        if let Some(wanted) = wanted.filter(|w| *w != found) {
+            return Err(LocalCaError::OtherKey {
+                dir: dir.display().to_string(),
+                found,
+                wanted,
+            });
+        }
         let issuer = Issuer::from_ca_cert_der(&cert_der.as_slice().into(), key).map_err(invalid)?;
         Ok(Self {
             chain: std::sync::Arc::new(CaChain {
@@ -69,6 +163,7 @@ impl LocalCa {
                 intermediate_der: None,
             }),
             issuer,
+            key: found,
         })
     }
 }

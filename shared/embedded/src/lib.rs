@@ -5,5 +5,5 @@ pub mod ca;
 mod group_commit;
 pub mod store;
 
-pub use ca::LocalCa;
+pub use ca::{LocalCa, LocalCaKey};
 pub use store::RedbStore;

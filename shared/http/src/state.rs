@@ -911,6 +911,21 @@ fn open_redb(data_dir: &Path) -> Result<RedbStore, InitError> {
     Ok(RedbStore::open(&path)?)
 }
 
+/// Makes the local CA in `data_dir` with a `key` key if there is none yet, or checks that
+/// the one there has such a key. Run before the state is built (winmdm-local's
+/// `--ca-key`); the state then opens whatever CA the directory holds.
+#[cfg(feature = "embedded")]
+pub fn prepare_local_ca(
+    data_dir: &Path,
+    key: winmdm_embedded::LocalCaKey,
+) -> Result<(), InitError> {
+    secure_data_dir(data_dir)?;
+    let dir = data_dir.join(CA_DIR);
+    create_private_dir(&dir, Follow::No)?;
+    LocalCa::open_or_create_with(&dir, key)?;
+    Ok(())
+}
+
 #[cfg(feature = "embedded")]
 fn open_local_ca(data_dir: &Path) -> Result<LocalCa, InitError> {
     let dir = data_dir.join(CA_DIR);

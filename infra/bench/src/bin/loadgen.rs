@@ -13,7 +13,8 @@
 //! gives.
 //!
 //! Usage: `cargo run --release -p winmdm-bench --bin loadgen -- [devices] [concurrency]
-//! [on-premise|federated|profiles]`.
+//! [on-premise|federated|profiles] [rsa-2048|ecdsa-p256]`; the last is the local CA's key
+//! (`winmdm-local --ca-key`, default RSA-2048).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -53,11 +54,15 @@ async fn main() {
         Some("profiles") => return profiles(devices, concurrency).await,
         Some(other) => panic!("unknown mode {other}: on-premise, federated or profiles"),
     };
+    let ca_key: Option<winmdm_embedded::LocalCaKey> = args
+        .get(4)
+        .map(|k| k.parse().unwrap_or_else(|e| panic!("{e}")));
     let s = Arc::new(
         TestServer::start_with(|o| {
             if !federated {
                 o.auth_policy = winmdm_core::config::PreferredAuth::OnPremise;
             }
+            o.ca_key = ca_key;
         })
         .await,
     );
