@@ -12,7 +12,7 @@ use time::{Duration, OffsetDateTime};
 use winmdm_bench::MemStore;
 use winmdm_core::ca::{CertificateAuthority, IssueRequest};
 use winmdm_core::clock::SystemClock;
-use winmdm_core::config::EnrollmentConfig;
+use winmdm_core::config::{EnrollmentConfig, PreferredAuth};
 use winmdm_core::csr::verify_csr;
 use winmdm_core::enrollment::EnrollmentService;
 use winmdm_core::token::TokenSigner;
@@ -68,16 +68,17 @@ const UPN: &str = "a@example.com";
 const PASSWORD: &str = "password";
 
 /// The enrollment service over `store` and `ca`, signing federated tokens with `key`.
+/// An on-premise service takes only UsernameTokens, a federated one only its login page's
+/// tokens.
 fn enrollment_service(
     store: Arc<MemStore>,
     ca: Arc<dyn CertificateAuthority>,
     key: Vec<u8>,
+    policy: PreferredAuth,
 ) -> EnrollmentService {
-    // On-premise, so the UsernameToken benchmarks are accepted (a federated server takes
-    // only its login page's tokens).
     let mut config =
         EnrollmentConfig::new("https://enterpriseenrollment.example.com".parse().unwrap());
-    config.auth_policy = winmdm_core::config::PreferredAuth::OnPremise;
+    config.auth_policy = policy;
     EnrollmentService::new(
         Arc::new(config),
         store,
@@ -108,7 +109,12 @@ fn enrollment(c: &mut Criterion) {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let ca = Arc::new(LocalCa::open_or_create(dir.path()).unwrap());
-    let service = enrollment_service(Arc::new(MemStore::default()), ca.clone(), vec![1; 32]);
+    let service = enrollment_service(
+        Arc::new(MemStore::default()),
+        ca.clone(),
+        vec![1; 32],
+        PreferredAuth::OnPremise,
+    );
     // Store and CA calls of one on-premise enrollment, counted.
     {
         let store = Arc::new(MemStore::default());
@@ -116,7 +122,12 @@ fn enrollment(c: &mut Criterion) {
             inner: LocalCa::open_or_create(dir.path()).unwrap(),
             issued: Default::default(),
         });
-        let svc = enrollment_service(store.clone(), counting.clone(), vec![1; 32]);
+        let svc = enrollment_service(
+            store.clone(),
+            counting.clone(),
+            vec![1; 32],
+            PreferredAuth::OnPremise,
+        );
         add_user(&rt, &store);
         let before = store.calls();
         let d = Device::new();
@@ -198,25 +209,35 @@ fn enrollment(c: &mut Criterion) {
         b.iter(|| verify_csr(&sha1, 2048).unwrap())
     });
     let csr = verify_csr(&csr_der, 2048).unwrap();
-    c.bench_function("local CA: sign a device certificate", |b| {
-        b.to_async(&rt).iter(|| {
-            let now = OffsetDateTime::now_utc();
-            let ca = ca.clone();
-            let csr = csr.clone();
-            let id = device.device_id.clone();
-            async move {
-                ca.issue(&IssueRequest {
-                    csr: &csr,
-                    common_name: &id,
-                    not_before: now,
-                    not_after: now + Duration::days(365),
-                    idempotency_token: "t",
-                })
-                .await
-                .unwrap()
-            }
-        })
-    });
+    let ecdsa_dir = tempfile::tempdir().unwrap();
+    let ecdsa = Arc::new(
+        LocalCa::open_or_create_with(ecdsa_dir.path(), winmdm_embedded::LocalCaKey::EcdsaP256)
+            .unwrap(),
+    );
+    for (name, ca) in [
+        ("local CA: sign a device certificate", ca),
+        ("local CA (ECDSA P-256): sign a device certificate", ecdsa),
+    ] {
+        c.bench_function(name, |b| {
+            b.to_async(&rt).iter(|| {
+                let now = OffsetDateTime::now_utc();
+                let ca = ca.clone();
+                let csr = csr.clone();
+                let id = device.device_id.clone();
+                async move {
+                    ca.issue(&IssueRequest {
+                        csr: &csr,
+                        common_name: &id,
+                        not_before: now,
+                        not_after: now + Duration::days(365),
+                        idempotency_token: "t",
+                    })
+                    .await
+                    .unwrap()
+                }
+            })
+        });
+    }
 }
 
 /// Whole enrollments (WSTEP RequestSecurityToken through the enrollment service: envelope,
@@ -225,45 +246,58 @@ fn enrollment(c: &mut Criterion) {
 fn enrollment_end_to_end(c: &mut Criterion) {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let local = LocalCa::open_or_create(dir.path()).unwrap();
+    // Certificates are made in the untimed setup, by a fast (ECDSA) local CA.
+    let ca = Arc::new(winmdm_bench::PresignedCa::new(Arc::new(
+        LocalCa::open_or_create_with(dir.path(), winmdm_embedded::LocalCaKey::EcdsaP256).unwrap(),
+    )));
     let device = Device::new();
     let csr_der = device.csr(CsrSignature::Sha256, CsrSubject::Windows);
-    let now = OffsetDateTime::now_utc();
-    let certificate = rt
-        .block_on(local.issue(&IssueRequest {
-            csr: &verify_csr(&csr_der, 2048).unwrap(),
-            common_name: &device.device_id,
-            not_before: now,
-            not_after: now + Duration::days(365),
-            idempotency_token: "t",
-        }))
-        .unwrap();
-    let ca = Arc::new(winmdm_bench::PresignedCa {
-        chain: rt.block_on(local.chain()).unwrap(),
-        certificate,
-    });
+    let csr = verify_csr(&csr_der, 2048).unwrap();
     let key = vec![7; 32];
     let store = Arc::new(MemStore::default());
     add_user(&rt, &store);
-    let service = enrollment_service(store.clone(), ca, key.clone());
+    let federated = enrollment_service(
+        store.clone(),
+        ca.clone(),
+        key.clone(),
+        PreferredAuth::Federated,
+    );
+    let on_premise = enrollment_service(
+        store.clone(),
+        ca.clone(),
+        key.clone(),
+        PreferredAuth::OnPremise,
+    );
     let signer = TokenSigner::new(key, Duration::minutes(15)).unwrap();
     // Each enrollment is a new device (ids from a counter) with a fresh single-use token.
     let counter = std::sync::atomic::AtomicU64::new(0);
     let request = |creds: &Credentials| {
         let n = counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let ctx = messages::context_items(&format!("DEV{n:012}"), &format!("HW{n:030}"), "Full");
+        let device_id = format!("DEV{n:012}");
+        let now = OffsetDateTime::now_utc();
+        rt.block_on(ca.prepare(&IssueRequest {
+            csr: &csr,
+            common_name: &device_id,
+            not_before: now,
+            not_after: now + Duration::days(365),
+            idempotency_token: "t",
+        }));
+        let ctx = messages::context_items(&device_id, &format!("HW{n:030}"), "Full");
         messages::request_security_token("urn:uuid:e", "https://e/e", creds, &csr_der, &ctx)
     };
-    let enroll = |rst: String| {
+    let enroll = |service: &EnrollmentService, rst: String| {
         let reply = rt.block_on(service.request_security_token(rst.as_bytes(), "t"));
         assert!(reply.fault.is_none(), "{:?}", reply.fault);
         reply
     };
     {
         let before = store.calls();
-        enroll(request(&Credentials::Federated {
-            token: signer.issue(UPN, OffsetDateTime::now_utc()),
-        }));
+        enroll(
+            &federated,
+            request(&Credentials::Federated {
+                token: signer.issue(UPN, OffsetDateTime::now_utc()),
+            }),
+        );
         let after = store.calls();
         println!(
             "store calls for one federated enrollment: {} read(s), {} write(s)",
@@ -278,7 +312,7 @@ fn enrollment_end_to_end(c: &mut Criterion) {
                     token: signer.issue(UPN, OffsetDateTime::now_utc()),
                 })
             },
-            enroll,
+            |rst| enroll(&federated, rst),
             BatchSize::SmallInput,
         )
     });
@@ -287,7 +321,7 @@ fn enrollment_end_to_end(c: &mut Criterion) {
     slow.bench_function("end to end without the CA (argon2id)", |b| {
         b.iter_batched(
             || request(&password_credentials()),
-            enroll,
+            |rst| enroll(&on_premise, rst),
             BatchSize::SmallInput,
         )
     });

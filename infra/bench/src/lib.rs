@@ -44,6 +44,9 @@ pub struct MemStore {
     devices: Mutex<HashMap<String, Device>>,
     /// Lower-case HWDevID → device id, as the DynamoDB store keeps a lookup item.
     hw_index: Mutex<HashMap<String, String>>,
+    /// Blocked device id → its user, as the DynamoDB store keeps `UBLOCK#` items: the
+    /// blocked-device check is a lookup, not a scan that slows as a benchmark adds devices.
+    blocked: Mutex<HashMap<String, String>>,
     sessions: Mutex<HashMap<(String, String), SessionState>>,
     commands: Mutex<Vec<QueuedCommand>>,
     profiles: Mutex<Vec<Profile>>,
@@ -54,7 +57,17 @@ pub struct MemStore {
 }
 
 impl MemStore {
+    fn note_status(&self, d: &Device) {
+        let mut blocked = self.blocked.lock().unwrap();
+        if d.status == winmdm_core::model::DeviceStatus::Blocked {
+            blocked.insert(d.id.clone(), d.upn.clone());
+        } else {
+            blocked.remove(&d.id);
+        }
+    }
+
     pub fn add_device(&self, d: Device) {
+        self.note_status(&d);
         if let Some(hw) = &d.hw_dev_id {
             self.hw_index
                 .lock()
@@ -161,12 +174,7 @@ impl Store for MemStore {
     }
     async fn user_has_blocked_device(&self, upn: &str) -> Result<bool, StoreError> {
         self.reads.fetch_add(1, Ordering::Relaxed);
-        Ok(self
-            .devices
-            .lock()
-            .unwrap()
-            .values()
-            .any(|d| d.upn == upn && d.status == winmdm_core::model::DeviceStatus::Blocked))
+        Ok(self.blocked.lock().unwrap().values().any(|u| u == upn))
     }
     async fn get_device_by_hw_dev_id(&self, hw: &str) -> Result<Option<Device>, StoreError> {
         self.reads.fetch_add(1, Ordering::Relaxed);
@@ -249,6 +257,7 @@ impl Store for MemStore {
             u.device
                 .apply(d)
                 .map_err(|e| StoreError::Conflict(e.to_string()))?;
+            self.note_status(d);
         }
         match &u.session {
             SessionWrite::Keep => {}
@@ -345,11 +354,30 @@ impl Store for MemStore {
     }
 }
 
-/// A CA that answers every request with one certificate issued beforehand, so an
-/// enrollment can be timed without the CA ("handler time plus the CA").
+/// A CA whose certificates are issued beforehand (by `inner`, in a benchmark's untimed
+/// setup), so an enrollment can be timed without the CA ("handler time plus the CA").
+/// Each is for one DeviceID, as the enrollment checks; issuing for an unprepared one fails.
 pub struct PresignedCa {
-    pub chain: std::sync::Arc<winmdm_core::ca::CaChain>,
-    pub certificate: winmdm_core::ca::IssuedCertificate,
+    inner: std::sync::Arc<dyn winmdm_core::ca::CertificateAuthority>,
+    ready: std::sync::Mutex<std::collections::HashMap<String, winmdm_core::ca::IssuedCertificate>>,
+}
+
+impl PresignedCa {
+    pub fn new(inner: std::sync::Arc<dyn winmdm_core::ca::CertificateAuthority>) -> Self {
+        Self {
+            inner,
+            ready: Default::default(),
+        }
+    }
+
+    /// Issues the certificate the next request for `req.common_name` will be answered with.
+    pub async fn prepare(&self, req: &winmdm_core::ca::IssueRequest<'_>) {
+        let cert = self.inner.issue(req).await.expect("issued beforehand");
+        self.ready
+            .lock()
+            .unwrap()
+            .insert(req.common_name.to_owned(), cert);
+    }
 }
 
 #[async_trait]
@@ -357,12 +385,16 @@ impl winmdm_core::ca::CertificateAuthority for PresignedCa {
     async fn chain(
         &self,
     ) -> Result<std::sync::Arc<winmdm_core::ca::CaChain>, winmdm_core::ca::CaError> {
-        Ok(self.chain.clone())
+        self.inner.chain().await
     }
     async fn issue(
         &self,
-        _: &winmdm_core::ca::IssueRequest<'_>,
+        req: &winmdm_core::ca::IssueRequest<'_>,
     ) -> Result<winmdm_core::ca::IssuedCertificate, winmdm_core::ca::CaError> {
-        Ok(self.certificate.clone())
+        self.ready
+            .lock()
+            .unwrap()
+            .remove(req.common_name)
+            .ok_or_else(|| winmdm_core::ca::CaError::Internal("not prepared".into()))
     }
 }

@@ -3,7 +3,9 @@
 //! IssueCertificate uses the `EndEntityClientAuthCertificate_APIPassthrough` template with an
 //! API passthrough that sets the subject to `CN=<DeviceID>` and the key usages, whatever
 //! the CSR says; the certificate is then fetched with GetCertificate, backing off while it
-//! is still being issued. The CA certificate and chain are fetched once, on first use.
+//! is still being issued. The CA certificate and chain are fetched once, on first use;
+//! the issuing CA's key type (RSA or EC) picks the signing algorithm, since PCA refuses a
+//! request whose algorithm does not fit its key.
 //!
 //! The per-account IssueCertificate rate is low: throttling is retried with jittered
 //! backoff within the request's time budget, then reported as `CaError::Unavailable` (the
@@ -57,6 +59,27 @@ fn csr_pem(der: &[u8]) -> String {
     }
     out.push_str("-----END CERTIFICATE REQUEST-----\n");
     out
+}
+
+/// The algorithm a CA with this certificate signs with: SHA-256 with its key's type.
+fn signing_algorithm(issuer_der: &[u8]) -> Result<SigningAlgorithm, CaError> {
+    const RSA: &str = "1.2.840.113549.1.1.1";
+    const EC: &str = "1.2.840.10045.2.1";
+    let (_, cert) = X509Certificate::from_der(issuer_der)
+        .map_err(|e| CaError::Internal(format!("the CA certificate does not parse: {e}")))?;
+    match cert
+        .public_key()
+        .algorithm
+        .algorithm
+        .to_id_string()
+        .as_str()
+    {
+        RSA => Ok(SigningAlgorithm::Sha256Withrsa),
+        EC => Ok(SigningAlgorithm::Sha256Withecdsa),
+        other => Err(CaError::Internal(format!(
+            "the CA's key type ({other}) is neither RSA nor EC"
+        ))),
+    }
 }
 
 fn is_throttle(code: Option<&str>) -> bool {
@@ -153,6 +176,7 @@ impl CertificateAuthority for PcaCa {
 
     async fn issue(&self, req: &IssueRequest<'_>) -> Result<IssuedCertificate, CaError> {
         let deadline = Instant::now() + self.budget;
+        let signing = signing_algorithm(self.chain().await?.issuer_der())?;
         let passthrough = ApiPassthrough::builder()
             .subject(Asn1Subject::builder().common_name(req.common_name).build())
             .extensions(
@@ -184,7 +208,7 @@ impl CertificateAuthority for PcaCa {
                 .issue_certificate()
                 .certificate_authority_arn(&self.ca_arn)
                 .csr(Blob::new(csr_pem(req.csr.der())))
-                .signing_algorithm(SigningAlgorithm::Sha256Withrsa)
+                .signing_algorithm(signing.clone())
                 .template_arn(PASSTHROUGH_TEMPLATE)
                 .api_passthrough(passthrough.clone())
                 .validity(validity(req.not_after).map_err(|e| CaError::Internal(e.to_string()))?)
@@ -267,5 +291,37 @@ impl CertificateAuthority for PcaCa {
             serial_hex,
             not_after,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ca_certificate(alg: &'static rcgen::SignatureAlgorithm) -> Vec<u8> {
+        let key = rcgen::KeyPair::generate_for(alg).unwrap();
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params.self_signed(&key).unwrap().der().to_vec()
+    }
+
+    #[test]
+    fn the_signing_algorithm_follows_the_ca_key() {
+        assert_eq!(
+            signing_algorithm(&ca_certificate(&rcgen::PKCS_RSA_SHA256)).unwrap(),
+            SigningAlgorithm::Sha256Withrsa
+        );
+        assert_eq!(
+            signing_algorithm(&ca_certificate(&rcgen::PKCS_ECDSA_P256_SHA256)).unwrap(),
+            SigningAlgorithm::Sha256Withecdsa
+        );
+        assert!(matches!(
+            signing_algorithm(&ca_certificate(&rcgen::PKCS_ED25519)),
+            Err(CaError::Internal(_))
+        ));
+        assert!(matches!(
+            signing_algorithm(b"not a certificate"),
+            Err(CaError::Internal(_))
+        ));
     }
 }
