@@ -628,6 +628,16 @@ async fn data_and_ca_survive_a_restart() {
     let token = s.server.admin_token();
     s.shutdown().await;
 
+    // The CA's key type is fixed: asking for another refuses to start, and replaces nothing.
+    let mut opts = winmdm_local::Options::ephemeral(dir.path().to_path_buf());
+    opts.ca_key = Some(winmdm_embedded::LocalCaKey::EcdsaP256);
+    let err = winmdm_local::start(opts).await.err().expect("refused");
+    assert!(
+        err.to_string()
+            .contains("has an rsa-2048 key, not ecdsa-p256"),
+        "{err}"
+    );
+
     let s = TestServer::start_in(dir.path().to_path_buf()).await;
     assert_eq!(s.server.admin_token(), token);
     assert_eq!(s.device_count().await, 1);

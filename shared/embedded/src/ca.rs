@@ -90,7 +90,7 @@ pub enum LocalCaError {
     #[error("CA material in {0} is unusable: {1}")]
     Invalid(String, String),
     #[error(
-        "the CA in {dir} has a {found} key, not {wanted}: its key type is fixed when it is \
+        "the CA in {dir} has an {found} key, not {wanted}: its key type is fixed when it is \
          made (every enrolled device chains to it); move the directory away to make a new CA"
     )]
     OtherKey {

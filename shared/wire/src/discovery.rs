@@ -95,6 +95,7 @@ pub struct DiscoverRequest {
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum DiscoverError {
     #[error("body is {0}, not Discover")]
+    /// The body element's name, quoted and cut ([`crate::xml::quote_claim`]): it is echoed in faults.
     WrongOperation(String),
     #[error("Discover has no request element")]
     NoRequest,
@@ -104,7 +105,9 @@ impl DiscoverRequest {
     pub fn from_envelope(env: &Envelope) -> Result<Self, DiscoverError> {
         let body = &env.body;
         if !body.is(ns::DISCOVERY, "Discover") {
-            return Err(DiscoverError::WrongOperation(body.name.to_string()));
+            return Err(DiscoverError::WrongOperation(crate::xml::quote_claim(
+                &body.name,
+            )));
         }
         let req = body
             .child(ns::DISCOVERY, "request")

@@ -53,6 +53,7 @@ pub struct RequestSecurityToken {
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum RstError {
     #[error("body is {0}, not RequestSecurityToken")]
+    /// The body element's name, quoted and cut ([`crate::xml::quote_claim`]): it is echoed in faults.
     WrongOperation(String),
     #[error("missing {0}")]
     Missing(&'static str),
@@ -74,7 +75,9 @@ impl RequestSecurityToken {
     pub fn from_envelope(env: &Envelope) -> Result<Self, RstError> {
         let body = &env.body;
         if !body.is(ns::WST, "RequestSecurityToken") {
-            return Err(RstError::WrongOperation(body.name.to_string()));
+            return Err(RstError::WrongOperation(crate::xml::quote_claim(
+                &body.name,
+            )));
         }
         let token_type = body
             .child(ns::WST, "TokenType")
@@ -241,6 +244,36 @@ AwQ=</wsse:BinarySecurityToken>
             RequestSecurityToken::from_envelope(&rst("urn:other", "")),
             Err(RstError::UnsupportedValueType(_))
         ));
+    }
+
+    /// A body element of the longest name the parser takes, sent to each SOAP operation:
+    /// the error (which becomes a fault reason and a log field) quotes at most 64 bytes.
+    #[test]
+    fn another_operation_is_quoted_in_at_most_64_bytes() {
+        let name = "é".repeat(crate::xml::Limit::NameBytes.max() / 2);
+        let env = Envelope::parse(
+            format!(
+                r#"<s:Envelope xmlns:s="{soap}"><s:Body><{name}/></s:Body></s:Envelope>"#,
+                soap = ns::SOAP
+            )
+            .as_bytes(),
+        )
+        .unwrap();
+        let quoted = format!("{:?}", format!("{}…", "é".repeat(32)));
+        for err in [
+            RequestSecurityToken::from_envelope(&env)
+                .unwrap_err()
+                .to_string(),
+            crate::xcep::GetPoliciesRequest::from_envelope(&env)
+                .unwrap_err()
+                .to_string(),
+            crate::discovery::DiscoverRequest::from_envelope(&env)
+                .unwrap_err()
+                .to_string(),
+        ] {
+            assert!(err.contains(&quoted), "{err}");
+            assert!(err.len() < 120, "{err}");
+        }
     }
 
     #[test]

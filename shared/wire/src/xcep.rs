@@ -18,6 +18,7 @@ pub struct GetPoliciesRequest {
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum GetPoliciesError {
     #[error("body is {0}, not GetPolicies")]
+    /// The body element's name, quoted and cut ([`crate::xml::quote_claim`]): it is echoed in faults.
     WrongOperation(String),
     #[error("GetPolicies has no client element")]
     NoClient,
@@ -26,7 +27,9 @@ pub enum GetPoliciesError {
 impl GetPoliciesRequest {
     pub fn from_envelope(env: &Envelope) -> Result<Self, GetPoliciesError> {
         if !env.body.is(ns::XCEP, "GetPolicies") {
-            return Err(GetPoliciesError::WrongOperation(env.body.name.to_string()));
+            return Err(GetPoliciesError::WrongOperation(crate::xml::quote_claim(
+                &env.body.name,
+            )));
         }
         let client = env
             .body
